@@ -1,0 +1,82 @@
+// Volume: one localvol volume served as its own FUSE filesystem.
+//
+// A volume exports one backing directory (its root on a dedicated disk) with
+// hard byte and inode quotas. Mount() recovers usage (exactly, from the state a
+// clean unmount persisted, or by rescanning the tree after a crash), mounts the
+// filesystem with allow_other,default_permissions, and serves it on worker
+// threads owned by the Volume. Data I/O goes through the shared iopath engine.
+//
+// Thread-safety: all public methods may be called from any thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "base/status.h"
+
+namespace localvol::iopath {
+class Engine;
+}
+
+namespace localvol::fuse {
+
+struct VolumeOptions {
+  std::string source_dir;        // backing directory; must exist and be a directory
+  std::string mountpoint;        // must exist, be a directory, and not be a mountpoint
+  std::string name;              // shown as "localvol:<name>" in the mount table
+  uint64_t capacity_bytes = 0;   // > 0
+  uint64_t inode_limit = 0;      // 0 means DefaultInodeLimit(capacity_bytes)
+  iopath::Engine* engine = nullptr;  // borrowed; must outlive the Volume
+  unsigned max_threads = 8;      // FUSE worker threads at most
+};
+
+struct VolumeUsage {
+  uint64_t capacity_bytes = 0;
+  uint64_t used_bytes = 0;      // allocated bytes, as du(1) of the backing directory counts them
+  uint64_t inode_limit = 0;
+  uint64_t used_inodes = 0;     // inodes below the root, the root itself excluded
+};
+
+// One inode per 16 KiB of capacity, like mkfs.ext4's default ratio; at least 1024.
+uint64_t DefaultInodeLimit(uint64_t capacity_bytes);
+
+class Volume {
+ public:
+  // Validates the options, recovers usage, mounts and starts serving.
+  // Fails, with nothing mounted and the backing directory unchanged, if an
+  // option is invalid, the source already holds more than the limits allow
+  // (ENOSPC), the mountpoint is in use (EBUSY), or the mount fails.
+  static Result<std::unique_ptr<Volume>> Mount(const VolumeOptions& options);
+
+  // Unmounts if still mounted (see Unmount()).
+  ~Volume();
+
+  // Stops serving, unmounts (lazily if the mount is busy, so callers are never
+  // stuck), waits for in-flight I/O and persists usage so the next Mount() is
+  // exact without a rescan. Idempotent.
+  Status Unmount();
+
+  // Blocks until the filesystem is unmounted from outside (fusermount -u,
+  // umount) or Unmount() is called.
+  void WaitUntilUnmounted();
+
+  // Changes the quotas of the live volume. Growing always succeeds; shrinking
+  // below current usage fails with ENOSPC and a message naming the usage, and
+  // changes nothing.
+  Status SetLimits(uint64_t capacity_bytes, uint64_t inode_limit);
+
+  VolumeUsage Usage() const;
+  const std::string& mountpoint() const;
+
+  Volume(const Volume&) = delete;
+  Volume& operator=(const Volume&) = delete;
+
+  struct Impl;
+
+ private:
+  explicit Volume(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace localvol::fuse

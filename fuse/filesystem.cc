@@ -1,0 +1,1099 @@
+#include "fuse/filesystem.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "base/logging.h"
+#include "fuse/caller_credentials.h"
+#include "fuse/usage_store.h"
+#include "iopath/engine.h"
+
+namespace localvol::fuse {
+
+struct Filesystem::FileHandle {
+  UniqueFd fd;
+  Inode* inode;
+};
+
+struct Filesystem::DirHandle {
+  ~DirHandle() {
+    if (dir != nullptr) closedir(dir);
+  }
+  DIR* dir = nullptr;
+  off_t offset = 0;
+  struct dirent* entry = nullptr;  // read but not yet returned to the kernel
+};
+
+namespace {
+
+Filesystem* Fs(fuse_req_t req) { return static_cast<Filesystem*>(fuse_req_userdata(req)); }
+
+template <typename Handle>
+Handle* HandleOf(const fuse_file_info* fi) {
+  return reinterpret_cast<Handle*>(fi->fh);
+}
+
+bool IsReservedXattr(const char* name) {
+  return std::strncmp(name, kReservedXattrPrefix.data(), kReservedXattrPrefix.size()) == 0;
+}
+
+// Names come from the kernel as single components; "." and ".." would walk
+// out of the tree relative to the volume root, so refuse them outright.
+bool IsUnsafeName(const char* name) {
+  return std::strcmp(name, ".") == 0 || std::strcmp(name, "..") == 0 ||
+         std::strchr(name, '/') != nullptr;
+}
+
+uint64_t AlignDown(uint64_t v, uint64_t a) { return v / a * a; }
+uint64_t AlignUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+// Bytes of the block-aligned range covering [offset, offset+len) that have no
+// extent yet (holes and everything past the last extent). Delayed-allocation
+// and unwritten extents count as allocated, as st_blocks counts them.
+Result<uint64_t> UnallocatedBytesInRange(int fd, uint64_t offset, uint64_t len,
+                                         uint64_t block) {
+  const uint64_t start = AlignDown(offset, block);
+  const uint64_t end = AlignUp(offset + len, block);
+  constexpr unsigned kExtents = 64;
+  std::vector<char> storage(sizeof(struct fiemap) + kExtents * sizeof(struct fiemap_extent));
+  auto* map = reinterpret_cast<struct fiemap*>(storage.data());
+  uint64_t covered = 0;
+  uint64_t cursor = start;
+  while (cursor < end) {
+    std::memset(storage.data(), 0, storage.size());
+    map->fm_start = cursor;
+    map->fm_length = end - cursor;
+    map->fm_extent_count = kExtents;
+    if (ioctl(fd, FS_IOC_FIEMAP, map) != 0) return Status::FromErrno("FIEMAP");
+    if (map->fm_mapped_extents == 0) break;
+    bool last = false;
+    for (unsigned i = 0; i < map->fm_mapped_extents; ++i) {
+      const struct fiemap_extent& e = map->fm_extents[i];
+      const uint64_t lo = std::max<uint64_t>(e.fe_logical, cursor);
+      const uint64_t hi = std::min<uint64_t>(e.fe_logical + e.fe_length, end);
+      if (hi > lo) covered += hi - lo;
+      cursor = std::max<uint64_t>(cursor, e.fe_logical + e.fe_length);
+      if (e.fe_flags & FIEMAP_EXTENT_LAST) last = true;
+    }
+    if (last) break;
+  }
+  const uint64_t total = end - start;
+  return covered >= total ? 0 : total - covered;
+}
+
+// ---- Data requests: submitted on a FUSE worker, completed on the iopath thread.
+
+class ReadRequest final : public iopath::IoRequest {
+ public:
+  ReadRequest(fuse_req_t req, PooledBuffer buffer) : req_(req), buffer_(std::move(buffer)) {
+    op = iopath::IoOp::kRead;
+    buf = buffer_.data();
+  }
+  void Complete(iopath::IoResult r) noexcept override {
+    if (r.err != 0) {
+      fuse_reply_err(req_, r.err);
+    } else {
+      fuse_reply_buf(req_, buffer_.data(), r.bytes);
+    }
+  }
+
+ private:
+  fuse_req_t req_;
+  PooledBuffer buffer_;
+};
+
+// Writes and fallocate: settle the quota reservation against what the
+// backing file really allocated, then reply.
+class AllocatingRequest final : public iopath::IoRequest {
+ public:
+  AllocatingRequest(fuse_req_t req, Filesystem* fs, Inode* inode, Reservation reservation,
+                    PooledBuffer buffer)
+      : req_(req), fs_(fs), inode_(inode), reservation_(std::move(reservation)),
+        buffer_(std::move(buffer)) {
+    buf = buffer_.data();
+  }
+  void Complete(iopath::IoResult r) noexcept override {
+    fs_->SettleAllocation(*inode_, reservation_);
+    if (r.err != 0) {
+      fuse_reply_err(req_, r.err);
+    } else if (op == iopath::IoOp::kWrite) {
+      fuse_reply_write(req_, r.bytes);
+    } else {
+      fuse_reply_err(req_, 0);
+    }
+  }
+
+ private:
+  fuse_req_t req_;
+  Filesystem* fs_;
+  Inode* inode_;
+  Reservation reservation_;
+  PooledBuffer buffer_;
+};
+
+class SyncRequest final : public iopath::IoRequest {
+ public:
+  explicit SyncRequest(fuse_req_t req) : req_(req) {}
+  void Complete(iopath::IoResult r) noexcept override { fuse_reply_err(req_, r.err); }
+
+ private:
+  fuse_req_t req_;
+};
+
+// copy_file_range as a chain of reads and writes through the ring, one chunk
+// at a time. Not a reflink: a copy always allocates, so the quota sees it.
+struct CopyJob {
+  fuse_req_t req;
+  Filesystem* fs;
+  iopath::Engine* engine;
+  iopath::IoQueue* queue;
+  int in_fd;
+  int out_fd;
+  Inode* out_inode;
+  uint64_t in_off;
+  uint64_t out_off;
+  size_t remaining;  // admitted bytes still to copy
+  uint64_t copied = 0;
+  Reservation reservation;
+  PooledBuffer buffer;
+};
+
+constexpr size_t kCopyChunk = 1 << 20;
+
+class CopyStep final : public iopath::IoRequest {
+ public:
+  // Submits the next read of `job`.
+  static void Read(std::unique_ptr<CopyJob> job) {
+    const size_t n = std::min(job->remaining, kCopyChunk);
+    Next(std::move(job), iopath::IoOp::kRead, n);
+  }
+
+  void Complete(iopath::IoResult r) noexcept override {
+    if (op == iopath::IoOp::kRead) {
+      if (r.err != 0 || r.bytes == 0) return Finish(r.err);
+      return Next(std::move(job_), iopath::IoOp::kWrite, r.bytes);
+    }
+    if (r.err != 0) return Finish(r.err);
+    job_->copied += r.bytes;
+    job_->in_off += r.bytes;
+    job_->out_off += r.bytes;
+    job_->remaining -= std::min<size_t>(job_->remaining, r.bytes);
+    if (r.bytes < len || job_->remaining == 0) return Finish(0);
+    Read(std::move(job_));
+  }
+
+ private:
+  static void Next(std::unique_ptr<CopyJob> job, iopath::IoOp next_op, size_t n) {
+    CopyJob& j = *job;
+    auto step = std::make_unique<CopyStep>();
+    step->op = next_op;
+    step->fd = next_op == iopath::IoOp::kRead ? j.in_fd : j.out_fd;
+    step->offset = next_op == iopath::IoOp::kRead ? j.in_off : j.out_off;
+    step->buf = j.buffer.data();
+    step->len = n;
+    step->job_ = std::move(job);
+    j.engine->Submit(*j.queue, std::move(step));
+  }
+
+  void Finish(int err) {
+    CopyJob& job = *job_;
+    job.fs->SettleAllocation(*job.out_inode, job.reservation);
+    if (job.copied > 0 || err == 0) {
+      fuse_reply_write(job.req, job.copied);
+    } else {
+      fuse_reply_err(job.req, err);
+    }
+  }
+
+  std::unique_ptr<CopyJob> job_;
+};
+
+}  // namespace
+
+Filesystem::Filesystem(UniqueFd root_fd, const struct stat& root_stat, Quota* quota,
+                       iopath::Engine* engine, iopath::IoQueue* queue,
+                       const FilesystemConfig& config)
+    : root_(std::make_unique<Inode>(std::move(root_fd), root_stat)),
+      quota_(quota),
+      engine_(engine),
+      queue_(queue),
+      config_(config) {
+  auto proc = OpenAt(AT_FDCWD, "/proc/self/fd", O_PATH | O_DIRECTORY);
+  if (proc.ok()) proc_self_fd_ = std::move(proc).value();
+  root_->nlookup = 1;
+}
+
+Filesystem::~Filesystem() { ForgetAll(); }
+
+std::string Filesystem::ProcPath(const Inode& inode) const {
+  return "/proc/self/fd/" + std::to_string(inode.fd.get());
+}
+
+Inode& Filesystem::GetInode(fuse_ino_t ino) {
+  if (ino == FUSE_ROOT_ID) return *root_;
+  return *reinterpret_cast<Inode*>(ino);
+}
+
+int64_t Filesystem::TakeAllocationDelta(Inode& inode) {
+  MutexLock lock(inode.alloc_mu);
+  struct stat st;
+  if (fstat(inode.fd.get(), &st) != 0) return 0;
+  const uint64_t now = static_cast<uint64_t>(st.st_blocks) * 512;
+  const int64_t delta = static_cast<int64_t>(now) - static_cast<int64_t>(inode.charged_bytes);
+  inode.charged_bytes = now;
+  return delta;
+}
+
+void Filesystem::SettleAllocation(Inode& inode, Reservation& reservation) {
+  quota_->Settle(reservation, TakeAllocationDelta(inode), 0);
+}
+
+int Filesystem::LookupChild(Inode& parent, const char* name, fuse_entry_param* entry,
+                            Inode** out) {
+  if (IsUnsafeName(name)) return EINVAL;
+  auto fd = OpenAt(parent.fd.get(), name, O_PATH | O_NOFOLLOW);
+  if (!fd.ok()) return fd.err();
+  struct stat st;
+  if (fstatat(fd->get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  Inode* inode;
+  {
+    MutexLock lock(mu_);
+    auto& slot = inodes_[DevIno{st.st_dev, st.st_ino}];
+    if (!slot) slot = std::make_unique<Inode>(std::move(fd).value(), st);
+    inode = slot.get();
+    ++inode->nlookup;
+  }
+  std::memset(entry, 0, sizeof *entry);
+  entry->ino = reinterpret_cast<fuse_ino_t>(inode);
+  entry->attr = st;
+  entry->attr_timeout = config_.attr_timeout_s;
+  entry->entry_timeout = config_.entry_timeout_s;
+  if (out != nullptr) *out = inode;
+  return 0;
+}
+
+void Filesystem::ForgetOne(Inode* inode, uint64_t n) {
+  if (inode == root_.get()) return;
+  std::unique_ptr<Inode> dropped;
+  {
+    MutexLock lock(mu_);
+    if (n >= inode->nlookup) {
+      auto it = inodes_.find(DevIno{inode->dev, inode->ino});
+      if (it != inodes_.end()) {
+        dropped = std::move(it->second);
+        inodes_.erase(it);
+      }
+    } else {
+      inode->nlookup -= n;
+    }
+  }
+  if (dropped) Finalize(*dropped);
+}
+
+void Filesystem::Finalize(Inode& inode) {
+  struct stat st;
+  if (fstatat(inode.fd.get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return;
+  MutexLock lock(inode.alloc_mu);
+  if (st.st_nlink == 0) {
+    // Closing our O_PATH fd (when `inode` is destroyed) frees the space.
+    quota_->Adjust(-static_cast<int64_t>(inode.charged_bytes), -1);
+    inode.charged_bytes = 0;
+  } else {
+    const uint64_t now = static_cast<uint64_t>(st.st_blocks) * 512;
+    quota_->Adjust(static_cast<int64_t>(now) - static_cast<int64_t>(inode.charged_bytes), 0);
+    inode.charged_bytes = now;
+  }
+}
+
+void Filesystem::ForgetAll() {
+  std::unordered_map<DevIno, std::unique_ptr<Inode>, DevInoHash> all;
+  {
+    MutexLock lock(mu_);
+    all.swap(inodes_);
+  }
+  for (auto& [key, inode] : all) Finalize(*inode);
+}
+
+void Filesystem::ReleaseVictim(const struct stat& victim) {
+  {
+    MutexLock lock(mu_);
+    if (inodes_.count(DevIno{victim.st_dev, victim.st_ino}) != 0) return;  // Finalize will
+  }
+  if (S_ISDIR(victim.st_mode) || victim.st_nlink <= 1) {
+    quota_->Adjust(-static_cast<int64_t>(victim.st_blocks) * 512, -1);
+  }
+}
+
+// ---------------------------------------------------------------- operations
+
+void Filesystem::Init(fuse_conn_info* conn) {
+  auto want = [conn](unsigned cap) {
+    if (conn->capable & cap) conn->want |= cap;
+  };
+  // The kernel enforces permissions (default_permissions) and, with this,
+  // ACLs; the server stores them as xattrs on the backing file.
+  want(FUSE_CAP_POSIX_ACL);
+  // The caller's umask arrives with each create and is applied by the backing
+  // filesystem (or ignored there when a default ACL applies), as on a kernel fs.
+  want(FUSE_CAP_DONT_MASK);
+  want(FUSE_CAP_ASYNC_DIO);
+  want(FUSE_CAP_PARALLEL_DIROPS);
+  want(FUSE_CAP_CACHE_SYMLINKS);
+  want(FUSE_CAP_ATOMIC_O_TRUNC);
+  // Locks are kept by the kernel: every process on the node reaches the volume
+  // through this one mount, so kernel-local flock/fcntl locks are node-wide.
+  conn->want &= ~(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
+  // write(2) must see ENOSPC: no writeback cache, no server-side killpriv
+  // (the kernel clears setuid/setgid on write with a SETATTR).
+  conn->want &= ~(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_HANDLE_KILLPRIV);
+  conn->max_write = config_.max_write;
+  conn->max_read = config_.max_write;
+  if (!(conn->capable & FUSE_CAP_POSIX_ACL)) {
+    GetLogger("fuse")->warn("kernel lacks FUSE POSIX ACL support; ACLs will not be enforced");
+  }
+}
+
+void Filesystem::Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  fuse_entry_param e;
+  int err = LookupChild(GetInode(parent), name, &e, nullptr);
+  if (err == ENOENT) {
+    // Negative entries may be cached as long as positive ones: nothing but
+    // this server changes the backing directory.
+    std::memset(&e, 0, sizeof e);
+    e.entry_timeout = config_.entry_timeout_s;
+    fuse_reply_entry(req, &e);
+  } else if (err != 0) {
+    fuse_reply_err(req, err);
+  } else {
+    fuse_reply_entry(req, &e);
+  }
+}
+
+void Filesystem::Forget(fuse_ino_t ino, uint64_t nlookup) { ForgetOne(&GetInode(ino), nlookup); }
+
+void Filesystem::GetAttr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  struct stat st;
+  if (fstatat(GetInode(ino).fd.get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
+    fuse_reply_err(req, errno);
+    return;
+  }
+  fuse_reply_attr(req, &st, config_.attr_timeout_s);
+}
+
+void Filesystem::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
+                         fuse_file_info* fi) {
+  Inode& inode = GetInode(ino);
+  const int file_fd = fi != nullptr ? HandleOf<FileHandle>(fi)->fd.get() : -1;
+  auto fail = [&](int err) { fuse_reply_err(req, err); };
+  // The kernel has already checked permissions (default_permissions); the
+  // server acts as root. Ownership first: chown clears setuid/setgid on
+  // files, and a mode sent in the same request must be the final word.
+  if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+    uid_t uid = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : static_cast<uid_t>(-1);
+    gid_t gid = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : static_cast<gid_t>(-1);
+    if (fchownat(inode.fd.get(), "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
+      return fail(errno);
+    }
+  }
+  if (to_set & FUSE_SET_ATTR_MODE) {
+    if (inode.type == S_IFLNK) return fail(EOPNOTSUPP);
+    int rc = file_fd >= 0 ? fchmod(file_fd, attr->st_mode & 07777)
+                          : fchmodat(AT_FDCWD, ProcPath(inode).c_str(), attr->st_mode & 07777, 0);
+    if (rc != 0) return fail(errno);
+  }
+  if (to_set & FUSE_SET_ATTR_SIZE) {
+    if (inode.type != S_IFREG) return fail(inode.type == S_IFDIR ? EISDIR : EINVAL);
+    int rc;
+    if (file_fd >= 0) {
+      rc = RetryEintr([&] { return ftruncate(file_fd, attr->st_size); });
+    } else {
+      auto fd = OpenAt(AT_FDCWD, ProcPath(inode), O_WRONLY);
+      if (!fd.ok()) return fail(fd.err());
+      rc = RetryEintr([&] { return ftruncate(fd->get(), attr->st_size); });
+    }
+    if (rc != 0) return fail(errno);
+    // Shrinking frees space; growing leaves a hole and allocates nothing.
+    quota_->Adjust(TakeAllocationDelta(inode), 0);
+  }
+  if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
+    struct timespec times[2];
+    times[0].tv_nsec = UTIME_OMIT;
+    times[1].tv_nsec = UTIME_OMIT;
+    if (to_set & FUSE_SET_ATTR_ATIME_NOW) {
+      times[0].tv_nsec = UTIME_NOW;
+    } else if (to_set & FUSE_SET_ATTR_ATIME) {
+      times[0] = attr->st_atim;
+    }
+    if (to_set & FUSE_SET_ATTR_MTIME_NOW) {
+      times[1].tv_nsec = UTIME_NOW;
+    } else if (to_set & FUSE_SET_ATTR_MTIME) {
+      times[1] = attr->st_mtim;
+    }
+    if (utimensat(inode.fd.get(), "", times, AT_EMPTY_PATH) != 0) return fail(errno);
+  }
+  GetAttr(req, ino, fi);
+}
+
+void Filesystem::ReadLink(fuse_req_t req, fuse_ino_t ino) {
+  char buf[PATH_MAX + 1];
+  ssize_t n = readlinkat(GetInode(ino).fd.get(), "", buf, sizeof buf);
+  if (n < 0) return (void)fuse_reply_err(req, errno);
+  if (static_cast<size_t>(n) >= sizeof buf) return (void)fuse_reply_err(req, ENAMETOOLONG);
+  buf[n] = '\0';
+  fuse_reply_readlink(req, buf);
+}
+
+template <typename MakeFn>
+int Filesystem::CreateAsCaller(fuse_req_t req, Inode& parent, const char* name, mode_t mode,
+                               MakeFn make, fuse_entry_param* entry, Reservation* reservation) {
+  if (IsUnsafeName(name)) return EINVAL;
+  // One inode, and one block for the directory entry should the directory grow.
+  if (!quota_->TryReserve(config_.block_size, 1, reservation)) return ENOSPC;
+  int result;
+  {
+    // Supplementary groups cost a read of /proc/<pid>/status, so first try
+    // without; they matter only for group permission on the parent and for
+    // keeping a requested setgid bit.
+    const bool groups_needed = (mode & S_ISGID) != 0;
+    CallerCredentials creds(req, groups_needed);
+    if (!creds.ok()) return creds.err();
+    result = make();
+    if (result < 0 && (errno == EACCES || errno == EPERM) && !groups_needed) {
+      CallerCredentials with_groups(req, true);
+      if (!with_groups.ok()) return with_groups.err();
+      result = make();
+    }
+  }
+  if (result < 0) return errno;
+  if (result > 0) close(result);
+  Inode* child = nullptr;
+  int err = LookupChild(parent, name, entry, &child);
+  if (err != 0) return err;
+  int64_t delta = TakeAllocationDelta(parent);
+  {
+    MutexLock lock(child->alloc_mu);
+    delta += static_cast<int64_t>(child->charged_bytes);
+  }
+  quota_->Settle(*reservation, delta, 1);
+  return 0;
+}
+
+void Filesystem::MkNod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+                       dev_t rdev) {
+  Inode& dir = GetInode(parent);
+  fuse_entry_param e;
+  Reservation r;
+  int err = CreateAsCaller(
+      req, dir, name, mode, [&] { return mknodat(dir.fd.get(), name, mode, rdev); }, &e, &r);
+  if (err != 0) return (void)fuse_reply_err(req, err);
+  fuse_reply_entry(req, &e);
+}
+
+void Filesystem::MkDir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  Inode& dir = GetInode(parent);
+  fuse_entry_param e;
+  Reservation r;
+  int err = CreateAsCaller(
+      req, dir, name, mode, [&] { return mkdirat(dir.fd.get(), name, mode); }, &e, &r);
+  if (err != 0) return (void)fuse_reply_err(req, err);
+  fuse_reply_entry(req, &e);
+}
+
+void Filesystem::Symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
+  Inode& dir = GetInode(parent);
+  fuse_entry_param e;
+  Reservation r;
+  int err = CreateAsCaller(
+      req, dir, name, 0, [&] { return symlinkat(target, dir.fd.get(), name); }, &e, &r);
+  if (err != 0) return (void)fuse_reply_err(req, err);
+  fuse_reply_entry(req, &e);
+}
+
+void Filesystem::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+                        fuse_file_info* fi) {
+  Inode& dir = GetInode(parent);
+  const int flags = (fi->flags & ~(O_NOCTTY | O_CREAT | O_EXCL)) | O_NOFOLLOW | O_CLOEXEC;
+  fuse_entry_param e;
+  Reservation r;
+  int file_fd = -1;
+  int err = CreateAsCaller(
+      req, dir, name, mode,
+      [&] {
+        // O_EXCL even when the caller did not ask: the inode must be new for
+        // the quota to count it once. The kernel sends CREATE only for names
+        // it believes absent.
+        file_fd = openat(dir.fd.get(), name, flags | O_CREAT | O_EXCL, mode);
+        return file_fd < 0 ? -1 : 0;
+      },
+      &e, &r);
+  if (err == EEXIST && !(fi->flags & O_EXCL)) {
+    // Lost a race with another creator in the backing directory: open it.
+    fuse_entry_param existing;
+    Inode* inode = nullptr;
+    err = LookupChild(dir, name, &existing, &inode);
+    if (err == 0) {
+      auto fd = OpenAt(AT_FDCWD, ProcPath(*inode), flags & ~O_NOFOLLOW);
+      if (!fd.ok()) {
+        ForgetOne(inode, 1);
+        return (void)fuse_reply_err(req, fd.err());
+      }
+      file_fd = fd->Release();
+      e = existing;
+    }
+  }
+  if (err != 0) {
+    if (file_fd >= 0) close(file_fd);
+    return (void)fuse_reply_err(req, err);
+  }
+  auto* handle = new FileHandle{UniqueFd(file_fd), reinterpret_cast<Inode*>(e.ino)};
+  fi->fh = reinterpret_cast<uint64_t>(handle);
+  fi->keep_cache = 1;
+  fi->noflush = 1;
+  if (fuse_reply_create(req, &e, fi) != 0) {
+    // The kernel gave up on the request (interrupted); nobody will release it.
+    delete handle;
+    ForgetOne(reinterpret_cast<Inode*>(e.ino), 1);
+  }
+}
+
+void Filesystem::Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char* name) {
+  Inode& inode = GetInode(ino);
+  Inode& dir = GetInode(parent);
+  if (IsUnsafeName(name)) return (void)fuse_reply_err(req, EINVAL);
+  Reservation r;
+  if (!quota_->TryReserve(config_.block_size, 0, &r)) return (void)fuse_reply_err(req, ENOSPC);
+  if (linkat(inode.fd.get(), "", dir.fd.get(), name, AT_EMPTY_PATH) != 0) {
+    return (void)fuse_reply_err(req, errno);
+  }
+  fuse_entry_param e;
+  int err = LookupChild(dir, name, &e, nullptr);
+  quota_->Settle(r, TakeAllocationDelta(dir), 0);
+  if (err != 0) return (void)fuse_reply_err(req, err);
+  fuse_reply_entry(req, &e);
+}
+
+void Filesystem::Unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  Inode& dir = GetInode(parent);
+  if (IsUnsafeName(name)) return (void)fuse_reply_err(req, EINVAL);
+  struct stat victim;
+  if (fstatat(dir.fd.get(), name, &victim, AT_SYMLINK_NOFOLLOW) != 0) {
+    return (void)fuse_reply_err(req, errno);
+  }
+  if (unlinkat(dir.fd.get(), name, 0) != 0) return (void)fuse_reply_err(req, errno);
+  ReleaseVictim(victim);
+  quota_->Adjust(TakeAllocationDelta(dir), 0);
+  fuse_reply_err(req, 0);
+}
+
+void Filesystem::RmDir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  Inode& dir = GetInode(parent);
+  if (IsUnsafeName(name)) return (void)fuse_reply_err(req, EINVAL);
+  struct stat victim;
+  if (fstatat(dir.fd.get(), name, &victim, AT_SYMLINK_NOFOLLOW) != 0) {
+    return (void)fuse_reply_err(req, errno);
+  }
+  if (unlinkat(dir.fd.get(), name, AT_REMOVEDIR) != 0) return (void)fuse_reply_err(req, errno);
+  ReleaseVictim(victim);
+  quota_->Adjust(TakeAllocationDelta(dir), 0);
+  fuse_reply_err(req, 0);
+}
+
+void Filesystem::Rename(fuse_req_t req, fuse_ino_t parent, const char* name,
+                        fuse_ino_t newparent, const char* newname, unsigned flags) {
+  Inode& from = GetInode(parent);
+  Inode& to = GetInode(newparent);
+  if (IsUnsafeName(name) || IsUnsafeName(newname)) return (void)fuse_reply_err(req, EINVAL);
+  Reservation r;
+  if (!quota_->TryReserve(config_.block_size, 0, &r)) return (void)fuse_reply_err(req, ENOSPC);
+  struct stat victim;
+  const bool replaces = !(flags & RENAME_EXCHANGE) &&
+                        fstatat(to.fd.get(), newname, &victim, AT_SYMLINK_NOFOLLOW) == 0;
+  if (renameat2(from.fd.get(), name, to.fd.get(), newname, flags) != 0) {
+    return (void)fuse_reply_err(req, errno);
+  }
+  if (replaces) ReleaseVictim(victim);
+  int64_t delta = TakeAllocationDelta(from);
+  if (&to != &from) delta += TakeAllocationDelta(to);
+  quota_->Settle(r, delta, 0);
+  fuse_reply_err(req, 0);
+}
+
+void Filesystem::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Inode& inode = GetInode(ino);
+  // The kernel resolved the path and checked permissions; reopen the inode
+  // itself through /proc (O_NOFOLLOW would refuse that magic link).
+  const int flags = fi->flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW);
+  auto fd = OpenAt(proc_self_fd_.get(), std::to_string(inode.fd.get()), flags);
+  if (!fd.ok()) return (void)fuse_reply_err(req, fd.err());
+  if (flags & O_TRUNC) quota_->Adjust(TakeAllocationDelta(inode), 0);
+  auto* handle = new FileHandle{std::move(fd).value(), &inode};
+  fi->fh = reinterpret_cast<uint64_t>(handle);
+  // Page cache survives reopen: only this server changes the backing file.
+  fi->keep_cache = 1;
+  fi->noflush = 1;
+  if (fuse_reply_open(req, fi) != 0) delete handle;
+}
+
+void Filesystem::Release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto* handle = HandleOf<FileHandle>(fi);
+  Inode* inode = handle->inode;
+  delete handle;
+  // Closing may trim preallocation past EOF; charge what is really allocated.
+  quota_->Adjust(TakeAllocationDelta(*inode), 0);
+  fuse_reply_err(req, 0);
+}
+
+void Filesystem::Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                      fuse_file_info* fi) {
+  auto request = std::make_unique<ReadRequest>(req, buffers_.Get(size));
+  request->fd = HandleOf<FileHandle>(fi)->fd.get();
+  request->offset = static_cast<uint64_t>(off);
+  request->len = size;
+  engine_->Submit(*queue_, std::move(request));
+}
+
+size_t Filesystem::AdmitWrite(int fd, uint64_t offset, size_t len, Reservation* reservation) {
+  const uint64_t block = config_.block_size;
+  // Fast path: the worst case, every block the range touches being new.
+  const uint64_t worst = AlignUp(offset + len, block) - AlignDown(offset, block);
+  if (quota_->TryReserve(worst, 0, reservation)) return len;
+  // Near the limit: count the blocks that really are unallocated, so that
+  // overwriting existing data in a full volume still works.
+  auto exact = UnallocatedBytesInRange(fd, offset, len, block);
+  if (exact.ok() && quota_->TryReserve(*exact, 0, reservation)) return len;
+  // Admit the prefix that fits, as a kernel filesystem writes what it can
+  // before it reports ENOSPC. Assume the prefix is entirely unallocated.
+  const QuotaSnapshot q = quota_->Snapshot();
+  const uint64_t committed = q.used_bytes + q.reserved_bytes;
+  const uint64_t free_blocks = committed >= q.capacity_bytes ? 0 : (q.capacity_bytes - committed) / block;
+  const uint64_t prefix_end = AlignDown(offset, block) + free_blocks * block;
+  if (prefix_end <= offset) return 0;
+  const size_t prefix = static_cast<size_t>(std::min<uint64_t>(len, prefix_end - offset));
+  if (!quota_->TryReserve(free_blocks * block, 0, reservation)) return 0;
+  return prefix;
+}
+
+void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
+                       fuse_file_info* fi) {
+  FileHandle* handle = HandleOf<FileHandle>(fi);
+  Reservation reservation;
+  const size_t admitted = AdmitWrite(handle->fd.get(), static_cast<uint64_t>(off), size,
+                                     &reservation);
+  if (admitted == 0 && size != 0) return (void)fuse_reply_err(req, ENOSPC);
+  // libfuse reuses `buf` once this returns, and O_DIRECT needs alignment: copy.
+  PooledBuffer data = buffers_.Get(admitted);
+  std::memcpy(data.data(), buf, admitted);
+  auto request = std::make_unique<AllocatingRequest>(req, this, handle->inode,
+                                                     std::move(reservation), std::move(data));
+  request->op = iopath::IoOp::kWrite;
+  request->fd = handle->fd.get();
+  request->offset = static_cast<uint64_t>(off);
+  request->len = admitted;
+  engine_->Submit(*queue_, std::move(request));
+}
+
+void Filesystem::Fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
+  auto request = std::make_unique<SyncRequest>(req);
+  request->op = datasync ? iopath::IoOp::kFdatasync : iopath::IoOp::kFsync;
+  request->fd = HandleOf<FileHandle>(fi)->fd.get();
+  engine_->Submit(*queue_, std::move(request));
+}
+
+void Filesystem::Fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+                           fuse_file_info* fi) {
+  if (offset < 0 || length <= 0) return (void)fuse_reply_err(req, EINVAL);
+  FileHandle* handle = HandleOf<FileHandle>(fi);
+  Reservation reservation;
+  if (!(mode & FALLOC_FL_PUNCH_HOLE)) {
+    // All or nothing, as fallocate(2) is.
+    const uint64_t block = config_.block_size;
+    const uint64_t start = static_cast<uint64_t>(offset);
+    const uint64_t worst = AlignUp(start + length, block) - AlignDown(start, block);
+    if (!quota_->TryReserve(worst, 0, &reservation)) {
+      auto exact = UnallocatedBytesInRange(handle->fd.get(), start, length, block);
+      if (!exact.ok() || !quota_->TryReserve(*exact, 0, &reservation)) {
+        return (void)fuse_reply_err(req, ENOSPC);
+      }
+    }
+  }
+  auto request = std::make_unique<AllocatingRequest>(req, this, handle->inode,
+                                                     std::move(reservation), PooledBuffer());
+  request->op = iopath::IoOp::kFallocate;
+  request->fd = handle->fd.get();
+  request->offset = static_cast<uint64_t>(offset);
+  request->len = static_cast<size_t>(length);
+  request->fallocate_mode = mode;
+  engine_->Submit(*queue_, std::move(request));
+}
+
+void Filesystem::CopyFileRange(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+                               fuse_file_info* fi_in, fuse_ino_t ino_out, off_t off_out,
+                               fuse_file_info* fi_out, size_t len, int flags) {
+  if (flags != 0) return (void)fuse_reply_err(req, EINVAL);
+  FileHandle* in = HandleOf<FileHandle>(fi_in);
+  FileHandle* out = HandleOf<FileHandle>(fi_out);
+  auto job = std::make_unique<CopyJob>();
+  const size_t admitted = AdmitWrite(out->fd.get(), static_cast<uint64_t>(off_out), len,
+                                     &job->reservation);
+  if (admitted == 0 && len != 0) return (void)fuse_reply_err(req, ENOSPC);
+  if (admitted == 0) return (void)fuse_reply_write(req, 0);
+  job->req = req;
+  job->fs = this;
+  job->engine = engine_;
+  job->queue = queue_;
+  job->in_fd = in->fd.get();
+  job->out_fd = out->fd.get();
+  job->out_inode = out->inode;
+  job->in_off = static_cast<uint64_t>(off_in);
+  job->out_off = static_cast<uint64_t>(off_out);
+  job->remaining = admitted;
+  job->buffer = buffers_.Get(std::min(admitted, kCopyChunk));
+  CopyStep::Read(std::move(job));
+}
+
+void Filesystem::Lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+                       fuse_file_info* fi) {
+  off_t res = lseek(HandleOf<FileHandle>(fi)->fd.get(), off, whence);
+  if (res < 0) return (void)fuse_reply_err(req, errno);
+  fuse_reply_lseek(req, res);
+}
+
+void Filesystem::OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto fd = OpenAt(GetInode(ino).fd.get(), ".", O_RDONLY | O_DIRECTORY);
+  if (!fd.ok()) return (void)fuse_reply_err(req, fd.err());
+  auto handle = std::make_unique<DirHandle>();
+  handle->dir = fdopendir(fd->get());
+  if (handle->dir == nullptr) return (void)fuse_reply_err(req, errno);
+  fd->Release();  // owned by the DIR now
+  fi->fh = reinterpret_cast<uint64_t>(handle.get());
+  // The kernel may cache listings: it invalidates them itself on every change
+  // made through this mount, and nothing else changes the backing directory.
+  fi->cache_readdir = 1;
+  fi->keep_cache = 1;
+  if (fuse_reply_open(req, fi) == 0) handle.release();
+}
+
+void Filesystem::ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                         fuse_file_info* fi, bool plus) {
+  auto* d = HandleOf<DirHandle>(fi);
+  Inode& dir = GetInode(ino);
+  std::vector<char> buf(size);
+  size_t used = 0;
+  if (off != d->offset) {
+    seekdir(d->dir, off);
+    d->entry = nullptr;
+    d->offset = off;
+  }
+  int err = 0;
+  while (true) {
+    if (d->entry == nullptr) {
+      errno = 0;
+      d->entry = readdir(d->dir);
+      if (d->entry == nullptr) {
+        err = errno;
+        break;
+      }
+    }
+    const char* name = d->entry->d_name;
+    const off_t next = d->entry->d_off;
+    size_t entsize;
+    if (plus) {
+      fuse_entry_param e;
+      std::memset(&e, 0, sizeof e);
+      const bool dot = std::strcmp(name, ".") == 0 || std::strcmp(name, "..") == 0;
+      Inode* child = nullptr;
+      if (dot) {
+        e.attr.st_ino = d->entry->d_ino;
+        e.attr.st_mode = d->entry->d_type << 12;
+      } else {
+        int lerr = LookupChild(dir, name, &e, &child);
+        if (lerr == ENOENT) {  // vanished between readdir and lookup
+          d->entry = nullptr;
+          d->offset = next;
+          continue;
+        }
+        if (lerr != 0) {
+          err = lerr;
+          break;
+        }
+      }
+      entsize = fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e, next);
+      if (entsize > size - used) {
+        if (child != nullptr) ForgetOne(child, 1);  // the kernel never saw it
+        break;
+      }
+    } else {
+      struct stat st;
+      std::memset(&st, 0, sizeof st);
+      st.st_ino = d->entry->d_ino;
+      st.st_mode = d->entry->d_type << 12;
+      entsize = fuse_add_direntry(req, buf.data() + used, size - used, name, &st, next);
+      if (entsize > size - used) break;
+    }
+    used += entsize;
+    d->entry = nullptr;
+    d->offset = next;
+  }
+  // An error after some entries is reported on the next call instead.
+  if (err != 0 && used == 0) return (void)fuse_reply_err(req, err);
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+void Filesystem::ReleaseDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  delete HandleOf<DirHandle>(fi);
+  fuse_reply_err(req, 0);
+}
+
+void Filesystem::FsyncDir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
+  auto request = std::make_unique<SyncRequest>(req);
+  request->op = datasync ? iopath::IoOp::kFdatasync : iopath::IoOp::kFsync;
+  request->fd = dirfd(HandleOf<DirHandle>(fi)->dir);
+  engine_->Submit(*queue_, std::move(request));
+}
+
+void Filesystem::StatFs(fuse_req_t req, fuse_ino_t ino) {
+  const QuotaSnapshot q = quota_->Snapshot();
+  // f_blocks * f_frsize must equal the capacity exactly (the local static
+  // provisioner reads it as the PV size), so the unit is the largest power of
+  // two up to 4 KiB that divides the capacity.
+  uint64_t unit = 4096;
+  while (unit > 1 && q.capacity_bytes % unit != 0) unit >>= 1;
+  const uint64_t used = std::min(q.used_bytes, q.capacity_bytes);
+  const uint64_t used_inodes = std::min(q.used_inodes, q.inode_limit);
+  struct statvfs st;
+  std::memset(&st, 0, sizeof st);
+  st.f_bsize = unit;
+  st.f_frsize = unit;
+  st.f_blocks = q.capacity_bytes / unit;
+  st.f_bfree = (q.capacity_bytes - used) / unit;
+  st.f_bavail = st.f_bfree;
+  st.f_files = q.inode_limit;
+  st.f_ffree = q.inode_limit - used_inodes;
+  st.f_favail = st.f_ffree;
+  st.f_namemax = NAME_MAX;
+  fuse_reply_statfs(req, &st);
+}
+
+void Filesystem::SetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value,
+                          size_t size, int flags) {
+  if (IsReservedXattr(name)) return (void)fuse_reply_err(req, EPERM);
+  Inode& inode = GetInode(ino);
+  if (inode.type == S_IFLNK) return (void)fuse_reply_err(req, EPERM);
+  // Large values spill into attribute blocks, which count as allocation.
+  Reservation r;
+  if (!quota_->TryReserve(AlignUp(size, config_.block_size) + config_.block_size, 0, &r)) {
+    return (void)fuse_reply_err(req, ENOSPC);
+  }
+  if (setxattr(ProcPath(inode).c_str(), name, value, size, flags) != 0) {
+    return (void)fuse_reply_err(req, errno);
+  }
+  SettleAllocation(inode, r);
+  fuse_reply_err(req, 0);
+}
+
+void Filesystem::GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  if (IsReservedXattr(name)) return (void)fuse_reply_err(req, ENODATA);
+  Inode& inode = GetInode(ino);
+  if (inode.type == S_IFLNK) return (void)fuse_reply_err(req, ENODATA);
+  std::vector<char> value(size);
+  ssize_t n = getxattr(ProcPath(inode).c_str(), name, size ? value.data() : nullptr, size);
+  if (n < 0) return (void)fuse_reply_err(req, errno);
+  if (size == 0) return (void)fuse_reply_xattr(req, n);
+  fuse_reply_buf(req, value.data(), n);
+}
+
+void Filesystem::ListXattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  Inode& inode = GetInode(ino);
+  if (inode.type == S_IFLNK) {
+    if (size == 0) return (void)fuse_reply_xattr(req, 0);
+    return (void)fuse_reply_buf(req, nullptr, 0);
+  }
+  // Read the whole list to filter our own names out, then answer as asked.
+  const std::string path = ProcPath(inode);
+  std::vector<char> names;
+  ssize_t n;
+  do {
+    n = listxattr(path.c_str(), nullptr, 0);
+    if (n < 0) return (void)fuse_reply_err(req, errno);
+    names.resize(n);
+    n = n == 0 ? 0 : listxattr(path.c_str(), names.data(), names.size());
+  } while (n < 0 && errno == ERANGE);
+  if (n < 0) return (void)fuse_reply_err(req, errno);
+  std::string visible;
+  for (ssize_t i = 0; i < n;) {
+    const char* entry = names.data() + i;
+    const size_t len = std::strlen(entry);
+    if (!IsReservedXattr(entry)) visible.append(entry, len + 1);
+    i += static_cast<ssize_t>(len) + 1;
+  }
+  if (size == 0) return (void)fuse_reply_xattr(req, visible.size());
+  if (visible.size() > size) return (void)fuse_reply_err(req, ERANGE);
+  fuse_reply_buf(req, visible.data(), visible.size());
+}
+
+void Filesystem::RemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  if (IsReservedXattr(name)) return (void)fuse_reply_err(req, ENODATA);
+  Inode& inode = GetInode(ino);
+  if (inode.type == S_IFLNK) return (void)fuse_reply_err(req, ENODATA);
+  if (removexattr(ProcPath(inode).c_str(), name) != 0) return (void)fuse_reply_err(req, errno);
+  quota_->Adjust(TakeAllocationDelta(inode), 0);
+  fuse_reply_err(req, 0);
+}
+
+// ------------------------------------------------------- C trampolines
+
+namespace {
+
+// No exception may cross into libfuse's C frames: answer EIO instead.
+template <typename Fn>
+void Guard(fuse_req_t req, Fn fn) {
+  try {
+    fn();
+  } catch (const std::bad_alloc&) {
+    if (req != nullptr) fuse_reply_err(req, ENOMEM);
+  } catch (...) {
+    GetLogger("fuse")->error("unexpected exception in a FUSE operation");
+    if (req != nullptr) fuse_reply_err(req, EIO);
+  }
+}
+
+fuse_lowlevel_ops MakeOperations() {
+  fuse_lowlevel_ops ops;
+  std::memset(&ops, 0, sizeof ops);
+  ops.init = [](void* userdata, fuse_conn_info* conn) {
+    static_cast<Filesystem*>(userdata)->Init(conn);
+  };
+  ops.lookup = [](fuse_req_t req, fuse_ino_t parent, const char* name) {
+    Guard(req, [&] { Fs(req)->Lookup(req, parent, name); });
+  };
+  ops.forget = [](fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+    Guard(nullptr, [&] { Fs(req)->Forget(ino, nlookup); });
+    fuse_reply_none(req);
+  };
+  ops.forget_multi = [](fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+    Guard(nullptr, [&] {
+      for (size_t i = 0; i < count; ++i) Fs(req)->Forget(forgets[i].ino, forgets[i].nlookup);
+    });
+    fuse_reply_none(req);
+  };
+  ops.getattr = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    Guard(req, [&] { Fs(req)->GetAttr(req, ino, fi); });
+  };
+  ops.setattr = [](fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
+                   fuse_file_info* fi) {
+    Guard(req, [&] { Fs(req)->SetAttr(req, ino, attr, to_set, fi); });
+  };
+  ops.readlink = [](fuse_req_t req, fuse_ino_t ino) {
+    Guard(req, [&] { Fs(req)->ReadLink(req, ino); });
+  };
+  ops.mknod = [](fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+    Guard(req, [&] { Fs(req)->MkNod(req, parent, name, mode, rdev); });
+  };
+  ops.mkdir = [](fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+    Guard(req, [&] { Fs(req)->MkDir(req, parent, name, mode); });
+  };
+  ops.unlink = [](fuse_req_t req, fuse_ino_t parent, const char* name) {
+    Guard(req, [&] { Fs(req)->Unlink(req, parent, name); });
+  };
+  ops.rmdir = [](fuse_req_t req, fuse_ino_t parent, const char* name) {
+    Guard(req, [&] { Fs(req)->RmDir(req, parent, name); });
+  };
+  ops.symlink = [](fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
+    Guard(req, [&] { Fs(req)->Symlink(req, target, parent, name); });
+  };
+  ops.rename = [](fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
+                  const char* newname, unsigned int flags) {
+    Guard(req, [&] { Fs(req)->Rename(req, parent, name, newparent, newname, flags); });
+  };
+  ops.link = [](fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char* name) {
+    Guard(req, [&] { Fs(req)->Link(req, ino, parent, name); });
+  };
+  ops.open = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    Guard(req, [&] { Fs(req)->Open(req, ino, fi); });
+  };
+  ops.read = [](fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+    Guard(req, [&] { Fs(req)->Read(req, ino, size, off, fi); });
+  };
+  ops.write = [](fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
+                 fuse_file_info* fi) {
+    Guard(req, [&] { Fs(req)->Write(req, ino, buf, size, off, fi); });
+  };
+  ops.release = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    Guard(req, [&] { Fs(req)->Release(req, ino, fi); });
+  };
+  ops.fsync = [](fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
+    Guard(req, [&] { Fs(req)->Fsync(req, ino, datasync, fi); });
+  };
+  ops.opendir = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    Guard(req, [&] { Fs(req)->OpenDir(req, ino, fi); });
+  };
+  ops.readdir = [](fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+    Guard(req, [&] { Fs(req)->ReadDir(req, ino, size, off, fi, false); });
+  };
+  ops.readdirplus = [](fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       fuse_file_info* fi) {
+    Guard(req, [&] { Fs(req)->ReadDir(req, ino, size, off, fi, true); });
+  };
+  ops.releasedir = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    Guard(req, [&] { Fs(req)->ReleaseDir(req, ino, fi); });
+  };
+  ops.fsyncdir = [](fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
+    Guard(req, [&] { Fs(req)->FsyncDir(req, ino, datasync, fi); });
+  };
+  ops.statfs = [](fuse_req_t req, fuse_ino_t ino) {
+    Guard(req, [&] { Fs(req)->StatFs(req, ino); });
+  };
+  ops.setxattr = [](fuse_req_t req, fuse_ino_t ino, const char* name, const char* value,
+                    size_t size, int flags) {
+    Guard(req, [&] { Fs(req)->SetXattr(req, ino, name, value, size, flags); });
+  };
+  ops.getxattr = [](fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+    Guard(req, [&] { Fs(req)->GetXattr(req, ino, name, size); });
+  };
+  ops.listxattr = [](fuse_req_t req, fuse_ino_t ino, size_t size) {
+    Guard(req, [&] { Fs(req)->ListXattr(req, ino, size); });
+  };
+  ops.removexattr = [](fuse_req_t req, fuse_ino_t ino, const char* name) {
+    Guard(req, [&] { Fs(req)->RemoveXattr(req, ino, name); });
+  };
+  ops.create = [](fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+                  fuse_file_info* fi) {
+    Guard(req, [&] { Fs(req)->Create(req, parent, name, mode, fi); });
+  };
+  ops.fallocate = [](fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+                     fuse_file_info* fi) {
+    Guard(req, [&] { Fs(req)->Fallocate(req, ino, mode, offset, length, fi); });
+  };
+  ops.copy_file_range = [](fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+                           fuse_file_info* fi_in, fuse_ino_t ino_out, off_t off_out,
+                           fuse_file_info* fi_out, size_t len, int flags) {
+    Guard(req, [&] {
+      Fs(req)->CopyFileRange(req, ino_in, off_in, fi_in, ino_out, off_out, fi_out, len, flags);
+    });
+  };
+  ops.lseek = [](fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info* fi) {
+    Guard(req, [&] { Fs(req)->Lseek(req, ino, off, whence, fi); });
+  };
+  return ops;
+}
+
+}  // namespace
+
+const fuse_lowlevel_ops& Filesystem::Operations() {
+  static const fuse_lowlevel_ops ops = MakeOperations();
+  return ops;
+}
+
+}  // namespace localvol::fuse

@@ -1,0 +1,177 @@
+// Filesystem: the FUSE low-level operations of one volume (private to fuse/).
+//
+// Inodes
+//   Each inode the kernel knows is an Inode holding an O_PATH|O_NOFOLLOW fd to
+//   the backing file, keyed by (st_dev, st_ino) so hard links share one Inode.
+//   The fuse_ino_t handed to the kernel is the Inode's address (the root is
+//   FUSE_ROOT_ID). Every operation works relative to these fds with the *at
+//   calls, never by path, so nothing can reach outside the backing directory
+//   and no symlink is ever resolved by the server.
+//
+// Quota
+//   Each Inode remembers the allocation charged to the quota for it. An
+//   operation that can allocate reserves its worst case first (ENOSPC if that
+//   does not fit), and settles to the allocation observed with fstat after it
+//   completed. Space of an unlinked inode is returned when the kernel forgets
+//   it (the server's O_PATH fd keeps it allocated until then).
+//
+// Threads
+//   FUSE worker threads (libfuse's mt loop) run every operation. Metadata
+//   operations run synchronously on them; data operations (read, write,
+//   fsync, fallocate, copy_file_range) are submitted to the iopath engine and
+//   replied to from its completion thread, so no worker waits for the disk.
+//
+// Lock order: InodeTable::mu_ before Inode::alloc_mu before Quota's mutex.
+// None is held while replying to the kernel.
+#pragma once
+
+#include <fuse_lowlevel.h>
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <memory>
+#include <unordered_map>
+
+#include "base/thread_annotations.h"
+#include "base/unique_fd.h"
+#include "fuse/buffer_pool.h"
+#include "fuse/quota.h"
+
+namespace localvol::iopath {
+class Engine;
+class IoQueue;
+}  // namespace localvol::iopath
+
+namespace localvol::fuse {
+
+struct Inode {
+  Inode(UniqueFd path_fd, const struct stat& st)
+      : fd(std::move(path_fd)), dev(st.st_dev), ino(st.st_ino), type(st.st_mode & S_IFMT),
+        charged_bytes(static_cast<uint64_t>(st.st_blocks) * 512) {}
+
+  const UniqueFd fd;  // O_PATH | O_NOFOLLOW
+  const dev_t dev;
+  const ino_t ino;
+  const mode_t type;  // S_IFMT bits
+  uint64_t nlookup = 0;  // guarded by InodeTable::mu_
+
+  Mutex alloc_mu;  // acquire after InodeTable::mu_, before the quota's mutex
+  uint64_t charged_bytes GUARDED_BY(alloc_mu);
+};
+
+struct FilesystemConfig {
+  double entry_timeout_s = 3600;  // the backing directory belongs to this volume alone
+  double attr_timeout_s = 3600;
+  uint32_t max_write = 1 << 20;
+  uint64_t block_size = 4096;     // allocation unit of the backing filesystem
+};
+
+class Filesystem {
+ public:
+  // `root_fd` is the backing root opened O_PATH. `quota`, `engine` and `queue`
+  // are borrowed and must outlive the Filesystem.
+  Filesystem(UniqueFd root_fd, const struct stat& root_stat, Quota* quota, iopath::Engine* engine,
+             iopath::IoQueue* queue, const FilesystemConfig& config);
+  ~Filesystem();
+
+  // The operation table to pass to fuse_session_new with this as userdata.
+  static const fuse_lowlevel_ops& Operations();
+
+  // After the session ended: settles the allocation of every inode the kernel
+  // still held (returning the space of unlinked ones) and drops them.
+  void ForgetAll();
+
+  // Public so the C trampolines in filesystem.cc can reach them.
+  void Init(fuse_conn_info* conn);
+  void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name);
+  void Forget(fuse_ino_t ino, uint64_t nlookup);
+  void GetAttr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi);
+  void ReadLink(fuse_req_t req, fuse_ino_t ino);
+  void MkNod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev);
+  void MkDir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode);
+  void Symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name);
+  void Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char* name);
+  void Unlink(fuse_req_t req, fuse_ino_t parent, const char* name);
+  void RmDir(fuse_req_t req, fuse_ino_t parent, const char* name);
+  void Rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
+              const char* newname, unsigned flags);
+  void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi);
+  void Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
+  void Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
+             fuse_file_info* fi);
+  void Release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void Fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi);
+  void OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi,
+               bool plus);
+  void ReleaseDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void FsyncDir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi);
+  void StatFs(fuse_req_t req, fuse_ino_t ino);
+  void SetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+                int flags);
+  void GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size);
+  void ListXattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+  void RemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name);
+  void Fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+                 fuse_file_info* fi);
+  void CopyFileRange(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_info* fi_in,
+                     fuse_ino_t ino_out, off_t off_out, fuse_file_info* fi_out, size_t len,
+                     int flags);
+  void Lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info* fi);
+
+  // Used by the completion side of data requests.
+  Quota& quota() { return *quota_; }
+  // Settles `reservation` against the allocation change of `inode` observed now.
+  void SettleAllocation(Inode& inode, Reservation& reservation);
+
+ private:
+  struct FileHandle;
+  struct DirHandle;
+  struct LookupResult;
+
+  Inode& GetInode(fuse_ino_t ino);
+  // Finds or creates the Inode for `name` in `parent` and counts one lookup.
+  int LookupChild(Inode& parent, const char* name, fuse_entry_param* entry, Inode** out);
+  void ForgetOne(Inode* inode, uint64_t n);
+  // Settles a dropped Inode: returns its space and inode if it was unlinked.
+  void Finalize(Inode& inode);
+  // Allocation change of `inode` since it was last charged; records the new value.
+  int64_t TakeAllocationDelta(Inode& inode);
+  // After an unlink/rmdir/rename replaced `victim`: returns its space now if the
+  // kernel does not hold it (otherwise Finalize does when it is forgotten).
+  void ReleaseVictim(const struct stat& victim);
+  // Runs `make` (a mkdirat/mknodat/symlinkat/openat creating `name`) as the
+  // caller with an inode and a directory block reserved, then replies with
+  // the new entry. `make` returns a fd (or 0) on success, -1 with errno set.
+  template <typename MakeFn>
+  int CreateAsCaller(fuse_req_t req, Inode& parent, const char* name, mode_t mode, MakeFn make,
+                     fuse_entry_param* entry, Reservation* reservation);
+  // Reserves space for writing [offset, offset+len). May admit only a prefix
+  // (like a kernel filesystem that fills up); returns the admitted length, 0 for ENOSPC.
+  size_t AdmitWrite(int fd, uint64_t offset, size_t len, Reservation* reservation);
+  std::string ProcPath(const Inode& inode) const;
+
+  UniqueFd proc_self_fd_;
+  std::unique_ptr<Inode> root_;
+  Quota* quota_;
+  iopath::Engine* engine_;
+  iopath::IoQueue* queue_;
+  const FilesystemConfig config_;
+  BufferPool buffers_;
+
+  Mutex mu_;  // the inode table; acquire before Inode::alloc_mu
+  struct DevIno {
+    dev_t dev;
+    ino_t ino;
+    bool operator==(const DevIno&) const = default;
+  };
+  struct DevInoHash {
+    size_t operator()(const DevIno& k) const { return std::hash<uint64_t>()(k.ino ^ (uint64_t(k.dev) << 40)); }
+  };
+  std::unordered_map<DevIno, std::unique_ptr<Inode>, DevInoHash> inodes_ GUARDED_BY(mu_);
+
+};
+
+}  // namespace localvol::fuse

@@ -1,0 +1,323 @@
+#include "fuse/volume.h"
+
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <condition_variable>
+#include <cstdio>
+#include <fstream>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <thread>
+
+#include "base/logging.h"
+#include "base/scope_guard.h"
+#include "base/size.h"
+#include "base/unique_fd.h"
+#include "fuse/filesystem.h"
+#include "fuse/quota.h"
+#include "fuse/usage_store.h"
+#include "iopath/engine.h"
+
+namespace localvol::fuse {
+namespace {
+
+// How long Unmount() lets processes that still use a detached mount finish
+// before it aborts the FUSE connection (they then get ENOTCONN).
+constexpr auto kBusyUnmountGrace = std::chrono::seconds(10);
+
+// Undoes the octal escapes of /proc/self/mountinfo ("\040" for a space).
+std::string UnescapeMountPath(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 3 < s.size()) {
+      int v = 0;
+      if (std::sscanf(s.c_str() + i + 1, "%3o", &v) == 1) {
+        out.push_back(static_cast<char>(v));
+        i += 3;
+        continue;
+      }
+    }
+    out.push_back(s[i]);
+  }
+  return out;
+}
+
+// The "major:minor" of the filesystem mounted at `real_path` (the last one if
+// stacked), read from /proc/self/mountinfo without touching the mount itself:
+// a FUSE mount cannot answer stat() before its server runs.
+std::optional<std::string> MountedDevice(const std::string& real_path) {
+  std::ifstream mountinfo("/proc/self/mountinfo");
+  std::string line;
+  std::optional<std::string> found;
+  while (std::getline(mountinfo, line)) {
+    std::istringstream fields(line);
+    std::string id, parent, devno, root, mount_point;
+    fields >> id >> parent >> devno >> root >> mount_point;
+    if (UnescapeMountPath(mount_point) == real_path) found = devno;
+  }
+  return found;
+}
+
+Result<std::string> RealPath(const std::string& path, const char* what) {
+  char buf[PATH_MAX];
+  if (realpath(path.c_str(), buf) == nullptr) {
+    int err = errno;
+    if (err == ENOTCONN) {
+      return Status::Error(err, std::string(what) + " " + path +
+                                    " is a stale FUSE mount (its server died); clear it with "
+                                    "'umount -l " + path + "'");
+    }
+    return Status::Error(err, std::string(what) + " " + path);
+  }
+  return std::string(buf);
+}
+
+}  // namespace
+
+uint64_t DefaultInodeLimit(uint64_t capacity_bytes) {
+  return std::max<uint64_t>(1024, capacity_bytes / (16 * 1024));
+}
+
+struct Volume::Impl {
+  VolumeOptions options;
+  std::string mountpoint;  // canonical
+  UniqueFd root_dir_fd;    // O_RDONLY | O_DIRECTORY: state xattr and fsync
+  std::unique_ptr<Quota> quota;
+  std::unique_ptr<iopath::IoQueue> queue;
+  std::unique_ptr<Filesystem> fs;
+  fuse_session* session = nullptr;
+  unsigned connection_id = 0;  // minor of the FUSE device: /sys/fs/fuse/connections/<id>
+  std::thread loop_thread;
+
+  std::mutex mu;
+  std::condition_variable loop_done_cv;
+  bool loop_done = false;  // guarded by mu
+  bool torn_down = false;  // guarded by mu
+
+  void RunLoop(unsigned max_threads) {
+    fuse_loop_config* config = fuse_loop_cfg_create();
+    fuse_loop_cfg_set_max_threads(config, max_threads);
+    fuse_loop_cfg_set_clone_fd(config, 0);
+    int rc = fuse_session_loop_mt(session, config);
+    fuse_loop_cfg_destroy(config);
+    if (rc != 0) GetLogger("fuse")->warn("volume {}: FUSE loop ended with {}", options.name, rc);
+    std::lock_guard<std::mutex> lock(mu);
+    loop_done = true;
+    loop_done_cv.notify_all();
+  }
+
+  void AbortConnection() {
+    const std::string path =
+        "/sys/fs/fuse/connections/" + std::to_string(connection_id) + "/abort";
+    std::ofstream abort(path);
+    abort << "1" << std::flush;
+    if (!abort) GetLogger("fuse")->warn("volume {}: could not abort {}", options.name, path);
+  }
+};
+
+Volume::Volume(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Volume::~Volume() {
+  Status s = Unmount();
+  if (!s.ok()) GetLogger("fuse")->error("volume {}: {}", impl_->options.name, s.ToString());
+}
+
+const std::string& Volume::mountpoint() const { return impl_->mountpoint; }
+
+Result<std::unique_ptr<Volume>> Volume::Mount(const VolumeOptions& options) {
+  auto log = GetLogger("fuse");
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  VolumeOptions& opt = impl->options;
+  if (opt.engine == nullptr) return Status::Error(EINVAL, "no iopath engine given");
+  if (opt.capacity_bytes == 0) return Status::Error(EINVAL, "capacity must be greater than zero");
+  if (opt.inode_limit == 0) opt.inode_limit = DefaultInodeLimit(opt.capacity_bytes);
+
+  auto source = RealPath(opt.source_dir, "source directory");
+  if (!source.ok()) return source.status();
+  auto mountpoint = RealPath(opt.mountpoint, "mountpoint");
+  if (!mountpoint.ok()) return mountpoint.status();
+  impl->mountpoint = *mountpoint;
+  if (opt.name.empty()) opt.name = source->substr(source->rfind('/') + 1);
+  struct stat mp_stat;
+  if (stat(impl->mountpoint.c_str(), &mp_stat) != 0) return Status::FromErrno("stat mountpoint");
+  if (!S_ISDIR(mp_stat.st_mode)) {
+    return Status::Error(ENOTDIR, "mountpoint " + impl->mountpoint + " is not a directory");
+  }
+  if (MountedDevice(impl->mountpoint).has_value()) {
+    return Status::Error(EBUSY, "mountpoint " + impl->mountpoint +
+                                    " is already a mountpoint; unmount it or choose another");
+  }
+  if (*source == impl->mountpoint) {
+    return Status::Error(EINVAL, "source and mountpoint are the same directory");
+  }
+
+  auto root_path_fd = OpenAt(AT_FDCWD, *source, O_PATH | O_DIRECTORY);
+  if (!root_path_fd.ok()) {
+    return Status::Error(root_path_fd.err(),
+                         "source " + *source + (root_path_fd.err() == ENOTDIR
+                                                    ? " is not a directory"
+                                                    : ": cannot open"));
+  }
+  auto root_dir_fd = OpenAt(AT_FDCWD, *source, O_RDONLY | O_DIRECTORY);
+  if (!root_dir_fd.ok()) return root_dir_fd.status();
+  impl->root_dir_fd = std::move(root_dir_fd).value();
+  const int dir_fd = impl->root_dir_fd.get();
+  struct stat root_stat;
+  if (fstat(dir_fd, &root_stat) != 0) return Status::FromErrno("stat source " + *source);
+  struct statfs backing;
+  if (fstatfs(dir_fd, &backing) != 0) return Status::FromErrno("statfs source " + *source);
+
+  // Usage: exact from the last clean unmount, otherwise rebuilt by a rescan
+  // before anything can be written.
+  auto stored = ReadCleanUsage(dir_fd);
+  if (!stored.ok()) return stored.status();
+  UsageFigures usage;
+  if (stored->has_value()) {
+    usage = **stored;
+    log->info("volume {}: usage {} bytes, {} inodes (clean state)", opt.name, usage.used_bytes,
+              usage.used_inodes);
+  } else {
+    const auto start = std::chrono::steady_clock::now();
+    auto scanned = ScanUsage(dir_fd);
+    if (!scanned.ok()) return scanned.status();
+    usage = *scanned;
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    log->info("volume {}: no clean state, rescanned: {} bytes, {} inodes in {:.3f}s", opt.name,
+              usage.used_bytes, usage.used_inodes, secs);
+  }
+  if (usage.used_bytes > opt.capacity_bytes) {
+    return Status::Error(ENOSPC, "source " + *source + " already holds " +
+                                     std::to_string(usage.used_bytes) + " bytes (" +
+                                     FormatSize(usage.used_bytes) + "), more than the capacity " +
+                                     std::to_string(opt.capacity_bytes) +
+                                     "; choose a larger capacity");
+  }
+  if (usage.used_inodes > opt.inode_limit) {
+    return Status::Error(ENOSPC, "source " + *source + " already holds " +
+                                     std::to_string(usage.used_inodes) +
+                                     " inodes, more than the inode limit " +
+                                     std::to_string(opt.inode_limit) + "; raise --inodes");
+  }
+
+  Status prealloc = DisableSpeculativePreallocation(dir_fd);
+  if (!prealloc.ok()) {
+    log->warn("volume {}: {}; speculative preallocation may delay space accounting", opt.name,
+              prealloc.ToString());
+  }
+  Status marked = MarkInUse(dir_fd);
+  if (!marked.ok()) return marked;
+  // From here a failure must put the clean state back: nothing was written.
+  ScopeGuard restore_state([&] { (void)StoreCleanUsage(dir_fd, usage); });
+
+  impl->quota = std::make_unique<Quota>(opt.capacity_bytes, opt.inode_limit, usage.used_bytes,
+                                        usage.used_inodes);
+  impl->queue = opt.engine->CreateQueue(opt.name);
+  FilesystemConfig config;
+  config.block_size = backing.f_bsize > 0 ? static_cast<uint64_t>(backing.f_bsize) : 4096;
+  impl->fs = std::make_unique<Filesystem>(std::move(root_path_fd).value(), root_stat,
+                                          impl->quota.get(), opt.engine, impl->queue.get(),
+                                          config);
+
+  const std::string mount_options = "allow_other,default_permissions,fsname=localvol:" +
+                                    opt.name + ",subtype=localvol,max_read=" +
+                                    std::to_string(config.max_write);
+  const char* argv[] = {"localvol-fuse", "-o", mount_options.c_str()};
+  fuse_args args = FUSE_ARGS_INIT(3, const_cast<char**>(argv));
+  impl->session = fuse_session_new(&args, &Filesystem::Operations(),
+                                   sizeof(fuse_lowlevel_ops), impl->fs.get());
+  if (impl->session == nullptr) return Status::Error(EINVAL, "fuse_session_new failed");
+  ScopeGuard destroy_session([&] { fuse_session_destroy(impl->session); });
+  if (fuse_session_mount(impl->session, impl->mountpoint.c_str()) != 0) {
+    return Status::Error(EIO, "mount FUSE filesystem at " + impl->mountpoint +
+                                  " failed (is /dev/fuse available and are you root?)");
+  }
+  if (auto devno = MountedDevice(impl->mountpoint)) {
+    // The FUSE connection is named by the minor device number of the mount.
+    impl->connection_id = static_cast<unsigned>(std::stoul(devno->substr(devno->find(':') + 1)));
+  }
+  const unsigned threads = std::max(1u, opt.max_threads);
+  Impl* raw = impl.get();
+  impl->loop_thread = std::thread([raw, threads] { raw->RunLoop(threads); });
+  destroy_session.Cancel();
+  restore_state.Cancel();
+  log->info("volume {}: serving {} at {} (capacity {}, {} inodes)", opt.name, *source,
+            impl->mountpoint, FormatSize(opt.capacity_bytes), opt.inode_limit);
+  return std::unique_ptr<Volume>(new Volume(std::move(impl)));
+}
+
+void Volume::WaitUntilUnmounted() {
+  std::unique_lock<std::mutex> lock(impl_->mu);
+  impl_->loop_done_cv.wait(lock, [&] { return impl_->loop_done; });
+}
+
+Status Volume::Unmount() {
+  Impl& impl = *impl_;
+  {
+    std::lock_guard<std::mutex> lock(impl.mu);
+    if (impl.torn_down) return Status::Ok();
+    impl.torn_down = true;
+  }
+  auto log = GetLogger("fuse");
+  bool done;
+  {
+    std::lock_guard<std::mutex> lock(impl.mu);
+    done = impl.loop_done;
+  }
+  if (!done) {
+    // Detach: new lookups fail at once; processes that still use the volume
+    // keep working until they let go or the grace period ends.
+    if (umount2(impl.mountpoint.c_str(), MNT_DETACH) != 0 && errno != EINVAL) {
+      log->warn("volume {}: umount {}: {}", impl.options.name, impl.mountpoint,
+                std::strerror(errno));
+    }
+    std::unique_lock<std::mutex> lock(impl.mu);
+    if (!impl.loop_done_cv.wait_for(lock, kBusyUnmountGrace, [&] { return impl.loop_done; })) {
+      lock.unlock();
+      log->warn("volume {}: still in use {}s after unmount; aborting the FUSE connection",
+                impl.options.name, kBusyUnmountGrace.count());
+      impl.AbortConnection();
+    }
+  }
+  if (impl.loop_thread.joinable()) impl.loop_thread.join();
+  // The mount is gone and no worker runs. Let in-flight I/O finish (the queue
+  // waits for it), settle every inode, then record the exact usage.
+  impl.queue.reset();
+  impl.fs->ForgetAll();
+  fuse_session_destroy(impl.session);
+  impl.session = nullptr;
+  const QuotaSnapshot q = impl.quota->Snapshot();
+  Status stored =
+      StoreCleanUsage(impl.root_dir_fd.get(), UsageFigures{q.used_bytes, q.used_inodes});
+  if (!stored.ok()) return stored;
+  log->info("volume {}: unmounted from {}; usage {} bytes, {} inodes", impl.options.name,
+            impl.mountpoint, q.used_bytes, q.used_inodes);
+  return Status::Ok();
+}
+
+Status Volume::SetLimits(uint64_t capacity_bytes, uint64_t inode_limit) {
+  Status s = impl_->quota->SetLimits(capacity_bytes, inode_limit);
+  if (s.ok()) {
+    GetLogger("fuse")->info("volume {}: limits now {} bytes, {} inodes", impl_->options.name,
+                            capacity_bytes, inode_limit);
+  }
+  return s;
+}
+
+VolumeUsage Volume::Usage() const {
+  const QuotaSnapshot q = impl_->quota->Snapshot();
+  return VolumeUsage{q.capacity_bytes, q.used_bytes, q.inode_limit, q.used_inodes};
+}
+
+}  // namespace localvol::fuse

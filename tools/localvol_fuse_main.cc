@@ -1,0 +1,242 @@
+// localvol-fuse: serves one directory as one localvol volume.
+//
+//   localvol-fuse SOURCE_DIR MOUNTPOINT --capacity SIZE [--inodes N] [--foreground]
+//                 [--name NAME] [--threads N] [--log-level LEVEL]
+//
+// Without --foreground it detaches once the volume is mounted, and its exit
+// status tells whether the mount succeeded. SIGINT/SIGTERM unmount cleanly.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <climits>
+#include <charconv>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/logging.h"
+#include "base/size.h"
+#include "fuse/volume.h"
+#include "iopath/engine.h"
+
+namespace {
+
+using localvol::Result;
+using localvol::Status;
+
+constexpr const char* kUsage =
+    "usage: localvol-fuse SOURCE_DIR MOUNTPOINT --capacity SIZE [--inodes N] [--foreground]\n"
+    "                     [--name NAME] [--threads N] [--log-level LEVEL]\n"
+    "  SIZE: bytes, or with a suffix such as 500M or 10Gi\n";
+
+struct Args {
+  std::string source;
+  std::string mountpoint;
+  uint64_t capacity = 0;
+  uint64_t inodes = 0;
+  bool foreground = false;
+  std::string name;
+  unsigned threads = 8;
+  std::string log_level = "info";
+};
+
+Result<uint64_t> ParseCount(const std::string& flag, const std::string& text) {
+  uint64_t v = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size() || v == 0) {
+    return Status::Error(EINVAL, flag + " takes a positive whole number, not '" + text + "'");
+  }
+  return v;
+}
+
+Result<Args> ParseArgs(int argc, char** argv) {
+  Args args;
+  std::vector<std::string> positional;
+  bool have_capacity = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&]() -> Result<std::string> {
+      if (i + 1 >= argc) return Status::Error(EINVAL, arg + " needs a value");
+      return std::string(argv[++i]);
+    };
+    if (arg == "--capacity") {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      auto size = localvol::ParseSize(*v);
+      if (!size.ok()) return Status::Error(size.err(), "--capacity: " + size.status().context());
+      if (*size == 0) return Status::Error(EINVAL, "--capacity must be greater than zero");
+      args.capacity = *size;
+      have_capacity = true;
+    } else if (arg == "--inodes") {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      auto n = ParseCount(arg, *v);
+      if (!n.ok()) return n.status();
+      args.inodes = *n;
+    } else if (arg == "--threads") {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      auto n = ParseCount(arg, *v);
+      if (!n.ok()) return n.status();
+      if (*n > 256) return Status::Error(EINVAL, "--threads must be at most 256");
+      args.threads = static_cast<unsigned>(*n);
+    } else if (arg == "--name") {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      args.name = *v;
+    } else if (arg == "--log-level") {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      if (spdlog::level::from_str(*v) == spdlog::level::off && *v != "off") {
+        return Status::Error(EINVAL, "--log-level: unknown level '" + *v +
+                                         "' (trace, debug, info, warn, error, off)");
+      }
+      args.log_level = *v;
+    } else if (arg == "--foreground" || arg == "-f") {
+      args.foreground = true;
+    } else if (arg == "--help" || arg == "-h") {
+      return Status::Error(0, "help");
+    } else if (arg.size() > 1 && arg[0] == '-') {
+      return Status::Error(EINVAL, "unknown option " + arg);
+    } else {
+      positional.push_back(arg);
+    }
+  }
+  if (positional.size() != 2) {
+    return Status::Error(EINVAL, "expected SOURCE_DIR and MOUNTPOINT, got " +
+                                     std::to_string(positional.size()) + " arguments");
+  }
+  if (!have_capacity) return Status::Error(EINVAL, "--capacity is required");
+  args.source = positional[0];
+  args.mountpoint = positional[1];
+  return args;
+}
+
+// Serves until a signal or an external unmount. Returns the exit status.
+int Serve(const Args& args, int ready_fd) {
+  auto log = localvol::GetLogger("localvol-fuse");
+  // Signals are taken synchronously by this thread; every thread created from
+  // here on inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  auto report = [&](char status) {
+    if (ready_fd >= 0) {
+      (void)!write(ready_fd, &status, 1);
+      close(ready_fd);
+      ready_fd = -1;
+    }
+  };
+  auto engine = localvol::iopath::Engine::Create();
+  if (!engine.ok()) {
+    log->error("{}", engine.status().ToString());
+    report(1);
+    return 1;
+  }
+  localvol::fuse::VolumeOptions options;
+  options.source_dir = args.source;
+  options.mountpoint = args.mountpoint;
+  options.name = args.name;
+  options.capacity_bytes = args.capacity;
+  options.inode_limit = args.inodes;
+  options.engine = engine->get();
+  options.max_threads = args.threads;
+  auto volume = localvol::fuse::Volume::Mount(options);
+  if (!volume.ok()) {
+    log->error("{}", volume.status().ToString());
+    report(1);
+    return 1;
+  }
+  const bool detached = ready_fd >= 0;
+  report(0);
+  if (detached) {
+    // Whoever started us may be waiting for our stderr to close (a pipe).
+    int null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (null_fd >= 0) dup2(null_fd, STDERR_FILENO);
+  }
+
+  // An unmount from outside (umount, fusermount -u) ends the session; wake
+  // the signal wait so the volume is torn down the same way.
+  std::thread watcher([v = volume->get()] {
+    v->WaitUntilUnmounted();
+    kill(getpid(), SIGHUP);
+  });
+  int sig = 0;
+  sigwait(&signals, &sig);
+  log->info("{}; unmounting {}", sig == SIGHUP ? "volume unmounted" : strsignal(sig),
+            (*volume)->mountpoint());
+  Status s = (*volume)->Unmount();
+  watcher.join();
+  volume->reset();
+  if (!s.ok()) {
+    log->error("{}", s.ToString());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  auto log = localvol::GetLogger("localvol-fuse");
+  auto args = ParseArgs(argc, argv);
+  if (!args.ok()) {
+    if (args.err() == 0) {
+      log->info("{}", kUsage);
+      return 0;
+    }
+    log->error("{}\n{}", args.status().context(), kUsage);
+    return 2;
+  }
+  spdlog::set_level(spdlog::level::from_str(args->log_level));
+  log->set_level(spdlog::get_level());
+  if (geteuid() != 0) {
+    log->error("localvol-fuse must run as root (it mounts with allow_other and creates files "
+               "as the calling users)");
+    return 1;
+  }
+  // Detaching changes the working directory; relative paths must not change meaning.
+  for (std::string* path : {&args->source, &args->mountpoint}) {
+    if (!path->empty() && (*path)[0] != '/') {
+      char cwd[PATH_MAX];
+      if (getcwd(cwd, sizeof cwd) != nullptr) *path = std::string(cwd) + "/" + *path;
+    }
+  }
+  if (args->foreground) return Serve(*args, -1);
+
+  // Detach only once the mount is up, so the exit status reports the mount.
+  int pipe_fds[2];
+  if (pipe2(pipe_fds, O_CLOEXEC) != 0) {
+    log->error("pipe: {}", std::strerror(errno));
+    return 1;
+  }
+  pid_t pid = fork();
+  if (pid < 0) {
+    log->error("fork: {}", std::strerror(errno));
+    return 1;
+  }
+  if (pid > 0) {
+    close(pipe_fds[1]);
+    char status = 1;
+    if (read(pipe_fds[0], &status, 1) != 1) status = 1;
+    return status;
+  }
+  close(pipe_fds[0]);
+  setsid();
+  if (chdir("/") != 0) return 1;
+  int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (null_fd >= 0) {
+    dup2(null_fd, STDIN_FILENO);
+    dup2(null_fd, STDOUT_FILENO);
+  }
+  return Serve(*args, pipe_fds[1]);
+}

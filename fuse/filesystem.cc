@@ -6,11 +6,13 @@
 #include <linux/fs.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <optional>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -125,7 +127,7 @@ class AllocatingRequest final : public iopath::IoRequest {
     buf = buffer_.data();
   }
   void Complete(iopath::IoResult r) noexcept override {
-    fs_->SettleAllocation(*inode_, reservation_);
+    fs_->SettleAllocation(*inode_, fd, reservation_);
     if (r.err != 0) {
       fuse_reply_err(req_, r.err);
     } else if (op == iopath::IoOp::kWrite) {
@@ -209,7 +211,7 @@ class CopyStep final : public iopath::IoRequest {
 
   void Finish(int err) {
     CopyJob& job = *job_;
-    job.fs->SettleAllocation(*job.out_inode, job.reservation);
+    job.fs->SettleAllocation(*job.out_inode, job.out_fd, job.reservation);
     if (job.copied > 0 || err == 0) {
       fuse_reply_write(job.req, job.copied);
     } else {
@@ -222,10 +224,49 @@ class CopyStep final : public iopath::IoRequest {
 
 }  // namespace
 
+std::atomic<size_t> Filesystem::open_path_fds_{0};
+
+size_t Filesystem::PathFdBudget() {
+  // Half of the open-file limit: the rest is for open files, directories,
+  // the ring and libfuse. Read once; the limit is raised before the first mount.
+  static const size_t budget = [] {
+    struct rlimit lim;
+    if (getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY) return size_t{4096};
+    return std::max<size_t>(256, static_cast<size_t>(lim.rlim_cur) / 2);
+  }();
+  return budget;
+}
+
+namespace {
+
+InodeHandle HandleOfFd(int fd) {
+  InodeHandle handle;
+  struct {
+    struct file_handle fh;
+    unsigned char storage[sizeof(InodeHandle::bytes)];
+  } buf;
+  buf.fh.handle_bytes = sizeof(InodeHandle::bytes);
+  int mount_id;
+  if (name_to_handle_at(fd, "", &buf.fh, &mount_id, AT_EMPTY_PATH) != 0) {
+    return handle;  // no export support (or handle too large): never evicted
+  }
+  handle.valid = true;
+  handle.type = buf.fh.handle_type;
+  handle.size = buf.fh.handle_bytes;
+  std::memcpy(handle.bytes, buf.fh.f_handle, handle.size);
+  return handle;
+}
+
+}  // namespace
+
+PathFd::~PathFd() {
+  if (inode_ != nullptr) fs_->Unpin(*inode_);
+}
+
 Filesystem::Filesystem(UniqueFd root_fd, const struct stat& root_stat, Quota* quota,
                        iopath::Engine* engine, iopath::IoQueue* queue,
                        const FilesystemConfig& config)
-    : root_(std::make_unique<Inode>(std::move(root_fd), root_stat)),
+    : root_(std::make_unique<Inode>(std::move(root_fd), root_stat, InodeHandle{})),
       quota_(quota),
       engine_(engine),
       queue_(queue),
@@ -233,37 +274,117 @@ Filesystem::Filesystem(UniqueFd root_fd, const struct stat& root_stat, Quota* qu
   auto proc = OpenAt(AT_FDCWD, "/proc/self/fd", O_PATH | O_DIRECTORY);
   if (proc.ok()) proc_self_fd_ = std::move(proc).value();
   root_->nlookup = 1;
+  ++open_path_fds_;
 }
 
-Filesystem::~Filesystem() { ForgetAll(); }
-
-std::string Filesystem::ProcPath(const Inode& inode) const {
-  return "/proc/self/fd/" + std::to_string(inode.fd.get());
+Filesystem::~Filesystem() {
+  ForgetAll();
+  --open_path_fds_;
 }
+
+std::string Filesystem::ProcPath(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
 
 Inode& Filesystem::GetInode(fuse_ino_t ino) {
   if (ino == FUSE_ROOT_ID) return *root_;
   return *reinterpret_cast<Inode*>(ino);
 }
 
-int64_t Filesystem::TakeAllocationDelta(Inode& inode) {
+void Filesystem::LruRemoveLocked(Inode& inode) {
+  if (inode.lru_prev != nullptr) inode.lru_prev->lru_next = inode.lru_next;
+  if (inode.lru_next != nullptr) inode.lru_next->lru_prev = inode.lru_prev;
+  if (lru_head_ == &inode) lru_head_ = inode.lru_next;
+  if (lru_tail_ == &inode) lru_tail_ = inode.lru_prev;
+  inode.lru_prev = inode.lru_next = nullptr;
+}
+
+void Filesystem::LruPushFrontLocked(Inode& inode) {
+  inode.lru_prev = nullptr;
+  inode.lru_next = lru_head_;
+  if (lru_head_ != nullptr) lru_head_->lru_prev = &inode;
+  lru_head_ = &inode;
+  if (lru_tail_ == nullptr) lru_tail_ = &inode;
+}
+
+void Filesystem::EvictFdsLocked() {
+  // Walk from the least recently used end; pinned inodes stay.
+  Inode* candidate = lru_tail_;
+  while (open_path_fds_.load() > PathFdBudget() && candidate != nullptr) {
+    Inode* prev = candidate->lru_prev;
+    if (candidate->pins == 0) {
+      LruRemoveLocked(*candidate);
+      candidate->path_fd.Reset();
+      --open_path_fds_;
+    }
+    candidate = prev;
+  }
+}
+
+Result<PathFd> Filesystem::Pin(Inode& inode) {
+  MutexLock lock(fd_mu_);
+  if (!inode.path_fd.valid()) {
+    int fd = open_by_handle_at(root_->path_fd.get(),
+                               reinterpret_cast<struct file_handle*>(
+                                   const_cast<InodeHandle*>(&inode.handle)),
+                               O_PATH | O_CLOEXEC);
+    if (fd < 0) return Status::FromErrno("reopen inode by handle");
+    inode.path_fd.Reset(fd);
+    ++open_path_fds_;
+    if (inode.evictable) LruPushFrontLocked(inode);
+    EvictFdsLocked();
+  } else if (inode.evictable && lru_head_ != &inode) {
+    LruRemoveLocked(inode);
+    LruPushFrontLocked(inode);
+  }
+  ++inode.pins;
+  return PathFd(this, &inode, inode.path_fd.get());
+}
+
+void Filesystem::Unpin(Inode& inode) {
+  MutexLock lock(fd_mu_);
+  --inode.pins;
+}
+
+void Filesystem::KeepOpenUntilForgotten(const struct stat& victim) {
+  MutexLock table_lock(mu_);
+  auto it = inodes_.find(DevIno{victim.st_dev, victim.st_ino});
+  if (it == inodes_.end()) return;
+  Inode& inode = *it->second;
+  auto pinned = Pin(inode);  // makes sure the fd is open
+  if (!pinned.ok()) return;
+  MutexLock lock(fd_mu_);
+  if (inode.evictable) {
+    LruRemoveLocked(inode);
+    inode.evictable = false;
+  }
+}
+
+int64_t Filesystem::TakeAllocationDelta(Inode& inode, int fd) {
+  std::optional<PathFd> pinned;
+  if (fd < 0) {
+    auto p = Pin(inode);
+    if (!p.ok()) return 0;
+    pinned.emplace(std::move(p).value());
+    fd = pinned->get();
+  }
   MutexLock lock(inode.alloc_mu);
   struct stat st;
-  if (fstat(inode.fd.get(), &st) != 0) return 0;
+  if (fstat(fd, &st) != 0) return 0;
   const uint64_t now = static_cast<uint64_t>(st.st_blocks) * 512;
   const int64_t delta = static_cast<int64_t>(now) - static_cast<int64_t>(inode.charged_bytes);
   inode.charged_bytes = now;
   return delta;
 }
 
-void Filesystem::SettleAllocation(Inode& inode, Reservation& reservation) {
-  quota_->Settle(reservation, TakeAllocationDelta(inode), 0);
+void Filesystem::SettleAllocation(Inode& inode, int fd, Reservation& reservation) {
+  quota_->Settle(reservation, TakeAllocationDelta(inode, fd), 0);
 }
 
 int Filesystem::LookupChild(Inode& parent, const char* name, fuse_entry_param* entry,
                             Inode** out) {
   if (IsUnsafeName(name)) return EINVAL;
-  auto fd = OpenAt(parent.fd.get(), name, O_PATH | O_NOFOLLOW);
+  auto parent_fd = Pin(parent);
+  if (!parent_fd.ok()) return parent_fd.err();
+  auto fd = OpenAt(parent_fd->get(), name, O_PATH | O_NOFOLLOW);
   if (!fd.ok()) return fd.err();
   struct stat st;
   if (fstatat(fd->get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
@@ -271,7 +392,14 @@ int Filesystem::LookupChild(Inode& parent, const char* name, fuse_entry_param* e
   {
     MutexLock lock(mu_);
     auto& slot = inodes_[DevIno{st.st_dev, st.st_ino}];
-    if (!slot) slot = std::make_unique<Inode>(std::move(fd).value(), st);
+    if (!slot) {
+      const InodeHandle handle = HandleOfFd(fd->get());
+      slot = std::make_unique<Inode>(std::move(fd).value(), st, handle);
+      MutexLock fd_lock(fd_mu_);
+      ++open_path_fds_;
+      if (slot->evictable) LruPushFrontLocked(*slot);
+      EvictFdsLocked();
+    }
     inode = slot.get();
     ++inode->nlookup;
   }
@@ -304,10 +432,24 @@ void Filesystem::ForgetOne(Inode* inode, uint64_t n) {
 
 void Filesystem::Finalize(Inode& inode) {
   struct stat st;
-  if (fstatat(inode.fd.get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return;
+  bool gone;
+  {
+    auto fd = Pin(inode);
+    // A handle that no longer opens means the inode was unlinked and freed.
+    gone = !fd.ok() || fstatat(fd->get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0 ||
+           st.st_nlink == 0;
+  }
+  {
+    MutexLock lock(fd_mu_);
+    if (inode.path_fd.valid()) {
+      if (inode.evictable) LruRemoveLocked(inode);
+      inode.path_fd.Reset();
+      --open_path_fds_;
+    }
+  }
   MutexLock lock(inode.alloc_mu);
-  if (st.st_nlink == 0) {
-    // Closing our O_PATH fd (when `inode` is destroyed) frees the space.
+  if (gone) {
+    // Closing our O_PATH fd (above) frees the space.
     quota_->Adjust(-static_cast<int64_t>(inode.charged_bytes), -1);
     inode.charged_bytes = 0;
   } else {
@@ -385,10 +527,15 @@ void Filesystem::Forget(fuse_ino_t ino, uint64_t nlookup) { ForgetOne(&GetInode(
 
 void Filesystem::GetAttr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   struct stat st;
-  if (fstatat(GetInode(ino).fd.get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
-    fuse_reply_err(req, errno);
-    return;
+  int rc;
+  if (fi != nullptr) {
+    rc = fstat(HandleOf<FileHandle>(fi)->fd.get(), &st);
+  } else {
+    auto fd = Pin(GetInode(ino));
+    if (!fd.ok()) return (void)fuse_reply_err(req, fd.err());
+    rc = fstatat(fd->get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
   }
+  if (rc != 0) return (void)fuse_reply_err(req, errno);
   fuse_reply_attr(req, &st, config_.attr_timeout_s);
 }
 
@@ -397,20 +544,23 @@ void Filesystem::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int 
   Inode& inode = GetInode(ino);
   const int file_fd = fi != nullptr ? HandleOf<FileHandle>(fi)->fd.get() : -1;
   auto fail = [&](int err) { fuse_reply_err(req, err); };
+  auto pinned = Pin(inode);
+  if (!pinned.ok()) return fail(pinned.err());
+  const int path_fd = pinned->get();
   // The kernel has already checked permissions (default_permissions); the
   // server acts as root. Ownership first: chown clears setuid/setgid on
   // files, and a mode sent in the same request must be the final word.
   if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
     uid_t uid = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : static_cast<uid_t>(-1);
     gid_t gid = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : static_cast<gid_t>(-1);
-    if (fchownat(inode.fd.get(), "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
+    if (fchownat(path_fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
       return fail(errno);
     }
   }
   if (to_set & FUSE_SET_ATTR_MODE) {
     if (inode.type == S_IFLNK) return fail(EOPNOTSUPP);
     int rc = file_fd >= 0 ? fchmod(file_fd, attr->st_mode & 07777)
-                          : fchmodat(AT_FDCWD, ProcPath(inode).c_str(), attr->st_mode & 07777, 0);
+                          : fchmodat(AT_FDCWD, ProcPath(path_fd).c_str(), attr->st_mode & 07777, 0);
     if (rc != 0) return fail(errno);
   }
   if (to_set & FUSE_SET_ATTR_SIZE) {
@@ -419,13 +569,13 @@ void Filesystem::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int 
     if (file_fd >= 0) {
       rc = RetryEintr([&] { return ftruncate(file_fd, attr->st_size); });
     } else {
-      auto fd = OpenAt(AT_FDCWD, ProcPath(inode), O_WRONLY);
+      auto fd = OpenAt(AT_FDCWD, ProcPath(path_fd), O_WRONLY);
       if (!fd.ok()) return fail(fd.err());
       rc = RetryEintr([&] { return ftruncate(fd->get(), attr->st_size); });
     }
     if (rc != 0) return fail(errno);
     // Shrinking frees space; growing leaves a hole and allocates nothing.
-    quota_->Adjust(TakeAllocationDelta(inode), 0);
+    quota_->Adjust(TakeAllocationDelta(inode, path_fd), 0);
   }
   if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
     struct timespec times[2];
@@ -441,14 +591,16 @@ void Filesystem::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int 
     } else if (to_set & FUSE_SET_ATTR_MTIME) {
       times[1] = attr->st_mtim;
     }
-    if (utimensat(inode.fd.get(), "", times, AT_EMPTY_PATH) != 0) return fail(errno);
+    if (utimensat(path_fd, "", times, AT_EMPTY_PATH) != 0) return fail(errno);
   }
   GetAttr(req, ino, fi);
 }
 
 void Filesystem::ReadLink(fuse_req_t req, fuse_ino_t ino) {
   char buf[PATH_MAX + 1];
-  ssize_t n = readlinkat(GetInode(ino).fd.get(), "", buf, sizeof buf);
+  auto fd = Pin(GetInode(ino));
+  if (!fd.ok()) return (void)fuse_reply_err(req, fd.err());
+  ssize_t n = readlinkat(fd->get(), "", buf, sizeof buf);
   if (n < 0) return (void)fuse_reply_err(req, errno);
   if (static_cast<size_t>(n) >= sizeof buf) return (void)fuse_reply_err(req, ENAMETOOLONG);
   buf[n] = '\0';
@@ -459,9 +611,12 @@ template <typename MakeFn>
 int Filesystem::CreateAsCaller(fuse_req_t req, Inode& parent, const char* name, mode_t mode,
                                MakeFn make, fuse_entry_param* entry, Reservation* reservation) {
   if (IsUnsafeName(name)) return EINVAL;
+  auto dir_fd = Pin(parent);
+  if (!dir_fd.ok()) return dir_fd.err();
   // One inode, and one block for the directory entry should the directory grow.
   if (!quota_->TryReserve(config_.block_size, 1, reservation)) return ENOSPC;
   int result;
+  int err = 0;
   {
     // Supplementary groups cost a read of /proc/<pid>/status, so first try
     // without; they matter only for group permission on the parent and for
@@ -469,17 +624,18 @@ int Filesystem::CreateAsCaller(fuse_req_t req, Inode& parent, const char* name, 
     const bool groups_needed = (mode & S_ISGID) != 0;
     CallerCredentials creds(req, groups_needed);
     if (!creds.ok()) return creds.err();
-    result = make();
-    if (result < 0 && (errno == EACCES || errno == EPERM) && !groups_needed) {
+    result = make(dir_fd->get());
+    err = result < 0 ? errno : 0;
+    if ((err == EACCES || err == EPERM) && !groups_needed) {
       CallerCredentials with_groups(req, true);
       if (!with_groups.ok()) return with_groups.err();
-      result = make();
+      result = make(dir_fd->get());
+      err = result < 0 ? errno : 0;
     }
   }
-  if (result < 0) return errno;
-  if (result > 0) close(result);
+  if (err != 0) return err;
   Inode* child = nullptr;
-  int err = LookupChild(parent, name, entry, &child);
+  err = LookupChild(parent, name, entry, &child);
   if (err != 0) return err;
   int64_t delta = TakeAllocationDelta(parent);
   {
@@ -496,7 +652,7 @@ void Filesystem::MkNod(fuse_req_t req, fuse_ino_t parent, const char* name, mode
   fuse_entry_param e;
   Reservation r;
   int err = CreateAsCaller(
-      req, dir, name, mode, [&] { return mknodat(dir.fd.get(), name, mode, rdev); }, &e, &r);
+      req, dir, name, mode, [&](int dir_fd) { return mknodat(dir_fd, name, mode, rdev); }, &e, &r);
   if (err != 0) return (void)fuse_reply_err(req, err);
   fuse_reply_entry(req, &e);
 }
@@ -506,7 +662,7 @@ void Filesystem::MkDir(fuse_req_t req, fuse_ino_t parent, const char* name, mode
   fuse_entry_param e;
   Reservation r;
   int err = CreateAsCaller(
-      req, dir, name, mode, [&] { return mkdirat(dir.fd.get(), name, mode); }, &e, &r);
+      req, dir, name, mode, [&](int dir_fd) { return mkdirat(dir_fd, name, mode); }, &e, &r);
   if (err != 0) return (void)fuse_reply_err(req, err);
   fuse_reply_entry(req, &e);
 }
@@ -516,7 +672,7 @@ void Filesystem::Symlink(fuse_req_t req, const char* target, fuse_ino_t parent, 
   fuse_entry_param e;
   Reservation r;
   int err = CreateAsCaller(
-      req, dir, name, 0, [&] { return symlinkat(target, dir.fd.get(), name); }, &e, &r);
+      req, dir, name, 0, [&](int dir_fd) { return symlinkat(target, dir_fd, name); }, &e, &r);
   if (err != 0) return (void)fuse_reply_err(req, err);
   fuse_reply_entry(req, &e);
 }
@@ -530,11 +686,11 @@ void Filesystem::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mod
   int file_fd = -1;
   int err = CreateAsCaller(
       req, dir, name, mode,
-      [&] {
+      [&](int dir_fd) {
         // O_EXCL even when the caller did not ask: the inode must be new for
         // the quota to count it once. The kernel sends CREATE only for names
         // it believes absent.
-        file_fd = openat(dir.fd.get(), name, flags | O_CREAT | O_EXCL, mode);
+        file_fd = openat(dir_fd, name, flags | O_CREAT | O_EXCL, mode);
         return file_fd < 0 ? -1 : 0;
       },
       &e, &r);
@@ -544,12 +700,15 @@ void Filesystem::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mod
     Inode* inode = nullptr;
     err = LookupChild(dir, name, &existing, &inode);
     if (err == 0) {
-      auto fd = OpenAt(AT_FDCWD, ProcPath(*inode), flags & ~O_NOFOLLOW);
+      auto path_fd = Pin(*inode);
+      auto fd = path_fd.ok() ? OpenAt(AT_FDCWD, ProcPath(path_fd->get()), flags & ~O_NOFOLLOW)
+                             : Result<UniqueFd>(path_fd.status());
       if (!fd.ok()) {
         ForgetOne(inode, 1);
         return (void)fuse_reply_err(req, fd.err());
       }
       file_fd = fd->Release();
+      if (flags & O_TRUNC) quota_->Adjust(TakeAllocationDelta(*inode, file_fd), 0);
       e = existing;
     }
   }
@@ -572,42 +731,44 @@ void Filesystem::Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const c
   Inode& inode = GetInode(ino);
   Inode& dir = GetInode(parent);
   if (IsUnsafeName(name)) return (void)fuse_reply_err(req, EINVAL);
+  auto inode_fd = Pin(inode);
+  if (!inode_fd.ok()) return (void)fuse_reply_err(req, inode_fd.err());
+  auto dir_fd = Pin(dir);
+  if (!dir_fd.ok()) return (void)fuse_reply_err(req, dir_fd.err());
   Reservation r;
   if (!quota_->TryReserve(config_.block_size, 0, &r)) return (void)fuse_reply_err(req, ENOSPC);
-  if (linkat(inode.fd.get(), "", dir.fd.get(), name, AT_EMPTY_PATH) != 0) {
+  if (linkat(inode_fd->get(), "", dir_fd->get(), name, AT_EMPTY_PATH) != 0) {
     return (void)fuse_reply_err(req, errno);
   }
   fuse_entry_param e;
   int err = LookupChild(dir, name, &e, nullptr);
-  quota_->Settle(r, TakeAllocationDelta(dir), 0);
+  quota_->Settle(r, TakeAllocationDelta(dir, dir_fd->get()), 0);
   if (err != 0) return (void)fuse_reply_err(req, err);
   fuse_reply_entry(req, &e);
 }
 
-void Filesystem::Unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+void Filesystem::RemoveEntry(fuse_req_t req, fuse_ino_t parent, const char* name, int flags) {
   Inode& dir = GetInode(parent);
   if (IsUnsafeName(name)) return (void)fuse_reply_err(req, EINVAL);
+  auto dir_fd = Pin(dir);
+  if (!dir_fd.ok()) return (void)fuse_reply_err(req, dir_fd.err());
   struct stat victim;
-  if (fstatat(dir.fd.get(), name, &victim, AT_SYMLINK_NOFOLLOW) != 0) {
+  if (fstatat(dir_fd->get(), name, &victim, AT_SYMLINK_NOFOLLOW) != 0) {
     return (void)fuse_reply_err(req, errno);
   }
-  if (unlinkat(dir.fd.get(), name, 0) != 0) return (void)fuse_reply_err(req, errno);
+  KeepOpenUntilForgotten(victim);
+  if (unlinkat(dir_fd->get(), name, flags) != 0) return (void)fuse_reply_err(req, errno);
   ReleaseVictim(victim);
-  quota_->Adjust(TakeAllocationDelta(dir), 0);
+  quota_->Adjust(TakeAllocationDelta(dir, dir_fd->get()), 0);
   fuse_reply_err(req, 0);
 }
 
+void Filesystem::Unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  RemoveEntry(req, parent, name, 0);
+}
+
 void Filesystem::RmDir(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  Inode& dir = GetInode(parent);
-  if (IsUnsafeName(name)) return (void)fuse_reply_err(req, EINVAL);
-  struct stat victim;
-  if (fstatat(dir.fd.get(), name, &victim, AT_SYMLINK_NOFOLLOW) != 0) {
-    return (void)fuse_reply_err(req, errno);
-  }
-  if (unlinkat(dir.fd.get(), name, AT_REMOVEDIR) != 0) return (void)fuse_reply_err(req, errno);
-  ReleaseVictim(victim);
-  quota_->Adjust(TakeAllocationDelta(dir), 0);
-  fuse_reply_err(req, 0);
+  RemoveEntry(req, parent, name, AT_REMOVEDIR);
 }
 
 void Filesystem::Rename(fuse_req_t req, fuse_ino_t parent, const char* name,
@@ -615,17 +776,22 @@ void Filesystem::Rename(fuse_req_t req, fuse_ino_t parent, const char* name,
   Inode& from = GetInode(parent);
   Inode& to = GetInode(newparent);
   if (IsUnsafeName(name) || IsUnsafeName(newname)) return (void)fuse_reply_err(req, EINVAL);
+  auto from_fd = Pin(from);
+  if (!from_fd.ok()) return (void)fuse_reply_err(req, from_fd.err());
+  auto to_fd = Pin(to);
+  if (!to_fd.ok()) return (void)fuse_reply_err(req, to_fd.err());
   Reservation r;
   if (!quota_->TryReserve(config_.block_size, 0, &r)) return (void)fuse_reply_err(req, ENOSPC);
   struct stat victim;
   const bool replaces = !(flags & RENAME_EXCHANGE) &&
-                        fstatat(to.fd.get(), newname, &victim, AT_SYMLINK_NOFOLLOW) == 0;
-  if (renameat2(from.fd.get(), name, to.fd.get(), newname, flags) != 0) {
+                        fstatat(to_fd->get(), newname, &victim, AT_SYMLINK_NOFOLLOW) == 0;
+  if (replaces) KeepOpenUntilForgotten(victim);
+  if (renameat2(from_fd->get(), name, to_fd->get(), newname, flags) != 0) {
     return (void)fuse_reply_err(req, errno);
   }
   if (replaces) ReleaseVictim(victim);
-  int64_t delta = TakeAllocationDelta(from);
-  if (&to != &from) delta += TakeAllocationDelta(to);
+  int64_t delta = TakeAllocationDelta(from, from_fd->get());
+  if (&to != &from) delta += TakeAllocationDelta(to, to_fd->get());
   quota_->Settle(r, delta, 0);
   fuse_reply_err(req, 0);
 }
@@ -635,9 +801,11 @@ void Filesystem::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   // The kernel resolved the path and checked permissions; reopen the inode
   // itself through /proc (O_NOFOLLOW would refuse that magic link).
   const int flags = fi->flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW);
-  auto fd = OpenAt(proc_self_fd_.get(), std::to_string(inode.fd.get()), flags);
+  auto path_fd = Pin(inode);
+  if (!path_fd.ok()) return (void)fuse_reply_err(req, path_fd.err());
+  auto fd = OpenAt(proc_self_fd_.get(), std::to_string(path_fd->get()), flags);
   if (!fd.ok()) return (void)fuse_reply_err(req, fd.err());
-  if (flags & O_TRUNC) quota_->Adjust(TakeAllocationDelta(inode), 0);
+  if (flags & O_TRUNC) quota_->Adjust(TakeAllocationDelta(inode, fd->get()), 0);
   auto* handle = new FileHandle{std::move(fd).value(), &inode};
   fi->fh = reinterpret_cast<uint64_t>(handle);
   // Page cache survives reopen: only this server changes the backing file.
@@ -771,7 +939,9 @@ void Filesystem::Lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 }
 
 void Filesystem::OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  auto fd = OpenAt(GetInode(ino).fd.get(), ".", O_RDONLY | O_DIRECTORY);
+  auto path_fd = Pin(GetInode(ino));
+  if (!path_fd.ok()) return (void)fuse_reply_err(req, path_fd.err());
+  auto fd = OpenAt(path_fd->get(), ".", O_RDONLY | O_DIRECTORY);
   if (!fd.ok()) return (void)fuse_reply_err(req, fd.err());
   auto handle = std::make_unique<DirHandle>();
   handle->dir = fdopendir(fd->get());
@@ -896,10 +1066,12 @@ void Filesystem::SetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, cons
   if (!quota_->TryReserve(AlignUp(size, config_.block_size) + config_.block_size, 0, &r)) {
     return (void)fuse_reply_err(req, ENOSPC);
   }
-  if (setxattr(ProcPath(inode).c_str(), name, value, size, flags) != 0) {
+  auto fd = Pin(inode);
+  if (!fd.ok()) return (void)fuse_reply_err(req, fd.err());
+  if (setxattr(ProcPath(fd->get()).c_str(), name, value, size, flags) != 0) {
     return (void)fuse_reply_err(req, errno);
   }
-  SettleAllocation(inode, r);
+  SettleAllocation(inode, fd->get(), r);
   fuse_reply_err(req, 0);
 }
 
@@ -907,8 +1079,10 @@ void Filesystem::GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size
   if (IsReservedXattr(name)) return (void)fuse_reply_err(req, ENODATA);
   Inode& inode = GetInode(ino);
   if (inode.type == S_IFLNK) return (void)fuse_reply_err(req, ENODATA);
+  auto fd = Pin(inode);
+  if (!fd.ok()) return (void)fuse_reply_err(req, fd.err());
   std::vector<char> value(size);
-  ssize_t n = getxattr(ProcPath(inode).c_str(), name, size ? value.data() : nullptr, size);
+  ssize_t n = getxattr(ProcPath(fd->get()).c_str(), name, size ? value.data() : nullptr, size);
   if (n < 0) return (void)fuse_reply_err(req, errno);
   if (size == 0) return (void)fuse_reply_xattr(req, n);
   fuse_reply_buf(req, value.data(), n);
@@ -921,7 +1095,9 @@ void Filesystem::ListXattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
     return (void)fuse_reply_buf(req, nullptr, 0);
   }
   // Read the whole list to filter our own names out, then answer as asked.
-  const std::string path = ProcPath(inode);
+  auto fd = Pin(inode);
+  if (!fd.ok()) return (void)fuse_reply_err(req, fd.err());
+  const std::string path = ProcPath(fd->get());
   std::vector<char> names;
   ssize_t n;
   do {
@@ -947,8 +1123,10 @@ void Filesystem::RemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   if (IsReservedXattr(name)) return (void)fuse_reply_err(req, ENODATA);
   Inode& inode = GetInode(ino);
   if (inode.type == S_IFLNK) return (void)fuse_reply_err(req, ENODATA);
-  if (removexattr(ProcPath(inode).c_str(), name) != 0) return (void)fuse_reply_err(req, errno);
-  quota_->Adjust(TakeAllocationDelta(inode), 0);
+  auto fd = Pin(inode);
+  if (!fd.ok()) return (void)fuse_reply_err(req, fd.err());
+  if (removexattr(ProcPath(fd->get()).c_str(), name) != 0) return (void)fuse_reply_err(req, errno);
+  quota_->Adjust(TakeAllocationDelta(inode, fd->get()), 0);
   fuse_reply_err(req, 0);
 }
 

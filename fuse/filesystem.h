@@ -30,7 +30,9 @@
 
 #include <cstdint>
 #include <memory>
+#include <atomic>
 #include <unordered_map>
+#include <utility>
 
 #include "base/thread_annotations.h"
 #include "base/unique_fd.h"
@@ -44,19 +46,57 @@ class IoQueue;
 
 namespace localvol::fuse {
 
+// A kernel file handle (name_to_handle_at), to reopen an inode without a path.
+struct InodeHandle {
+  bool valid = false;
+  int type = 0;
+  uint32_t size = 0;
+  unsigned char bytes[64] = {};
+};
+
 struct Inode {
-  Inode(UniqueFd path_fd, const struct stat& st)
-      : fd(std::move(path_fd)), dev(st.st_dev), ino(st.st_ino), type(st.st_mode & S_IFMT),
+  Inode(UniqueFd fd, const struct stat& st, const InodeHandle& kernel_handle)
+      : dev(st.st_dev), ino(st.st_ino), type(st.st_mode & S_IFMT), handle(kernel_handle),
+        path_fd(std::move(fd)), evictable(kernel_handle.valid),
         charged_bytes(static_cast<uint64_t>(st.st_blocks) * 512) {}
 
-  const UniqueFd fd;  // O_PATH | O_NOFOLLOW
   const dev_t dev;
   const ino_t ino;
   const mode_t type;  // S_IFMT bits
-  uint64_t nlookup = 0;  // guarded by InodeTable::mu_
+  const InodeHandle handle;
+  uint64_t nlookup = 0;  // guarded by Filesystem::mu_
 
-  Mutex alloc_mu;  // acquire after InodeTable::mu_, before the quota's mutex
+  // The O_PATH | O_NOFOLLOW fd, cached: guarded by Filesystem::fd_mu_.
+  // Closed when the cache needs room and nothing pins it; reopened by handle.
+  // Inodes without a handle, the root, and unlinked inodes (which cannot be
+  // reopened by handle) are never evicted.
+  UniqueFd path_fd;
+  uint32_t pins = 0;
+  bool evictable;
+  Inode* lru_prev = nullptr;
+  Inode* lru_next = nullptr;
+
+  Mutex alloc_mu;  // acquire after Filesystem::mu_, before the quota's mutex
   uint64_t charged_bytes GUARDED_BY(alloc_mu);
+};
+
+class Filesystem;
+
+// An inode's O_PATH fd, kept open (pinned) while this object lives. Move-only.
+class PathFd {
+ public:
+  PathFd(Filesystem* fs, Inode* inode, int fd) : fs_(fs), inode_(inode), fd_(fd) {}
+  PathFd(PathFd&& o) noexcept
+      : fs_(o.fs_), inode_(std::exchange(o.inode_, nullptr)), fd_(std::exchange(o.fd_, -1)) {}
+  PathFd& operator=(PathFd&&) = delete;
+  PathFd(const PathFd&) = delete;
+  ~PathFd();
+  int get() const { return fd_; }
+
+ private:
+  Filesystem* fs_;
+  Inode* inode_;
+  int fd_;
 };
 
 struct FilesystemConfig {
@@ -123,8 +163,9 @@ class Filesystem {
 
   // Used by the completion side of data requests.
   Quota& quota() { return *quota_; }
-  // Settles `reservation` against the allocation change of `inode` observed now.
-  void SettleAllocation(Inode& inode, Reservation& reservation);
+  // Settles `reservation` against the allocation change of `inode` observed
+  // now through `fd`, an open fd of that inode.
+  void SettleAllocation(Inode& inode, int fd, Reservation& reservation);
 
  private:
   struct FileHandle;
@@ -132,13 +173,27 @@ class Filesystem {
   struct LookupResult;
 
   Inode& GetInode(fuse_ino_t ino);
+  // Pins the inode's O_PATH fd open, reopening it by handle if the cache
+  // closed it. Fails with ESTALE if the inode no longer exists.
+  Result<PathFd> Pin(Inode& inode);
+  void Unpin(Inode& inode);
+  // The inode is being unlinked: keep its fd open until it is forgotten,
+  // since an unlinked inode cannot be reopened by handle.
+  void KeepOpenUntilForgotten(const struct stat& victim);
+  void EvictFdsLocked() REQUIRES(fd_mu_);
+  void LruRemoveLocked(Inode& inode) REQUIRES(fd_mu_);
+  void LruPushFrontLocked(Inode& inode) REQUIRES(fd_mu_);
+  friend class PathFd;
   // Finds or creates the Inode for `name` in `parent` and counts one lookup.
   int LookupChild(Inode& parent, const char* name, fuse_entry_param* entry, Inode** out);
   void ForgetOne(Inode* inode, uint64_t n);
+  // unlink (flags 0) or rmdir (AT_REMOVEDIR) of `name` in `parent`.
+  void RemoveEntry(fuse_req_t req, fuse_ino_t parent, const char* name, int flags);
   // Settles a dropped Inode: returns its space and inode if it was unlinked.
   void Finalize(Inode& inode);
-  // Allocation change of `inode` since it was last charged; records the new value.
-  int64_t TakeAllocationDelta(Inode& inode);
+  // Allocation change of `inode` since it was last charged; records the new
+  // value. `fd` is any open fd of the inode, or -1 to use its O_PATH fd.
+  int64_t TakeAllocationDelta(Inode& inode, int fd = -1);
   // After an unlink/rmdir/rename replaced `victim`: returns its space now if the
   // kernel does not hold it (otherwise Finalize does when it is forgotten).
   void ReleaseVictim(const struct stat& victim);
@@ -151,7 +206,7 @@ class Filesystem {
   // Reserves space for writing [offset, offset+len). May admit only a prefix
   // (like a kernel filesystem that fills up); returns the admitted length, 0 for ENOSPC.
   size_t AdmitWrite(int fd, uint64_t offset, size_t len, Reservation* reservation);
-  std::string ProcPath(const Inode& inode) const;
+  static std::string ProcPath(int fd);
 
   UniqueFd proc_self_fd_;
   std::unique_ptr<Inode> root_;
@@ -171,6 +226,14 @@ class Filesystem {
     size_t operator()(const DevIno& k) const { return std::hash<uint64_t>()(k.ino ^ (uint64_t(k.dev) << 40)); }
   };
   std::unordered_map<DevIno, std::unique_ptr<Inode>, DevInoHash> inodes_ GUARDED_BY(mu_);
+
+  // The O_PATH fd cache. Acquire after mu_; no other lock is taken under it.
+  // The budget is shared by every volume in the process (one RLIMIT_NOFILE).
+  Mutex fd_mu_;
+  Inode* lru_head_ GUARDED_BY(fd_mu_) = nullptr;  // most recently used
+  Inode* lru_tail_ GUARDED_BY(fd_mu_) = nullptr;  // eviction starts here
+  static std::atomic<size_t> open_path_fds_;
+  static size_t PathFdBudget();
 
 };
 

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/sysmacros.h>
@@ -82,6 +83,28 @@ Result<std::string> RealPath(const std::string& path, const char* what) {
   return std::string(buf);
 }
 
+// The server holds one O_PATH fd per inode the kernel has looked up, so the
+// default soft limit of 1024 would cap a volume at about a thousand cached
+// files. Raise the soft limit to the hard limit (and the hard one to
+// fs.nr_open when we may), once per process.
+void RaiseOpenFileLimit() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct rlimit lim;
+    if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
+    std::ifstream nr_open_file("/proc/sys/fs/nr_open");
+    rlim_t nr_open = 0;
+    if (nr_open_file >> nr_open && nr_open > lim.rlim_max) {
+      struct rlimit raised = {nr_open, nr_open};
+      if (setrlimit(RLIMIT_NOFILE, &raised) == 0) return;
+    }
+    lim.rlim_cur = lim.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &lim) != 0) {
+      GetLogger("fuse")->warn("could not raise the open file limit: {}", std::strerror(errno));
+    }
+  });
+}
+
 }  // namespace
 
 uint64_t DefaultInodeLimit(uint64_t capacity_bytes) {
@@ -140,6 +163,7 @@ Result<std::unique_ptr<Volume>> Volume::Mount(const VolumeOptions& options) {
   impl->options = options;
   VolumeOptions& opt = impl->options;
   if (opt.engine == nullptr) return Status::Error(EINVAL, "no iopath engine given");
+  RaiseOpenFileLimit();
   if (opt.capacity_bytes == 0) return Status::Error(EINVAL, "capacity must be greater than zero");
   if (opt.inode_limit == 0) opt.inode_limit = DefaultInodeLimit(opt.capacity_bytes);
 

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs everything localvol needs to build, run and test, from Debian 12.
+# Idempotent: packages already present are skipped by apt.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config
+  libfuse3-dev fuse3 liburing-dev libblkid-dev libspdlog-dev
+  libgtest-dev libgmock-dev
+  xfsprogs e2fsprogs util-linux acl attr fio python3
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# FUSE needs its device; the connections filesystem lets localvol abort a
+# connection whose users never let go after an unmount.
+[ -e /dev/fuse ] || modprobe fuse
+if [ -d /sys/fs/fuse/connections ] && ! mountpoint -q /sys/fs/fuse/connections; then
+  mount -t fusectl none /sys/fs/fuse/connections || true
+fi

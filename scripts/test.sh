@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The README's test command: installs what is needed, builds, and runs the
+# whole test suite. Must run as root (tests attach loop devices and mount).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" -ne 0 ]; then
+  echo "test.sh: run as root (the tests create loop devices and mount filesystems)" >&2
+  exit 1
+fi
+scripts/install-deps.sh
+scripts/build.sh
+
+status=0
+(cd build && ctest --output-on-failure -j"$(nproc)" --timeout 600) || status=$?
+
+# The tests must leave nothing behind; a leak here is a bug in a fixture.
+leaked=$(findmnt -rn -o TARGET,FSTYPE | awk '$2 == "fuse.localvol" || $1 ~ /^\/tmp\/lv/' || true)
+loops=$(losetup -a | grep -E '/tmp/lv|localvol-test' || true)
+if [ -n "$leaked$loops" ]; then
+  echo "test.sh: the tests left mounts or loop devices behind:" >&2
+  [ -n "$leaked" ] && echo "$leaked" >&2
+  [ -n "$loops" ] && echo "$loops" >&2
+  status=1
+fi
+exit $status

@@ -126,8 +126,18 @@ class AllocatingRequest final : public iopath::IoRequest {
         buffer_(std::move(buffer)) {
     buf = buffer_.data();
   }
+  // The writer, for the setgid rule that the FUSE kernel leaves to the server.
+  void SetWriter(uid_t uid, gid_t gid) {
+    writer_uid_ = uid;
+    writer_gid_ = gid;
+  }
+
   void Complete(iopath::IoResult r) noexcept override {
-    fs_->SettleAllocation(*inode_, fd, reservation_);
+    struct stat st;
+    fs_->quota().Settle(reservation_, fs_->TakeAllocationDelta(*inode_, fd, &st), 0);
+    if (op == iopath::IoOp::kWrite && r.bytes > 0 && st.st_nlink != 0) {
+      fs_->DropSetgidAfterWrite(req_, *inode_, fd, st, writer_uid_, writer_gid_);
+    }
     if (r.err != 0) {
       fuse_reply_err(req_, r.err);
     } else if (op == iopath::IoOp::kWrite) {
@@ -143,6 +153,8 @@ class AllocatingRequest final : public iopath::IoRequest {
   Inode* inode_;
   Reservation reservation_;
   PooledBuffer buffer_;
+  uid_t writer_uid_ = 0;
+  gid_t writer_gid_ = 0;
 };
 
 class SyncRequest final : public iopath::IoRequest {
@@ -358,7 +370,7 @@ void Filesystem::KeepOpenUntilForgotten(const struct stat& victim) {
   }
 }
 
-int64_t Filesystem::TakeAllocationDelta(Inode& inode, int fd) {
+int64_t Filesystem::TakeAllocationDelta(Inode& inode, int fd, struct stat* st_out) {
   std::optional<PathFd> pinned;
   if (fd < 0) {
     auto p = Pin(inode);
@@ -367,8 +379,13 @@ int64_t Filesystem::TakeAllocationDelta(Inode& inode, int fd) {
     fd = pinned->get();
   }
   MutexLock lock(inode.alloc_mu);
-  struct stat st;
-  if (fstat(fd, &st) != 0) return 0;
+  struct stat local;
+  struct stat& st = st_out != nullptr ? *st_out : local;
+  if (fstat(fd, &st) != 0) {
+    st.st_nlink = 0;
+    st.st_mode = 0;
+    return 0;
+  }
   const uint64_t now = static_cast<uint64_t>(st.st_blocks) * 512;
   const int64_t delta = static_cast<int64_t>(now) - static_cast<int64_t>(inode.charged_bytes);
   inode.charged_bytes = now;
@@ -377,6 +394,28 @@ int64_t Filesystem::TakeAllocationDelta(Inode& inode, int fd) {
 
 void Filesystem::SettleAllocation(Inode& inode, int fd, Reservation& reservation) {
   quota_->Settle(reservation, TakeAllocationDelta(inode, fd), 0);
+}
+
+void Filesystem::DropSetgidAfterWrite(fuse_req_t req, Inode& inode, int fd,
+                                      const struct stat& st, uid_t writer_uid,
+                                      gid_t writer_gid) {
+  // The kernel already cleared setuid, and setgid when group-execute is set,
+  // before the write. Linux (since 6.2) also drops a setgid bit without
+  // group-execute when the writer is not in the file's group, but the FUSE
+  // kernel module leaves that case to servers with handle_killpriv_v2, which
+  // libfuse 3.14 cannot negotiate; so it is done here.
+  if ((st.st_mode & (S_ISGID | S_IXGRP)) != S_ISGID || writer_uid == 0) return;
+  if (writer_gid == st.st_gid) return;
+  gid_t groups[64];
+  const int n = fuse_req_getgroups(req, 64, groups);
+  for (int i = 0; i < n && i < 64; ++i) {
+    if (groups[i] == st.st_gid) return;
+  }
+  if (fchmod(fd, st.st_mode & 07777 & ~S_ISGID) != 0) return;
+  if (session_ != nullptr) {
+    // The kernel caches attributes for long: make it read the new mode.
+    fuse_lowlevel_notify_inval_inode(session_, reinterpret_cast<fuse_ino_t>(&inode), -1, 0);
+  }
 }
 
 int Filesystem::LookupChild(Inode& parent, const char* name, fuse_entry_param* entry,
@@ -865,6 +904,8 @@ void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t s
   std::memcpy(data.data(), buf, admitted);
   auto request = std::make_unique<AllocatingRequest>(req, this, handle->inode,
                                                      std::move(reservation), std::move(data));
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  request->SetWriter(ctx->uid, ctx->gid);
   request->op = iopath::IoOp::kWrite;
   request->fd = handle->fd.get();
   request->offset = static_cast<uint64_t>(off);

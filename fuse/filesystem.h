@@ -161,8 +161,19 @@ class Filesystem {
                      int flags);
   void Lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info* fi);
 
+  // The session, for cache invalidations. Set once, before serving.
+  void SetSession(fuse_session* session) { session_ = session; }
+
   // Used by the completion side of data requests.
   Quota& quota() { return *quota_; }
+  // Allocation change of `inode` since it was last charged; records the new
+  // value. `fd` is any open fd of the inode, or -1 to use its O_PATH fd.
+  // With `st_out`, also returns the stat it took (st_nlink 0 if it failed).
+  int64_t TakeAllocationDelta(Inode& inode, int fd = -1, struct stat* st_out = nullptr);
+  // Applies the setgid-without-group-execute rule of a kernel write, which
+  // the FUSE kernel module does not apply for us. `st` is the file after the write.
+  void DropSetgidAfterWrite(fuse_req_t req, Inode& inode, int fd, const struct stat& st,
+                            uid_t writer_uid, gid_t writer_gid);
   // Settles `reservation` against the allocation change of `inode` observed
   // now through `fd`, an open fd of that inode.
   void SettleAllocation(Inode& inode, int fd, Reservation& reservation);
@@ -191,9 +202,7 @@ class Filesystem {
   void RemoveEntry(fuse_req_t req, fuse_ino_t parent, const char* name, int flags);
   // Settles a dropped Inode: returns its space and inode if it was unlinked.
   void Finalize(Inode& inode);
-  // Allocation change of `inode` since it was last charged; records the new
-  // value. `fd` is any open fd of the inode, or -1 to use its O_PATH fd.
-  int64_t TakeAllocationDelta(Inode& inode, int fd = -1);
+
   // After an unlink/rmdir/rename replaced `victim`: returns its space now if the
   // kernel does not hold it (otherwise Finalize does when it is forgotten).
   void ReleaseVictim(const struct stat& victim);
@@ -209,6 +218,7 @@ class Filesystem {
   static std::string ProcPath(int fd);
 
   UniqueFd proc_self_fd_;
+  fuse_session* session_ = nullptr;
   std::unique_ptr<Inode> root_;
   Quota* quota_;
   iopath::Engine* engine_;

@@ -262,6 +262,7 @@ Result<std::unique_ptr<Volume>> Volume::Mount(const VolumeOptions& options) {
   impl->session = fuse_session_new(&args, &Filesystem::Operations(),
                                    sizeof(fuse_lowlevel_ops), impl->fs.get());
   if (impl->session == nullptr) return Status::Error(EINVAL, "fuse_session_new failed");
+  impl->fs->SetSession(impl->session);
   ScopeGuard destroy_session([&] { fuse_session_destroy(impl->session); });
   if (fuse_session_mount(impl->session, impl->mountpoint.c_str()) != 0) {
     return Status::Error(EIO, "mount FUSE filesystem at " + impl->mountpoint +

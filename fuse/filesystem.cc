@@ -285,6 +285,9 @@ Filesystem::Filesystem(UniqueFd root_fd, const struct stat& root_stat, Quota* qu
       config_(config) {
   auto proc = OpenAt(AT_FDCWD, "/proc/self/fd", O_PATH | O_DIRECTORY);
   if (proc.ok()) proc_self_fd_ = std::move(proc).value();
+  // open_by_handle_at refuses an O_PATH fd as its mount fd.
+  auto mount_fd = OpenAt(root_->path_fd.get(), ".", O_RDONLY | O_DIRECTORY);
+  if (mount_fd.ok()) handle_mount_fd_ = std::move(mount_fd).value();
   root_->nlookup = 1;
   ++open_path_fds_;
 }
@@ -334,10 +337,14 @@ void Filesystem::EvictFdsLocked() {
 Result<PathFd> Filesystem::Pin(Inode& inode) {
   MutexLock lock(fd_mu_);
   if (!inode.path_fd.valid()) {
-    int fd = open_by_handle_at(root_->path_fd.get(),
-                               reinterpret_cast<struct file_handle*>(
-                                   const_cast<InodeHandle*>(&inode.handle)),
-                               O_PATH | O_CLOEXEC);
+    struct {
+      struct file_handle fh;
+      unsigned char storage[sizeof(InodeHandle::bytes)];
+    } buf;
+    buf.fh.handle_bytes = inode.handle.size;
+    buf.fh.handle_type = inode.handle.type;
+    std::memcpy(buf.fh.f_handle, inode.handle.bytes, inode.handle.size);
+    int fd = open_by_handle_at(handle_mount_fd_.get(), &buf.fh, O_PATH | O_CLOEXEC);
     if (fd < 0) return Status::FromErrno("reopen inode by handle");
     inode.path_fd.Reset(fd);
     ++open_path_fds_;
@@ -991,8 +998,8 @@ void Filesystem::OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   fi->fh = reinterpret_cast<uint64_t>(handle.get());
   // The kernel may cache listings: it invalidates them itself on every change
   // made through this mount, and nothing else changes the backing directory.
-  fi->cache_readdir = 1;
-  fi->keep_cache = 1;
+  fi->cache_readdir = config_.cache_listings;
+  fi->keep_cache = config_.cache_listings;
   if (fuse_reply_open(req, fi) == 0) handle.release();
 }
 

@@ -102,6 +102,7 @@ class PathFd {
 struct FilesystemConfig {
   double entry_timeout_s = 3600;  // the backing directory belongs to this volume alone
   double attr_timeout_s = 3600;
+  bool cache_listings = true;     // FOPEN_CACHE_DIR and keep_cache on directories
   uint32_t max_write = 1 << 20;
   uint64_t block_size = 4096;     // allocation unit of the backing filesystem
 };
@@ -218,6 +219,7 @@ class Filesystem {
   static std::string ProcPath(int fd);
 
   UniqueFd proc_self_fd_;
+  UniqueFd handle_mount_fd_;  // the root, O_RDONLY: the mount fd for open_by_handle_at
   fuse_session* session_ = nullptr;
   std::unique_ptr<Inode> root_;
   Quota* quota_;

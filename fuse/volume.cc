@@ -165,6 +165,7 @@ Result<std::unique_ptr<Volume>> Volume::Mount(const VolumeOptions& options) {
   if (opt.engine == nullptr) return Status::Error(EINVAL, "no iopath engine given");
   RaiseOpenFileLimit();
   if (opt.capacity_bytes == 0) return Status::Error(EINVAL, "capacity must be greater than zero");
+  if (opt.cache_timeout_s < 0) return Status::Error(EINVAL, "cache timeout must not be negative");
   if (opt.inode_limit == 0) opt.inode_limit = DefaultInodeLimit(opt.capacity_bytes);
 
   auto source = RealPath(opt.source_dir, "source directory");
@@ -250,6 +251,9 @@ Result<std::unique_ptr<Volume>> Volume::Mount(const VolumeOptions& options) {
   impl->queue = opt.engine->CreateQueue(opt.name);
   FilesystemConfig config;
   config.block_size = backing.f_bsize > 0 ? static_cast<uint64_t>(backing.f_bsize) : 4096;
+  config.entry_timeout_s = opt.cache_timeout_s;
+  config.attr_timeout_s = opt.cache_timeout_s;
+  config.cache_listings = opt.cache_timeout_s > 0;
   impl->fs = std::make_unique<Filesystem>(std::move(root_path_fd).value(), root_stat,
                                           impl->quota.get(), opt.engine, impl->queue.get(),
                                           config);

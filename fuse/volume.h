@@ -29,6 +29,10 @@ struct VolumeOptions {
   uint64_t inode_limit = 0;      // 0 means DefaultInodeLimit(capacity_bytes)
   iopath::Engine* engine = nullptr;  // borrowed; must outlive the Volume
   unsigned max_threads = 8;      // FUSE worker threads at most
+  // How long the kernel may cache attributes, entries (negative ones too) and
+  // listings, in seconds. Safe to be long: only this server changes the
+  // backing directory. 0 asks the server every time.
+  double cache_timeout_s = 3600;
 };
 
 struct VolumeUsage {

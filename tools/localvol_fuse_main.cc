@@ -1,7 +1,7 @@
 // localvol-fuse: serves one directory as one localvol volume.
 //
 //   localvol-fuse SOURCE_DIR MOUNTPOINT --capacity SIZE [--inodes N] [--foreground]
-//                 [--name NAME] [--threads N] [--log-level LEVEL]
+//                 [--name NAME] [--threads N] [--cache-timeout SECONDS] [--log-level LEVEL]
 //
 // Without --foreground it detaches once the volume is mounted, and its exit
 // status tells whether the mount succeeded. SIGINT/SIGTERM unmount cleanly.
@@ -30,7 +30,8 @@ using localvol::Status;
 
 constexpr const char* kUsage =
     "usage: localvol-fuse SOURCE_DIR MOUNTPOINT --capacity SIZE [--inodes N] [--foreground]\n"
-    "                     [--name NAME] [--threads N] [--log-level LEVEL]\n"
+    "                     [--name NAME] [--threads N] [--cache-timeout SECONDS]\n"
+    "                     [--log-level LEVEL]\n"
     "  SIZE: bytes, or with a suffix such as 500M or 10Gi\n";
 
 struct Args {
@@ -41,6 +42,7 @@ struct Args {
   bool foreground = false;
   std::string name;
   unsigned threads = 8;
+  double cache_timeout_s = 3600;
   std::string log_level = "info";
 };
 
@@ -84,6 +86,15 @@ Result<Args> ParseArgs(int argc, char** argv) {
       if (!n.ok()) return n.status();
       if (*n > 256) return Status::Error(EINVAL, "--threads must be at most 256");
       args.threads = static_cast<unsigned>(*n);
+    } else if (arg == "--cache-timeout") {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      double seconds = -1;
+      auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), seconds);
+      if (ec != std::errc() || end != v->data() + v->size() || seconds < 0) {
+        return Status::Error(EINVAL, "--cache-timeout takes seconds (0 or more), not '" + *v + "'");
+      }
+      args.cache_timeout_s = seconds;
     } else if (arg == "--name") {
       auto v = value();
       if (!v.ok()) return v.status();
@@ -150,6 +161,7 @@ int Serve(const Args& args, int ready_fd) {
   options.inode_limit = args.inodes;
   options.engine = engine->get();
   options.max_threads = args.threads;
+  options.cache_timeout_s = args.cache_timeout_s;
   auto volume = localvol::fuse::Volume::Mount(options);
   if (!volume.ok()) {
     log->error("{}", volume.status().ToString());

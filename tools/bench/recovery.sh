@@ -14,7 +14,9 @@ bin=$here/build/tools/localvol-fuse
 work=$(mktemp -d /var/tmp/localvol-recovery.XXXXXX)
 dev=""
 cleanup() {
-  pkill -9 -f "localvol-fuse $work/" 2>/dev/null || true
+  pkill -TERM -f "localvol-fuse $work/" 2>/dev/null || true
+  for _ in $(seq 50); do pgrep -f "localvol-fuse $work/" >/dev/null || break; sleep 0.1; done
+  pkill -KILL -f "localvol-fuse $work/" 2>/dev/null || true
   umount -l "$work/mnt" 2>/dev/null || true
   umount "$work/disk" 2>/dev/null || true
   [ -n "$dev" ] && losetup -d "$dev" 2>/dev/null || true

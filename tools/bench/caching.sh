@@ -7,30 +7,11 @@
 #   sudo tools/bench/caching.sh [FILES]    (default 10000)
 set -euo pipefail
 files=${1:-10000}
-here=$(cd "$(dirname "$0")/../.." && pwd)
-bin=$here/build/tools/localvol-fuse
-[ -x "$bin" ] || { echo "build first: scripts/build.sh" >&2; exit 1; }
-work=$(mktemp -d /var/tmp/localvol-caching.XXXXXX)
-dev=""
-cleanup() {
-  # Stop the servers (they hold the backing disk), then detach what is left.
-  pkill -TERM -f "localvol-fuse $work/" 2>/dev/null || true
-  for _ in $(seq 50); do pgrep -f "localvol-fuse $work/" >/dev/null || break; sleep 0.1; done
-  pkill -KILL -f "localvol-fuse $work/" 2>/dev/null || true
-  for m in "$work"/mnt-*; do umount -l "$m" 2>/dev/null || true; done
-  umount "$work/disk" 2>/dev/null || true
-  [ -n "$dev" ] && losetup -d "$dev" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-truncate -s 8G "$work/disk.img"
-dev=$(losetup --find --show "$work/disk.img")
-mkfs.xfs -q "$dev"
-mkdir -p "$work/disk" "$work/mnt-cached" "$work/mnt-uncached"
-mount "$dev" "$work/disk"
-mkdir -p "$work/disk/raw" "$work/disk/cached" "$work/disk/uncached"
-"$bin" "$work/disk/cached" "$work/mnt-cached" --capacity 4Gi --cache-timeout 3600 2>/dev/null
-"$bin" "$work/disk/uncached" "$work/mnt-uncached" --capacity 4Gi --cache-timeout 0 2>/dev/null
+source "$(dirname "$0")/lib.sh"
+bench_make_disk 8G
+mkdir -p "$work/disk/raw" "$work/disk/cached" "$work/disk/uncached" "$work/mnt-cached" "$work/mnt-uncached"
+"$bench_fuse" "$work/disk/cached" "$work/mnt-cached" --capacity 4Gi --cache-timeout 3600 2>/dev/null
+"$bench_fuse" "$work/disk/uncached" "$work/mnt-uncached" --capacity 4Gi --cache-timeout 0 2>/dev/null
 
 python3 - "$files" "$work/disk/raw" "$work/mnt-cached" "$work/mnt-uncached" <<'PY'
 import os, statistics, sys, time

@@ -8,30 +8,12 @@
 # caches, and the rescan time the server logs, next to a clean restart.
 set -euo pipefail
 files=${1:-100000}
-here=$(cd "$(dirname "$0")/../.." && pwd)
-bin=$here/build/tools/localvol-fuse
-[ -x "$bin" ] || { echo "build first: scripts/build.sh" >&2; exit 1; }
-work=$(mktemp -d /var/tmp/localvol-recovery.XXXXXX)
-dev=""
-cleanup() {
-  pkill -TERM -f "localvol-fuse $work/" 2>/dev/null || true
-  for _ in $(seq 50); do pgrep -f "localvol-fuse $work/" >/dev/null || break; sleep 0.1; done
-  pkill -KILL -f "localvol-fuse $work/" 2>/dev/null || true
-  umount -l "$work/mnt" 2>/dev/null || true
-  umount "$work/disk" 2>/dev/null || true
-  [ -n "$dev" ] && losetup -d "$dev" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-truncate -s 20G "$work/disk.img"
-dev=$(losetup --find --show "$work/disk.img")
-mkfs.xfs -q "$dev"
-mkdir -p "$work/disk" "$work/mnt"
-mount "$dev" "$work/disk"
-mkdir "$work/disk/vol"
+source "$(dirname "$0")/lib.sh"
+bench_make_disk 20G
+mkdir -p "$work/disk/vol" "$work/mnt"
 
 # Populate through the volume, 1000 files per directory, 4 KiB each.
-"$bin" "$work/disk/vol" "$work/mnt" --capacity 10Gi --inodes $((files * 2))
+"$bench_fuse" "$work/disk/vol" "$work/mnt" --capacity 10Gi --inodes $((files * 2))
 python3 - "$work/mnt" "$files" <<'PY'
 import os, sys
 root, n = sys.argv[1], int(sys.argv[2])
@@ -48,7 +30,7 @@ df -B1 "$work/mnt" | tail -1
 remount() {  # prints seconds until the volume is mounted
   local start end
   start=$(date +%s.%N)
-  "$bin" "$work/disk/vol" "$work/mnt" --capacity 10Gi --inodes $((files * 2))
+  "$bench_fuse" "$work/disk/vol" "$work/mnt" --capacity 10Gi --inodes $((files * 2))
   end=$(date +%s.%N)
   python3 -c "print(round($end - $start, 3))"
 }

@@ -12,8 +12,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <optional>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,6 +34,7 @@ struct Filesystem::DirHandle {
     if (dir != nullptr) closedir(dir);
   }
   DIR* dir = nullptr;
+  Inode* inode = nullptr;
   off_t offset = 0;
   struct dirent* entry = nullptr;  // read but not yet returned to the kernel
 };
@@ -56,6 +57,24 @@ bool IsReservedXattr(const char* name) {
 bool IsUnsafeName(const char* name) {
   return std::strcmp(name, ".") == 0 || std::strcmp(name, "..") == 0 ||
          std::strchr(name, '/') != nullptr;
+}
+
+InodeHandle HandleOfFd(int fd) {
+  InodeHandle handle;
+  struct {
+    struct file_handle fh;
+    unsigned char storage[sizeof(InodeHandle::bytes)];
+  } buf;
+  buf.fh.handle_bytes = sizeof(InodeHandle::bytes);
+  int mount_id;
+  if (name_to_handle_at(fd, "", &buf.fh, &mount_id, AT_EMPTY_PATH) != 0) {
+    return handle;  // no export support (or handle too large): never evicted
+  }
+  handle.valid = true;
+  handle.type = buf.fh.handle_type;
+  handle.size = buf.fh.handle_bytes;
+  std::memcpy(handle.bytes, buf.fh.f_handle, handle.size);
+  return handle;
 }
 
 uint64_t AlignDown(uint64_t v, uint64_t a) { return v / a * a; }
@@ -249,28 +268,6 @@ size_t Filesystem::PathFdBudget() {
   return budget;
 }
 
-namespace {
-
-InodeHandle HandleOfFd(int fd) {
-  InodeHandle handle;
-  struct {
-    struct file_handle fh;
-    unsigned char storage[sizeof(InodeHandle::bytes)];
-  } buf;
-  buf.fh.handle_bytes = sizeof(InodeHandle::bytes);
-  int mount_id;
-  if (name_to_handle_at(fd, "", &buf.fh, &mount_id, AT_EMPTY_PATH) != 0) {
-    return handle;  // no export support (or handle too large): never evicted
-  }
-  handle.valid = true;
-  handle.type = buf.fh.handle_type;
-  handle.size = buf.fh.handle_bytes;
-  std::memcpy(handle.bytes, buf.fh.f_handle, handle.size);
-  return handle;
-}
-
-}  // namespace
-
 PathFd::~PathFd() {
   if (inode_ != nullptr) fs_->Unpin(*inode_);
 }
@@ -297,6 +294,8 @@ Filesystem::~Filesystem() {
   --open_path_fds_;
 }
 
+// The inode itself through procfs: following this magic link lands on the
+// inode an O_PATH fd refers to, a symlink included (never its target).
 std::string Filesystem::ProcPath(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
 
 Inode& Filesystem::GetInode(fuse_ino_t ino) {
@@ -477,6 +476,10 @@ void Filesystem::ForgetOne(Inode* inode, uint64_t n) {
 }
 
 void Filesystem::Finalize(Inode& inode) {
+  {
+    MutexLock lock(fd_mu_);
+    if (inode.released) return;  // settled when it was unlinked
+  }
   struct stat st;
   bool gone;
   {
@@ -515,13 +518,37 @@ void Filesystem::ForgetAll() {
 }
 
 void Filesystem::ReleaseVictim(const struct stat& victim) {
-  {
-    MutexLock lock(mu_);
-    if (inodes_.count(DevIno{victim.st_dev, victim.st_ino}) != 0) return;  // Finalize will
+  MutexLock table_lock(mu_);
+  auto it = inodes_.find(DevIno{victim.st_dev, victim.st_ino});
+  if (it == inodes_.end()) {
+    // The kernel does not know it, so nothing holds it: its space is free.
+    if (S_ISDIR(victim.st_mode) || victim.st_nlink <= 1) {
+      quota_->Adjust(-static_cast<int64_t>(victim.st_blocks) * 512, -1);
+    }
+    return;
   }
-  if (S_ISDIR(victim.st_mode) || victim.st_nlink <= 1) {
-    quota_->Adjust(-static_cast<int64_t>(victim.st_blocks) * 512, -1);
+  Inode& inode = *it->second;
+  MutexLock fd_lock(fd_mu_);
+  if (inode.released || inode.open_handles > 0 || inode.pins > 0 || !inode.path_fd.valid()) {
+    return;  // in use: Finalize settles it when the kernel forgets it
   }
+  struct stat st;
+  if (fstat(inode.path_fd.get(), &st) != 0 || st.st_nlink != 0) return;  // still named
+  // Our O_PATH fd is the last thing holding the inode; closing it frees the
+  // space now instead of whenever the kernel sends FORGET.
+  if (inode.evictable) LruRemoveLocked(inode);
+  inode.evictable = false;
+  inode.path_fd.Reset();
+  --open_path_fds_;
+  inode.released = true;
+  MutexLock alloc_lock(inode.alloc_mu);
+  quota_->Adjust(-static_cast<int64_t>(inode.charged_bytes), -1);
+  inode.charged_bytes = 0;
+}
+
+void Filesystem::CountOpenHandle(Inode& inode, int delta) {
+  MutexLock lock(fd_mu_);
+  inode.open_handles += delta;
 }
 
 // ---------------------------------------------------------------- operations
@@ -565,8 +592,13 @@ void Filesystem::Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   } else if (err != 0) {
     fuse_reply_err(req, err);
   } else {
-    fuse_reply_entry(req, &e);
+    ReplyEntry(req, e);
   }
+}
+
+void Filesystem::ReplyEntry(fuse_req_t req, const fuse_entry_param& e) {
+  // An interrupted request is gone: the kernel never counts this lookup.
+  if (fuse_reply_entry(req, &e) != 0) ForgetOne(reinterpret_cast<Inode*>(e.ino), 1);
 }
 
 void Filesystem::Forget(fuse_ino_t ino, uint64_t nlookup) { ForgetOne(&GetInode(ino), nlookup); }
@@ -700,7 +732,7 @@ void Filesystem::MkNod(fuse_req_t req, fuse_ino_t parent, const char* name, mode
   int err = CreateAsCaller(
       req, dir, name, mode, [&](int dir_fd) { return mknodat(dir_fd, name, mode, rdev); }, &e, &r);
   if (err != 0) return (void)fuse_reply_err(req, err);
-  fuse_reply_entry(req, &e);
+  ReplyEntry(req, e);
 }
 
 void Filesystem::MkDir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
@@ -710,7 +742,7 @@ void Filesystem::MkDir(fuse_req_t req, fuse_ino_t parent, const char* name, mode
   int err = CreateAsCaller(
       req, dir, name, mode, [&](int dir_fd) { return mkdirat(dir_fd, name, mode); }, &e, &r);
   if (err != 0) return (void)fuse_reply_err(req, err);
-  fuse_reply_entry(req, &e);
+  ReplyEntry(req, e);
 }
 
 void Filesystem::Symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
@@ -720,7 +752,7 @@ void Filesystem::Symlink(fuse_req_t req, const char* target, fuse_ino_t parent, 
   int err = CreateAsCaller(
       req, dir, name, 0, [&](int dir_fd) { return symlinkat(target, dir_fd, name); }, &e, &r);
   if (err != 0) return (void)fuse_reply_err(req, err);
-  fuse_reply_entry(req, &e);
+  ReplyEntry(req, e);
 }
 
 void Filesystem::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
@@ -766,8 +798,10 @@ void Filesystem::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mod
   fi->fh = reinterpret_cast<uint64_t>(handle);
   fi->keep_cache = 1;
   fi->noflush = 1;
+  CountOpenHandle(*handle->inode, +1);
   if (fuse_reply_create(req, &e, fi) != 0) {
     // The kernel gave up on the request (interrupted); nobody will release it.
+    CountOpenHandle(*handle->inode, -1);
     delete handle;
     ForgetOne(reinterpret_cast<Inode*>(e.ino), 1);
   }
@@ -790,7 +824,7 @@ void Filesystem::Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const c
   int err = LookupChild(dir, name, &e, nullptr);
   quota_->Settle(r, TakeAllocationDelta(dir, dir_fd->get()), 0);
   if (err != 0) return (void)fuse_reply_err(req, err);
-  fuse_reply_entry(req, &e);
+  ReplyEntry(req, e);
 }
 
 void Filesystem::RemoveEntry(fuse_req_t req, fuse_ino_t parent, const char* name, int flags) {
@@ -857,13 +891,18 @@ void Filesystem::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   // Page cache survives reopen: only this server changes the backing file.
   fi->keep_cache = 1;
   fi->noflush = 1;
-  if (fuse_reply_open(req, fi) != 0) delete handle;
+  CountOpenHandle(inode, +1);
+  if (fuse_reply_open(req, fi) != 0) {
+    CountOpenHandle(inode, -1);
+    delete handle;
+  }
 }
 
 void Filesystem::Release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto* handle = HandleOf<FileHandle>(fi);
   Inode* inode = handle->inode;
   delete handle;
+  CountOpenHandle(*inode, -1);
   // Closing may trim preallocation past EOF; charge what is really allocated.
   quota_->Adjust(TakeAllocationDelta(*inode), 0);
   fuse_reply_err(req, 0);
@@ -1000,7 +1039,13 @@ void Filesystem::OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   // made through this mount, and nothing else changes the backing directory.
   fi->cache_readdir = config_.cache_listings;
   fi->keep_cache = config_.cache_listings;
-  if (fuse_reply_open(req, fi) == 0) handle.release();
+  handle->inode = &GetInode(ino);
+  CountOpenHandle(*handle->inode, +1);
+  if (fuse_reply_open(req, fi) == 0) {
+    handle.release();
+  } else {
+    CountOpenHandle(*handle->inode, -1);
+  }
 }
 
 void Filesystem::ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -1070,7 +1115,9 @@ void Filesystem::ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 }
 
 void Filesystem::ReleaseDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  delete HandleOf<DirHandle>(fi);
+  auto* handle = HandleOf<DirHandle>(fi);
+  CountOpenHandle(*handle->inode, -1);
+  delete handle;
   fuse_reply_err(req, 0);
 }
 
@@ -1108,7 +1155,6 @@ void Filesystem::SetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, cons
                           size_t size, int flags) {
   if (IsReservedXattr(name)) return (void)fuse_reply_err(req, EPERM);
   Inode& inode = GetInode(ino);
-  if (inode.type == S_IFLNK) return (void)fuse_reply_err(req, EPERM);
   // Large values spill into attribute blocks, which count as allocation.
   Reservation r;
   if (!quota_->TryReserve(AlignUp(size, config_.block_size) + config_.block_size, 0, &r)) {
@@ -1126,7 +1172,6 @@ void Filesystem::SetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, cons
 void Filesystem::GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   if (IsReservedXattr(name)) return (void)fuse_reply_err(req, ENODATA);
   Inode& inode = GetInode(ino);
-  if (inode.type == S_IFLNK) return (void)fuse_reply_err(req, ENODATA);
   auto fd = Pin(inode);
   if (!fd.ok()) return (void)fuse_reply_err(req, fd.err());
   std::vector<char> value(size);
@@ -1138,10 +1183,6 @@ void Filesystem::GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size
 
 void Filesystem::ListXattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   Inode& inode = GetInode(ino);
-  if (inode.type == S_IFLNK) {
-    if (size == 0) return (void)fuse_reply_xattr(req, 0);
-    return (void)fuse_reply_buf(req, nullptr, 0);
-  }
   // Read the whole list to filter our own names out, then answer as asked.
   auto fd = Pin(inode);
   if (!fd.ok()) return (void)fuse_reply_err(req, fd.err());
@@ -1170,7 +1211,6 @@ void Filesystem::ListXattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 void Filesystem::RemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   if (IsReservedXattr(name)) return (void)fuse_reply_err(req, ENODATA);
   Inode& inode = GetInode(ino);
-  if (inode.type == S_IFLNK) return (void)fuse_reply_err(req, ENODATA);
   auto fd = Pin(inode);
   if (!fd.ok()) return (void)fuse_reply_err(req, fd.err());
   if (removexattr(ProcPath(fd->get()).c_str(), name) != 0) return (void)fuse_reply_err(req, errno);

@@ -21,7 +21,8 @@
 //   fsync, fallocate, copy_file_range) are submitted to the iopath engine and
 //   replied to from its completion thread, so no worker waits for the disk.
 //
-// Lock order: InodeTable::mu_ before Inode::alloc_mu before Quota's mutex.
+// Lock order: mu_ (inode table), fd_mu_ (fd cache), Inode::alloc_mu, then
+// the quota's mutex.
 // None is held while replying to the kernel.
 #pragma once
 
@@ -72,7 +73,11 @@ struct Inode {
   // reopened by handle) are never evicted.
   UniqueFd path_fd;
   uint32_t pins = 0;
+  uint32_t open_handles = 0;  // open files and directories of this inode
   bool evictable;
+  // Unlinked with nothing holding it: its space and inode were returned to
+  // the quota and its fd closed before the kernel forgot it.
+  bool released = false;
   Inode* lru_prev = nullptr;
   Inode* lru_next = nullptr;
 
@@ -199,14 +204,20 @@ class Filesystem {
   // Finds or creates the Inode for `name` in `parent` and counts one lookup.
   int LookupChild(Inode& parent, const char* name, fuse_entry_param* entry, Inode** out);
   void ForgetOne(Inode* inode, uint64_t n);
+  // Replies with a positive entry; takes the lookup back if the kernel
+  // abandoned the request.
+  void ReplyEntry(fuse_req_t req, const fuse_entry_param& e);
   // unlink (flags 0) or rmdir (AT_REMOVEDIR) of `name` in `parent`.
   void RemoveEntry(fuse_req_t req, fuse_ino_t parent, const char* name, int flags);
   // Settles a dropped Inode: returns its space and inode if it was unlinked.
   void Finalize(Inode& inode);
 
-  // After an unlink/rmdir/rename replaced `victim`: returns its space now if the
-  // kernel does not hold it (otherwise Finalize does when it is forgotten).
+  // After an unlink/rmdir/rename removed the last name of `victim`: returns
+  // its space and inode now unless something still holds it open (then
+  // Finalize does when the kernel forgets it).
   void ReleaseVictim(const struct stat& victim);
+  // Counts an open file or directory handle of `inode` (delta +1 or -1).
+  void CountOpenHandle(Inode& inode, int delta);
   // Runs `make` (a mkdirat/mknodat/symlinkat/openat creating `name`) as the
   // caller with an inode and a directory block reserved, then replies with
   // the new entry. `make` returns a fd (or 0) on success, -1 with errno set.

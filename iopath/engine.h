@@ -64,11 +64,14 @@ class IoQueue {
   Engine* engine_;
   const std::string name_;
   IoQueueStats stats_;
-  // Guarded by Engine::mu_.
-  IoRequest* head_ = nullptr;
+  // Guarded by the engine mutex (Engine::Impl::mu_ in engine.cc).
+  IoRequest* head_ = nullptr;  // requests waiting for the dispatcher, FIFO via next_in_queue
   IoRequest* tail_ = nullptr;
-  uint64_t outstanding_ = 0;  // queued + in the ring
+  uint64_t outstanding_ = 0;  // queued + in the ring + completing (until Complete returns)
   bool registered_ = false;
+  // Link in the engine's round-robin list of queues that have queued requests.
+  IoQueue* next_active_ = nullptr;
+  bool active_ = false;
 };
 
 struct EngineOptions {
@@ -103,6 +106,7 @@ class Engine {
   explicit Engine(std::unique_ptr<Impl> impl);
   void Unregister(IoQueue& queue);
   friend class IoQueue;
+  friend class EngineTestPeer;  // iopath/engine_testing.h: fault injection for tests
   std::unique_ptr<Impl> impl_;
 };
 

@@ -12,6 +12,9 @@
 
 namespace localvol::iopath {
 
+class Engine;
+class IoQueue;
+
 enum class IoOp : uint8_t {
   kRead,       // pread into buf[0, len) at offset
   kWrite,      // pwrite from buf[0, len) at offset
@@ -54,6 +57,10 @@ class IoRequest {
   uint64_t done_bytes = 0;
   uint32_t again_retries = 0;
   IoRequest* next_in_queue = nullptr;
+
+ private:
+  friend class Engine;
+  IoQueue* queue_ = nullptr;  // set by Engine::Submit
 };
 
 }  // namespace localvol::iopath

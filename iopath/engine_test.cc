@@ -1,0 +1,723 @@
+#include "iopath/engine.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/unique_fd.h"
+#include "iopath/engine_testing.h"
+
+namespace localvol::iopath {
+
+// For EXPECT_EQ on results (here, not in the anonymous namespace, so that
+// argument-dependent lookup finds them).
+bool operator==(const IoResult& a, const IoResult& b) {
+  return a.bytes == b.bytes && a.err == b.err;
+}
+void PrintTo(const IoResult& r, std::ostream* os) {
+  *os << "{bytes=" << r.bytes << ", err=" << r.err;
+  if (r.err != 0) *os << " (" << std::strerror(r.err) << ")";
+  *os << "}";
+}
+
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr auto kWaitTimeout = 5s;
+constexpr int kTimedOut = -1;  // IoResult::err reported by RunOne() on timeout
+
+// ---------------------------------------------------------------------------
+// Fixtures and helpers
+
+// A file under /tmp with a unique name, unlinked and closed when the test ends,
+// pass or fail.
+class TempFile {
+ public:
+  TempFile() {
+    std::string path = "/tmp/localvol_iopath_test_XXXXXX";
+    const int fd = ::mkostemp(path.data(), O_CLOEXEC);
+    if (fd < 0) {
+      ADD_FAILURE() << "mkostemp " << path << ": " << std::strerror(errno);
+      return;
+    }
+    fd_.Reset(fd);
+    path_ = path;
+  }
+  ~TempFile() {
+    if (!path_.empty()) ::unlink(path_.c_str());
+  }
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
+
+  int fd() const { return fd_.get(); }
+  const std::string& path() const { return path_; }
+
+  // Fills the file with `data` (pwrite, not the engine).
+  void Fill(const std::vector<char>& data) {
+    ASSERT_EQ(::pwrite(fd(), data.data(), data.size(), 0), static_cast<ssize_t>(data.size()));
+  }
+  // The file's bytes [offset, offset + len), read with pread (the kernel's view).
+  std::vector<char> Contents(uint64_t offset, size_t len) const {
+    std::vector<char> out(len);
+    const ssize_t n = ::pread(fd(), out.data(), len, static_cast<off_t>(offset));
+    out.resize(n < 0 ? 0 : static_cast<size_t>(n));
+    return out;
+  }
+  struct stat Stat() const {
+    struct stat st {};
+    EXPECT_EQ(::fstat(fd(), &st), 0) << std::strerror(errno);
+    return st;
+  }
+
+ private:
+  UniqueFd fd_;
+  std::string path_;
+};
+
+struct Pipe {
+  Pipe() {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) {
+      ADD_FAILURE() << "pipe2: " << std::strerror(errno);
+      return;
+    }
+    read_end.Reset(fds[0]);
+    write_end.Reset(fds[1]);
+  }
+  UniqueFd read_end;
+  UniqueFd write_end;
+};
+
+// Deterministic bytes for `seed`.
+std::vector<char> Pattern(size_t len, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<char> out(len);
+  for (char& c : out) c = static_cast<char>(rng());
+  return out;
+}
+
+// Counts down from n; Wait() returns false on timeout instead of hanging.
+class Countdown {
+ public:
+  explicit Countdown(int n) : n_(n) {}
+  void Done() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (--n_ == 0) cv_.notify_all();
+  }
+  bool Wait(std::chrono::milliseconds timeout = kWaitTimeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] { return n_ <= 0; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int n_;
+};
+
+class CallbackRequest : public IoRequest {
+ public:
+  using Callback = std::function<void(IoResult)>;
+  explicit CallbackRequest(Callback callback) : callback_(std::move(callback)) {}
+  void Complete(IoResult result) noexcept override { callback_(result); }
+
+ private:
+  Callback callback_;
+};
+
+std::unique_ptr<IoRequest> MakeRequest(IoOp op, int fd, uint64_t offset, void* buf, size_t len,
+                                       CallbackRequest::Callback callback, int fallocate_mode = 0) {
+  auto r = std::make_unique<CallbackRequest>(std::move(callback));
+  r->op = op;
+  r->fd = fd;
+  r->offset = offset;
+  r->buf = static_cast<char*>(buf);
+  r->len = len;
+  r->fallocate_mode = fallocate_mode;
+  return r;
+}
+
+// Submits one request and waits for its result; err is kTimedOut (and the
+// test fails) if it does not complete in time.
+IoResult RunOne(Engine& engine, IoQueue& queue, IoOp op, int fd, uint64_t offset, void* buf,
+                size_t len, int fallocate_mode = 0) {
+  auto done = std::make_shared<std::promise<IoResult>>();
+  std::future<IoResult> result = done->get_future();
+  engine.Submit(queue, MakeRequest(
+                           op, fd, offset, buf, len, [done](IoResult r) { done->set_value(r); },
+                           fallocate_mode));
+  if (result.wait_for(kWaitTimeout) != std::future_status::ready) {
+    ADD_FAILURE() << IoOpName(op) << " did not complete within the timeout";
+    return IoResult{0, kTimedOut};
+  }
+  return result.get();
+}
+
+bool LacksKernelSupport(int err) { return err == ENOSYS || err == EPERM || err == EOPNOTSUPP; }
+
+// Declares `var` as a std::unique_ptr<Engine> built by `expr`; skips the test
+// when the kernel lacks io_uring or something the engine needs.
+#define ENGINE_OR_SKIP(var, expr)                                                      \
+  auto var##_or = (expr);                                                              \
+  if (!var##_or.ok() && LacksKernelSupport(var##_or.err())) {                          \
+    GTEST_SKIP() << "kernel lacks io_uring support: " << var##_or.status().ToString(); \
+  }                                                                                    \
+  ASSERT_TRUE(var##_or.ok()) << var##_or.status().ToString();                          \
+  std::unique_ptr<Engine> var = std::move(*var##_or)
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto engine = Engine::Create();
+    if (!engine.ok() && LacksKernelSupport(engine.err())) {
+      GTEST_SKIP() << "kernel lacks io_uring support: " << engine.status().ToString();
+    }
+    ASSERT_TRUE(engine.ok()) << engine.status().ToString();
+    engine_ = std::move(*engine);
+    queue_ = engine_->CreateQueue("test");
+  }
+
+  IoResult Run(IoOp op, int fd, uint64_t offset, void* buf, size_t len, int mode = 0) {
+    return RunOne(*engine_, *queue_, op, fd, offset, buf, len, mode);
+  }
+
+  // Declared in this order so the queue goes first.
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<IoQueue> queue_;
+  TempFile file_;
+};
+
+// ---------------------------------------------------------------------------
+// Setup
+
+TEST(EngineCreate, RejectsZeroSizes) {
+  auto no_ring = Engine::Create(EngineOptions{.ring_entries = 0, .max_in_flight = 8});
+  ASSERT_FALSE(no_ring.ok());
+  EXPECT_EQ(no_ring.err(), EINVAL);
+  EXPECT_NE(no_ring.status().context().find("ring_entries"), std::string::npos)
+      << no_ring.status().ToString();
+
+  auto no_slots = Engine::Create(EngineOptions{.ring_entries = 8, .max_in_flight = 0});
+  ASSERT_FALSE(no_slots.ok());
+  EXPECT_EQ(no_slots.err(), EINVAL);
+  EXPECT_NE(no_slots.status().context().find("max_in_flight"), std::string::npos)
+      << no_slots.status().ToString();
+}
+
+TEST(EngineCreate, ShutdownDoesNotWaitForTheIdleTimeout) {
+  // ~Engine wakes the completion thread with a NOP; without it each
+  // destruction would wait for the thread's 100 ms idle timeout.
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 5; ++i) {
+    ENGINE_OR_SKIP(engine, Engine::Create(EngineOptions{.ring_entries = 8, .max_in_flight = 8}));
+    std::this_thread::sleep_for(5ms);  // let the thread reach its wait
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 400ms);
+}
+
+// ---------------------------------------------------------------------------
+// Data path
+
+class EngineReadWriteTest : public EngineTest, public ::testing::WithParamInterface<size_t> {};
+
+TEST_P(EngineReadWriteTest, WriteThenReadBack) {
+  const size_t size = GetParam();
+  const uint64_t offset = 12345;  // deliberately unaligned
+  std::vector<char> data = Pattern(size, static_cast<uint32_t>(size));
+
+  EXPECT_EQ(Run(IoOp::kWrite, file_.fd(), offset, data.data(), size), (IoResult{size, 0}));
+  EXPECT_EQ(file_.Contents(offset, size), data);  // the kernel agrees
+  EXPECT_EQ(static_cast<uint64_t>(file_.Stat().st_size), offset + size);
+
+  std::vector<char> back(size, 0);
+  EXPECT_EQ(Run(IoOp::kRead, file_.fd(), offset, back.data(), size), (IoResult{size, 0}));
+  EXPECT_EQ(back, data);
+}
+
+INSTANTIATE_TEST_SUITE_P(Sizes, EngineReadWriteTest,
+                         ::testing::Values(1, 511, 4096, 65536 + 7, 1 << 20),
+                         [](const auto& info) { return std::to_string(info.param); });
+
+TEST_F(EngineTest, ZeroLengthReadAndWriteSucceedWithZeroBytes) {
+  char c = 0;
+  EXPECT_EQ(Run(IoOp::kWrite, file_.fd(), 0, &c, 0), (IoResult{0, 0}));
+  EXPECT_EQ(Run(IoOp::kRead, file_.fd(), 0, &c, 0), (IoResult{0, 0}));
+}
+
+TEST_F(EngineTest, ReadPastEofReturnsBytesUpToEof) {
+  const std::vector<char> data = Pattern(1000, 1);
+  file_.Fill(data);
+  std::vector<char> buf(4096, 0);
+  EXPECT_EQ(Run(IoOp::kRead, file_.fd(), 600, buf.data(), buf.size()), (IoResult{400, 0}));
+  EXPECT_EQ(std::vector<char>(buf.begin(), buf.begin() + 400),
+            std::vector<char>(data.begin() + 600, data.end()));
+}
+
+TEST_F(EngineTest, ReadAtOrBeyondEofReturnsZeroBytes) {
+  file_.Fill(Pattern(1000, 2));
+  std::vector<char> buf(4096, 0);
+  EXPECT_EQ(Run(IoOp::kRead, file_.fd(), 1000, buf.data(), buf.size()), (IoResult{0, 0}));
+  EXPECT_EQ(Run(IoOp::kRead, file_.fd(), 50000, buf.data(), buf.size()), (IoResult{0, 0}));
+}
+
+TEST_F(EngineTest, BadFileDescriptorGivesPositiveEbadf) {
+  char buf[16] = {};
+  EXPECT_EQ(Run(IoOp::kRead, -1, 0, buf, sizeof buf), (IoResult{0, EBADF}));
+  EXPECT_EQ(Run(IoOp::kFsync, -1, 0, nullptr, 0), (IoResult{0, EBADF}));
+
+  // A real fd opened read-only: writing is EBADF as with pwrite(2).
+  auto read_only = OpenAt(AT_FDCWD, file_.path(), O_RDONLY);
+  ASSERT_TRUE(read_only.ok()) << read_only.status().ToString();
+  EXPECT_EQ(Run(IoOp::kWrite, read_only->get(), 0, buf, sizeof buf), (IoResult{0, EBADF}));
+  EXPECT_EQ(queue_->stats().errors.load(), 3u);
+}
+
+TEST_F(EngineTest, FsyncAndFdatasyncSucceed) {
+  std::vector<char> data = Pattern(8192, 3);
+  ASSERT_EQ(Run(IoOp::kWrite, file_.fd(), 0, data.data(), data.size()), (IoResult{8192, 0}));
+  EXPECT_EQ(Run(IoOp::kFsync, file_.fd(), 0, nullptr, 0), (IoResult{0, 0}));
+  EXPECT_EQ(Run(IoOp::kFdatasync, file_.fd(), 0, nullptr, 0), (IoResult{0, 0}));
+}
+
+TEST_F(EngineTest, FallocateAllocatesAndPunchHoleFrees) {
+  constexpr size_t kLen = 1 << 20;
+  ASSERT_EQ(file_.Stat().st_blocks, 0);
+
+  const IoResult allocated = Run(IoOp::kFallocate, file_.fd(), 0, nullptr, kLen, 0);
+  if (allocated.err == EOPNOTSUPP) GTEST_SKIP() << "the filesystem of /tmp has no fallocate";
+  ASSERT_EQ(allocated, (IoResult{0, 0}));
+  const struct stat after_alloc = file_.Stat();
+  EXPECT_EQ(after_alloc.st_size, static_cast<off_t>(kLen));
+  EXPECT_GE(after_alloc.st_blocks, static_cast<blkcnt_t>(kLen / 512));  // st_blocks: 512 B units
+
+  const IoResult punched = Run(IoOp::kFallocate, file_.fd(), 0, nullptr, kLen,
+                               FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE);
+  if (punched.err == EOPNOTSUPP) GTEST_SKIP() << "the filesystem of /tmp cannot punch holes";
+  ASSERT_EQ(punched, (IoResult{0, 0}));
+  const struct stat after_punch = file_.Stat();
+  EXPECT_EQ(after_punch.st_size, static_cast<off_t>(kLen));  // KEEP_SIZE
+  EXPECT_LT(after_punch.st_blocks, after_alloc.st_blocks);
+  EXPECT_EQ(file_.Contents(0, 4096), std::vector<char>(4096, 0));
+}
+
+TEST_F(EngineTest, DirectIoWithAlignedBuffersWorks) {
+  auto direct = OpenAt(AT_FDCWD, file_.path(), O_RDWR | O_DIRECT);
+  if (!direct.ok() && direct.err() == EINVAL) {
+    GTEST_SKIP() << "the filesystem of /tmp does not support O_DIRECT";
+  }
+  ASSERT_TRUE(direct.ok()) << direct.status().ToString();
+
+  constexpr size_t kAlign = 4096;
+  constexpr size_t kLen = 64 * 1024;
+  auto aligned = [] {
+    return std::unique_ptr<char, decltype(&std::free)>(
+        static_cast<char*>(std::aligned_alloc(kAlign, kLen + kAlign)), &std::free);
+  };
+  auto out = aligned();
+  auto in = aligned();
+  ASSERT_TRUE(out && in);
+  const std::vector<char> data = Pattern(kLen, 4);
+  std::memcpy(out.get(), data.data(), kLen);
+  std::memset(in.get(), 0, kLen + kAlign);
+
+  EXPECT_EQ(Run(IoOp::kWrite, direct->get(), kAlign, out.get(), kLen), (IoResult{kLen, 0}));
+  EXPECT_EQ(Run(IoOp::kRead, direct->get(), kAlign, in.get(), kLen), (IoResult{kLen, 0}));
+  EXPECT_EQ(std::memcmp(in.get(), data.data(), kLen), 0);
+  EXPECT_EQ(file_.Contents(kAlign, kLen), data);
+
+  // Proof that the fd really bypasses the page cache: a misaligned buffer is
+  // refused, which buffered I/O would accept.
+  EXPECT_EQ(Run(IoOp::kRead, direct->get(), kAlign, in.get() + 1, kAlign), (IoResult{0, EINVAL}));
+}
+
+// ---------------------------------------------------------------------------
+// Concurrency, queues, completion contract
+
+class CountingRequest : public IoRequest {
+ public:
+  CountingRequest(size_t index, std::vector<std::atomic<int>>& completions,
+                  std::vector<std::atomic<int>>& destructions, std::atomic<int>& bad_results,
+                  std::atomic<int>& on_submitter_thread, Countdown& all_done,
+                  std::thread::id submitter)
+      : index_(index),
+        completions_(completions),
+        destructions_(destructions),
+        bad_results_(bad_results),
+        on_submitter_thread_(on_submitter_thread),
+        all_done_(all_done),
+        submitter_(submitter) {}
+  ~CountingRequest() override { destructions_[index_].fetch_add(1); }
+
+  void Complete(IoResult result) noexcept override {
+    completions_[index_].fetch_add(1);
+    if (!(result == IoResult{len, 0})) bad_results_.fetch_add(1);
+    if (std::this_thread::get_id() == submitter_) on_submitter_thread_.fetch_add(1);
+    all_done_.Done();
+  }
+
+ private:
+  const size_t index_;
+  std::vector<std::atomic<int>>& completions_;
+  std::vector<std::atomic<int>>& destructions_;
+  std::atomic<int>& bad_results_;
+  std::atomic<int>& on_submitter_thread_;
+  Countdown& all_done_;
+  const std::thread::id submitter_;
+};
+
+TEST(EngineConcurrency, ManyRequestsFromTwoThreadsAcrossQueuesCompleteExactlyOnce) {
+  constexpr size_t kRequests = 10'000;
+  constexpr size_t kBlock = 512;
+  constexpr int kThreads = 2;
+  constexpr int kQueues = 4;
+  // A small ring so requests pile up in the queues and the dispatcher works.
+  ENGINE_OR_SKIP(engine, Engine::Create(EngineOptions{.ring_entries = 64, .max_in_flight = 32}));
+  std::vector<std::unique_ptr<IoQueue>> queues;
+  for (int q = 0; q < kQueues; ++q)
+    queues.push_back(engine->CreateQueue("vol" + std::to_string(q)));
+  TempFile file;
+
+  std::vector<char> expected(kRequests * kBlock);
+  for (size_t i = 0; i < kRequests; ++i) {
+    const std::vector<char> block = Pattern(kBlock, static_cast<uint32_t>(i));
+    std::memcpy(expected.data() + i * kBlock, block.data(), kBlock);
+  }
+  std::vector<char> actual(expected.size(), 0);
+
+  // Phase 0 writes every block, phase 1 reads every block back.
+  for (IoOp op : {IoOp::kWrite, IoOp::kRead}) {
+    SCOPED_TRACE(IoOpName(op));
+    std::vector<std::atomic<int>> completions(kRequests);
+    std::vector<std::atomic<int>> destructions(kRequests);
+    std::atomic<int> bad_results{0};
+    std::atomic<int> on_submitter_thread{0};
+    Countdown all_done(kRequests);
+    std::vector<std::thread> submitters;
+    for (int t = 0; t < kThreads; ++t) {
+      submitters.emplace_back([&, t] {
+        for (size_t i = t; i < kRequests; i += kThreads) {
+          auto r = std::make_unique<CountingRequest>(i, completions, destructions, bad_results,
+                                                     on_submitter_thread, all_done,
+                                                     std::this_thread::get_id());
+          r->op = op;
+          r->fd = file.fd();
+          r->offset = i * kBlock;
+          r->buf = (op == IoOp::kWrite ? expected.data() : actual.data()) + i * kBlock;
+          r->len = kBlock;
+          engine->Submit(*queues[(i / kThreads) % kQueues], std::move(r));
+        }
+      });
+    }
+    for (auto& t : submitters) t.join();
+    ASSERT_TRUE(all_done.Wait()) << "not every request completed";
+    // ~IoQueue waits until every request is destroyed; a fresh set of queues
+    // per phase makes the destruction counts final.
+    uint64_t ops = 0;
+    for (auto& q : queues) {
+      ops += op == IoOp::kWrite ? q->stats().write_ops.load() : q->stats().read_ops.load();
+    }
+    EXPECT_EQ(ops, kRequests);
+    for (auto& q : queues) q = engine->CreateQueue(q->name());
+
+    int wrong_count = 0;
+    for (size_t i = 0; i < kRequests; ++i) {
+      if (completions[i].load() != 1 || destructions[i].load() != 1) ++wrong_count;
+    }
+    EXPECT_EQ(wrong_count, 0) << "requests not completed and destroyed exactly once";
+    EXPECT_EQ(bad_results.load(), 0);
+    EXPECT_EQ(on_submitter_thread.load(), 0) << "Complete() ran on a submitting thread";
+  }
+  EXPECT_TRUE(actual == expected) << "data read back differs from data written";
+  EXPECT_TRUE(file.Contents(0, expected.size()) == expected) << "file content differs";
+}
+
+TEST_F(EngineTest, CompleteCanChainAnotherSubmit) {
+  // Each write's Complete() submits the next one, then a final read; this would
+  // deadlock if Complete() ran under the engine lock.
+  constexpr int kChain = 50;
+  constexpr size_t kBlock = 100;
+  const std::vector<char> data = Pattern(kChain * kBlock, 5);
+  std::vector<char> back(data.size(), 0);
+  std::promise<IoResult> final_result;
+  std::function<void(int)> submit_step = [&](int step) {
+    if (step < kChain) {
+      engine_->Submit(*queue_, MakeRequest(IoOp::kWrite, file_.fd(), step * kBlock,
+                                           const_cast<char*>(data.data()) + step * kBlock, kBlock,
+                                           [&, step](IoResult r) {
+                                             if (r.err != 0) {
+                                               final_result.set_value(r);
+                                               return;
+                                             }
+                                             submit_step(step + 1);
+                                           }));
+    } else {
+      engine_->Submit(*queue_, MakeRequest(IoOp::kRead, file_.fd(), 0, back.data(), back.size(),
+                                           [&](IoResult r) { final_result.set_value(r); }));
+    }
+  };
+  std::future<IoResult> done = final_result.get_future();
+  submit_step(0);
+  ASSERT_EQ(done.wait_for(kWaitTimeout), std::future_status::ready);
+  EXPECT_EQ(done.get(), (IoResult{data.size(), 0}));
+  EXPECT_EQ(back, data);
+  EXPECT_EQ(queue_->stats().write_ops.load(), static_cast<uint64_t>(kChain));
+}
+
+TEST_F(EngineTest, IoQueueDestructorWaitsForOutstandingRequests) {
+  auto queue = engine_->CreateQueue("volume");
+  Pipe pipe;
+  char buf[5] = {};
+  std::atomic<bool> completed{false};
+  std::atomic<bool> destroyed{false};
+  IoResult result;
+  // A read from an empty pipe stays in the ring until the pipe is written. (It
+  // asks for exactly what will be written: the engine continues short reads.)
+  engine_->Submit(
+      *queue, MakeRequest(IoOp::kRead, pipe.read_end.get(), 0, buf, sizeof buf, [&](IoResult r) {
+        // Slow callback: ~IoQueue must wait for
+        // it to return, not just for the CQE.
+        std::this_thread::sleep_for(50ms);
+        result = r;
+        completed = true;
+      }));
+  std::thread destroyer([&] {
+    queue.reset();
+    destroyed = true;
+  });
+  std::this_thread::sleep_for(100ms);
+  EXPECT_FALSE(destroyed.load()) << "~IoQueue returned with a request outstanding";
+  EXPECT_FALSE(completed.load());
+
+  ASSERT_EQ(::write(pipe.write_end.get(), "hello", 5), 5);
+  destroyer.join();
+  EXPECT_TRUE(completed.load()) << "~IoQueue returned before Complete() did";
+  EXPECT_EQ(result, (IoResult{5, 0}));
+  EXPECT_EQ(std::string(buf, 5), "hello");
+}
+
+TEST_F(EngineTest, CompleteRunsOnTheCompletionThread) {
+  char c = 0;
+  std::promise<std::thread::id> where;
+  engine_->Submit(*queue_, MakeRequest(IoOp::kRead, file_.fd(), 0, &c, 1, [&](IoResult) {
+    where.set_value(std::this_thread::get_id());
+  }));
+  auto id = where.get_future();
+  ASSERT_EQ(id.wait_for(kWaitTimeout), std::future_status::ready);
+  EXPECT_NE(id.get(), std::this_thread::get_id());
+}
+
+TEST_F(EngineTest, StatsCountOpsAndBytesPerQueue) {
+  auto other = engine_->CreateQueue("other");
+  std::vector<char> data = Pattern(300, 6);
+  std::vector<char> buf(300, 0);
+  Run(IoOp::kWrite, file_.fd(), 0, data.data(), 100);
+  Run(IoOp::kWrite, file_.fd(), 100, data.data() + 100, 200);
+  Run(IoOp::kRead, file_.fd(), 150, buf.data(), 300);  // 150 bytes, then EOF
+  Run(IoOp::kRead, -1, 0, buf.data(), 10);             // EBADF
+  Run(IoOp::kFsync, file_.fd(), 0, nullptr, 0);
+  Run(IoOp::kFallocate, file_.fd(), 0, nullptr, 4096);
+  RunOne(*engine_, *other, IoOp::kRead, file_.fd(), 0, buf.data(), 10);
+
+  const IoQueueStats& s = queue_->stats();
+  EXPECT_EQ(s.write_ops.load(), 2u);
+  EXPECT_EQ(s.write_bytes.load(), 300u);
+  EXPECT_EQ(s.read_ops.load(), 2u);
+  EXPECT_EQ(s.read_bytes.load(), 150u);
+  EXPECT_EQ(s.other_ops.load(), 2u);
+  EXPECT_EQ(s.errors.load(), 1u);
+
+  const IoQueueStats& o = other->stats();
+  EXPECT_EQ(o.read_ops.load(), 1u);
+  EXPECT_EQ(o.read_bytes.load(), 10u);
+  EXPECT_EQ(o.write_ops.load() + o.write_bytes.load() + o.other_ops.load() + o.errors.load(), 0u);
+}
+
+TEST(EngineScheduling, RoundRobinAlternatesBetweenQueues) {
+  ENGINE_OR_SKIP(engine, Engine::Create(EngineOptions{.ring_entries = 8, .max_in_flight = 1}));
+  auto blocker_queue = engine->CreateQueue("blocker");
+  auto a = engine->CreateQueue("a");
+  auto b = engine->CreateQueue("b");
+  TempFile file;
+  file.Fill(Pattern(64, 7));
+
+  // Hold the only in-flight slot with a pipe read, so everything below waits
+  // in the queues and the dispatcher alone decides the order.
+  Pipe pipe;
+  char pipe_buf[1];
+  Countdown done(1 + 8);
+  engine->Submit(*blocker_queue, MakeRequest(IoOp::kRead, pipe.read_end.get(), 0, pipe_buf, 1,
+                                             [&](IoResult) { done.Done(); }));
+
+  std::mutex mu;
+  std::string order;
+  char bufs[8];
+  for (int i = 0; i < 8; ++i) {
+    const char name = i < 4 ? 'a' : 'b';  // all of a's requests first, then b's
+    engine->Submit(i < 4 ? *a : *b,
+                   MakeRequest(IoOp::kRead, file.fd(), i, &bufs[i], 1, [&, name](IoResult) {
+                     {
+                       std::lock_guard<std::mutex> lock(mu);
+                       order += name;
+                     }
+                     done.Done();
+                   }));
+  }
+  ASSERT_EQ(::write(pipe.write_end.get(), "x", 1), 1);
+  ASSERT_TRUE(done.Wait());
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_TRUE(order == "abababab" || order == "babababa") << order;
+}
+
+// ---------------------------------------------------------------------------
+// Fault injection through EngineTestHooks
+
+// Counts the CQEs the engine sees and lets a test rewrite their res.
+struct CqeScript {
+  std::atomic<int> cqes{0};
+  // Given the 1-based CQE number and the real res, returns the res to use.
+  std::function<int(int n, int res)> rewrite = [](int, int res) { return res; };
+
+  EngineTestHooks Hooks(size_t max_bytes_per_sqe) {
+    EngineTestHooks hooks;
+    hooks.max_bytes_per_sqe = max_bytes_per_sqe;
+    hooks.cqe_res_filter = [this](const IoRequest&, int res) {
+      return rewrite(cqes.fetch_add(1) + 1, res);
+    };
+    return hooks;
+  }
+};
+
+class EngineFaultTest : public ::testing::Test {
+ protected:
+  // Builds engine_ with the script's hooks. Returns false, having skipped or
+  // failed the test, if that is impossible.
+  bool Start(size_t max_bytes_per_sqe) {
+    StartEngine(max_bytes_per_sqe);
+    return engine_ != nullptr;
+  }
+  void StartEngine(size_t max_bytes_per_sqe) {
+    auto engine = EngineTestPeer::Create(EngineOptions{}, script_.Hooks(max_bytes_per_sqe));
+    if (!engine.ok() && LacksKernelSupport(engine.err())) {
+      GTEST_SKIP() << "kernel lacks io_uring support: " << engine.status().ToString();
+    }
+    ASSERT_TRUE(engine.ok()) << engine.status().ToString();
+    engine_ = std::move(*engine);
+    queue_ = engine_->CreateQueue("faulty");
+  }
+  IoResult Run(IoOp op, uint64_t offset, void* buf, size_t len) {
+    return RunOne(*engine_, *queue_, op, file_.fd(), offset, buf, len);
+  }
+
+  CqeScript script_;  // outlives the engine that calls into it
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<IoQueue> queue_;
+  TempFile file_;
+};
+
+TEST_F(EngineFaultTest, ShortTransfersAreContinuedToCompletion) {
+  constexpr size_t kCap = 4096;
+  if (!Start(kCap)) return;
+  const size_t len = (1 << 20) + 100;
+  const uint64_t offset = 10;
+  std::vector<char> data = Pattern(len, 8);
+  const int expected_cqes = static_cast<int>((len + kCap - 1) / kCap);
+
+  EXPECT_EQ(Run(IoOp::kWrite, offset, data.data(), len), (IoResult{len, 0}));
+  EXPECT_EQ(script_.cqes.exchange(0), expected_cqes) << "each SQE should move at most the cap";
+  EXPECT_EQ(file_.Contents(offset, len), data);
+
+  std::vector<char> back(len, 0);
+  EXPECT_EQ(Run(IoOp::kRead, offset, back.data(), len), (IoResult{len, 0}));
+  EXPECT_EQ(script_.cqes.load(), expected_cqes);
+  EXPECT_EQ(back, data);
+  EXPECT_EQ(queue_->stats().read_bytes.load(), len);
+  EXPECT_EQ(queue_->stats().write_bytes.load(), len);
+}
+
+TEST_F(EngineFaultTest, ContinuedReadStopsAtEof) {
+  if (!Start(4096)) return;
+  const std::vector<char> data = Pattern(10000, 9);
+  file_.Fill(data);
+  std::vector<char> back(65536, 0);
+  EXPECT_EQ(Run(IoOp::kRead, 0, back.data(), back.size()), (IoResult{10000, 0}));
+  EXPECT_EQ(script_.cqes.load(), 4);  // 4096 + 4096 + 1808, then 0 (EOF)
+  EXPECT_EQ(std::vector<char>(back.begin(), back.begin() + 10000), data);
+}
+
+TEST_F(EngineFaultTest, EagainAndEintrAreRetried) {
+  script_.rewrite = [](int n, int res) { return n == 1 ? -EAGAIN : n == 2 ? -EINTR : res; };
+  if (!Start(0)) return;
+  const std::vector<char> data = Pattern(5000, 10);
+  file_.Fill(data);
+  std::vector<char> back(5000, 0);
+  EXPECT_EQ(Run(IoOp::kRead, 0, back.data(), back.size()), (IoResult{5000, 0}));
+  EXPECT_EQ(script_.cqes.load(), 3);
+  EXPECT_EQ(back, data);
+}
+
+TEST_F(EngineFaultTest, EagainRetriesAreBoundedAndEndInEio) {
+  script_.rewrite = [](int, int) { return -EAGAIN; };
+  if (!Start(0)) return;
+  file_.Fill(Pattern(100, 11));
+  char buf[100];
+  EXPECT_EQ(Run(IoOp::kRead, 0, buf, sizeof buf), (IoResult{0, EIO}));
+  EXPECT_EQ(script_.cqes.load(), 101);  // the first try and 100 retries
+  EXPECT_EQ(queue_->stats().errors.load(), 1u);
+}
+
+TEST_F(EngineFaultTest, WriteFailingAfterPartialProgressIsAShortWrite) {
+  script_.rewrite = [](int n, int res) { return n == 3 ? -ENOSPC : res; };
+  if (!Start(4096)) return;
+  std::vector<char> data = Pattern(16384, 12);
+  EXPECT_EQ(Run(IoOp::kWrite, 0, data.data(), data.size()), (IoResult{8192, 0}));
+  EXPECT_EQ(script_.cqes.load(), 3);
+  EXPECT_EQ(file_.Contents(0, 8192), std::vector<char>(data.begin(), data.begin() + 8192));
+}
+
+TEST_F(EngineFaultTest, WriteFailingOnItsFirstChunkReportsTheError) {
+  script_.rewrite = [](int, int) { return -ENOSPC; };
+  if (!Start(4096)) return;
+  std::vector<char> data = Pattern(16384, 13);
+  EXPECT_EQ(Run(IoOp::kWrite, 0, data.data(), data.size()), (IoResult{0, ENOSPC}));
+  EXPECT_EQ(queue_->stats().errors.load(), 1u);
+}
+
+TEST_F(EngineFaultTest, WriteMakingNoProgressEndsShortOrWithEio) {
+  // The second chunk of the first write and the first chunk of the second
+  // write report 0 bytes written.
+  script_.rewrite = [](int n, int res) { return n == 2 || n == 3 ? 0 : res; };
+  if (!Start(4096)) return;
+  std::vector<char> data = Pattern(16384, 14);
+  EXPECT_EQ(Run(IoOp::kWrite, 0, data.data(), data.size()), (IoResult{4096, 0}));
+  EXPECT_EQ(Run(IoOp::kWrite, 0, data.data(), data.size()), (IoResult{0, EIO}));
+}
+
+TEST_F(EngineFaultTest, ReadFailingMidwayReportsTheError) {
+  // A short read without an error would look like end of file to the caller.
+  script_.rewrite = [](int n, int res) { return n == 2 ? -EIO : res; };
+  if (!Start(4096)) return;
+  file_.Fill(Pattern(16384, 15));
+  std::vector<char> back(16384, 0);
+  const IoResult r = Run(IoOp::kRead, 0, back.data(), back.size());
+  EXPECT_EQ(r.err, EIO);
+  EXPECT_EQ(r.bytes, 4096u);
+}
+
+}  // namespace
+}  // namespace localvol::iopath

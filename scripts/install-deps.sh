@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake pkg-config
+  build-essential cmake pkg-config clang
   libfuse3-dev fuse3 liburing-dev libblkid-dev libspdlog-dev
   libgtest-dev libgmock-dev
   xfsprogs e2fsprogs util-linux acl attr fio python3

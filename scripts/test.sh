@@ -18,8 +18,9 @@ status=0
 (cd build && ctest --output-on-failure -j"$(nproc)" --timeout 600) || status=$?
 
 # The tests must leave nothing behind; a leak here is a bug in a fixture.
-leaked=$(findmnt -rn -o TARGET,FSTYPE | awk '$2 == "fuse.localvol" || $1 ~ /^\/tmp\/lv/' || true)
-loops=$(losetup -a | grep -E '/tmp/lv|localvol-test' || true)
+# Every test resource lives under /tmp/lv* (tests/support/temp_dir.h).
+leaked=$(findmnt -rn -o TARGET,FSTYPE | awk '$1 ~ /^\/tmp\/lv/' || true)
+loops=$(losetup -a | grep -E '\(/tmp/lv' || true)
 if [ -n "$leaked$loops" ]; then
   echo "test.sh: the tests left mounts or loop devices behind:" >&2
   [ -n "$leaked" ] && echo "$leaked" >&2

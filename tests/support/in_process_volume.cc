@@ -1,0 +1,77 @@
+#include "tests/support/in_process_volume.h"
+
+#include <unistd.h>
+
+#include "tests/support/mounts.h"
+#include "tests/support/sys.h"
+
+namespace localvol::testing {
+
+bool InProcessVolume::Available() { return LOCALVOL_HAVE_VOLUME_LIB != 0; }
+
+Result<std::unique_ptr<InProcessVolume>> InProcessVolume::Mount(
+    const InProcessVolumeOptions& options) {
+#if LOCALVOL_HAVE_VOLUME_LIB
+  std::unique_ptr<InProcessVolume> v(new InProcessVolume());
+  v->owner_ = ::getpid();
+  v->options_ = options;
+  auto engine = iopath::Engine::Create();
+  if (!engine.ok()) return engine.status();
+  v->engine_ = std::move(*engine);
+  Status st = v->DoMount();
+  if (!st.ok()) return st;
+  return v;
+#else
+  return Status::Error(ENOSYS, "the localvol_fuse library was not built");
+#endif
+}
+
+Status InProcessVolume::DoMount() {
+#if LOCALVOL_HAVE_VOLUME_LIB
+  fuse::VolumeOptions vo;
+  vo.source_dir = options_.source;
+  vo.mountpoint = options_.mountpoint;
+  vo.name = UniqueName("inproc");
+  vo.capacity_bytes = options_.capacity_bytes;
+  vo.inode_limit = options_.inode_limit;
+  vo.engine = engine_.get();
+  auto vol = fuse::Volume::Mount(vo);
+  if (!vol.ok()) {
+    (void)LazyUnmountAll(options_.mountpoint);
+    return vol.status();
+  }
+  volume_ = std::move(*vol);
+  return Status::Ok();
+#else
+  return Status::Error(ENOSYS, "the localvol_fuse library was not built");
+#endif
+}
+
+Status InProcessVolume::Unmount() {
+#if LOCALVOL_HAVE_VOLUME_LIB
+  if (!volume_) return Status::Ok();
+  Status st = volume_->Unmount();
+  volume_.reset();
+  if (IsMountPoint(options_.mountpoint)) {
+    (void)LazyUnmountAll(options_.mountpoint);
+    if (st.ok()) st = Status::Error(EBUSY, "Volume::Unmount left the mount behind");
+  }
+  return st;
+#else
+  return Status::Ok();
+#endif
+}
+
+Status InProcessVolume::Remount() {
+  Status st = Unmount();
+  if (!st.ok()) return st;
+  return DoMount();
+}
+
+InProcessVolume::~InProcessVolume() {
+  if (owner_ != ::getpid()) return;
+  (void)Unmount();
+  (void)LazyUnmountAll(options_.mountpoint);
+}
+
+}  // namespace localvol::testing

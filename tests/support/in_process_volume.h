@@ -1,0 +1,65 @@
+// InProcessVolume: a localvol volume served from inside the test process
+// (iopath::Engine + fuse::Volume::Mount), for tests that need SetLimits(),
+// Usage() or restart semantics without a subprocess.
+//
+// Only available when the localvol_fuse library was built
+// (LOCALVOL_HAVE_VOLUME_LIB); otherwise Available() is false and Mount fails.
+// The destructor unmounts (lazily if needed). Not thread-safe itself; the
+// Volume it owns is.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "base/status.h"
+
+#if LOCALVOL_HAVE_VOLUME_LIB
+#include "fuse/volume.h"
+#include "iopath/engine.h"
+#endif
+
+namespace localvol::testing {
+
+struct InProcessVolumeOptions {
+  std::string source;
+  std::string mountpoint;
+  uint64_t capacity_bytes = 0;
+  uint64_t inode_limit = 0;  // 0: the library's default
+};
+
+class InProcessVolume {
+ public:
+  static bool Available();
+  // Creates an engine and mounts. On failure nothing stays mounted; the
+  // Status carries the Volume::Mount error (errno preserved).
+  static Result<std::unique_ptr<InProcessVolume>> Mount(const InProcessVolumeOptions& options);
+  ~InProcessVolume();
+  InProcessVolume(const InProcessVolume&) = delete;
+  InProcessVolume& operator=(const InProcessVolume&) = delete;
+
+  // Clean unmount (persists usage).
+  Status Unmount();
+  // Unmount() and mount again with the current options.
+  Status Remount();
+
+  const std::string& mountpoint() const { return options_.mountpoint; }
+  InProcessVolumeOptions& options() { return options_; }
+
+#if LOCALVOL_HAVE_VOLUME_LIB
+  fuse::Volume& volume() { return *volume_; }
+#endif
+
+ private:
+  InProcessVolume() = default;
+  Status DoMount();
+
+  InProcessVolumeOptions options_;
+#if LOCALVOL_HAVE_VOLUME_LIB
+  std::unique_ptr<iopath::Engine> engine_;
+  std::unique_ptr<fuse::Volume> volume_;  // destroyed before engine_
+#endif
+  int owner_ = -1;
+};
+
+}  // namespace localvol::testing

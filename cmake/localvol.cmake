@@ -9,7 +9,9 @@ function(localvol_add_test name)
   if(NOT ARG_TIMEOUT)
     set(ARG_TIMEOUT 300)
   endif()
-  gtest_discover_tests(${name}
+  # NO_PRETTY_VALUES: test names come from the parameter name generators
+  # (".../Raw"), not from each parameter value printed into the ctest name.
+  gtest_discover_tests(${name} NO_PRETTY_VALUES
     DISCOVERY_TIMEOUT 60
     PROPERTIES TIMEOUT ${ARG_TIMEOUT} LABELS "${ARG_LABELS}")
 endfunction()

@@ -49,14 +49,21 @@ class FsxTest : public FsTest {
 };
 LOCALVOL_INSTANTIATE_FS_MODES(FsxTest);
 
+// A fixed op count, not a time budget, so the run is the same every time.
 TEST_P(FsxTest, FixedSeed) {
-  RunFsx(fs().root(), 20240611, {"--seconds", "10", "--direct"}, fs().server());
+  RunFsx(fs().root(), 20240611, {"--ops", "4000", "--direct"}, fs().server());
 }
 
+// Random seeds run without --direct: mixing O_DIRECT writes with buffered and
+// mmap I/O on one file makes XFS itself fail later I/O with EIO ("Direct I/O
+// collision with buffered writes!" in the kernel log) on some sequences, raw
+// XFS included. That is the kernel's documented limit, not a localvol bug,
+// and a random test must not trip over it. Direct I/O keeps its coverage in
+// FixedSeed and in direct_io_test.
 TEST_P(FsxTest, RandomSeed) {
   const uint64_t seed = RandomSeed();
   std::cout << "fsx seed " << seed << " (LOCALVOL_TEST_SEED=" << seed << " replays)" << std::endl;
-  RunFsx(fs().root(), seed, {"--seconds", "10", "--direct", "--files", "4"}, fs().server());
+  RunFsx(fs().root(), seed, {"--seconds", "10", "--files", "4"}, fs().server());
 }
 
 // A volume smaller than what fsx wants: writes hit ENOSPC, and the data that

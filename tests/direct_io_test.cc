@@ -12,13 +12,10 @@
 
 #include <cstdlib>
 #include <cstring>
-#include <optional>
 #include <string>
 #include <vector>
 
 #include "tests/support/in_process_volume.h"
-#include "tests/support/loop_disk.h"
-#include "tests/support/temp_dir.h"
 
 namespace localvol::testing {
 namespace {
@@ -57,36 +54,19 @@ void EvictBacking(const std::string& path) {
   ASSERT_EQ(ResidentPages(path), 0u) << "could not evict " << path;
 }
 
-class DirectIoTest : public ::testing::Test {
+class DirectIoTest : public InProcessVolumeTest {
  protected:
   void SetUp() override {
-    if (!InProcessVolume::Available()) GTEST_SKIP() << "localvol_fuse library not built";
-    auto disk = LoopDisk::Create();
-    ASSERT_TRUE(disk.ok()) << disk.status().ToString();
-    disk_ = std::move(disk).value();
-    auto source = disk_->MakeDir("vol");
-    ASSERT_TRUE(source.ok());
-    auto mnt = TempDir::Create("lvdirect");
-    ASSERT_TRUE(mnt.ok());
-    mnt_.emplace(std::move(mnt).value());
-    InProcessVolumeOptions options;
-    options.source = *source;
-    options.mountpoint = mnt_->path();
-    options.capacity_bytes = 256ull << 20;
-    auto volume = InProcessVolume::Mount(options);
-    ASSERT_TRUE(volume.ok()) << volume.status().ToString();
-    volume_ = std::move(volume).value();
+    InProcessVolumeTest::SetUp();
     buf_ = static_cast<char*>(std::aligned_alloc(4096, kSize));
     std::memset(buf_, 'd', kSize);
   }
   void TearDown() override {
     std::free(buf_);
-    volume_.reset();
-    mnt_.reset();
-    disk_.reset();
+    InProcessVolumeTest::TearDown();
   }
   std::string Mounted(const std::string& name) { return volume_->mountpoint() + "/" + name; }
-  std::string Backing(const std::string& name) { return disk_->Path("vol/" + name); }
+  std::string Backing(const std::string& name) { return dirs_.backing + "/" + name; }
 
   // Writes kSize bytes through the volume with `flags` added.
   void WriteThrough(const std::string& name, int flags) {
@@ -105,9 +85,6 @@ class DirectIoTest : public ::testing::Test {
     close(fd);
   }
 
-  std::unique_ptr<LoopDisk> disk_;
-  std::optional<TempDir> mnt_;
-  std::unique_ptr<InProcessVolume> volume_;
   char* buf_ = nullptr;
 };
 

@@ -15,13 +15,10 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
-#include <optional>
 #include <string>
 
 #include "tests/support/in_process_volume.h"
-#include "tests/support/loop_disk.h"
 #include "tests/support/space.h"
-#include "tests/support/temp_dir.h"
 
 namespace localvol::testing {
 namespace {
@@ -29,39 +26,16 @@ namespace {
 constexpr int kFiles = 3000;    // many times the cache
 constexpr rlim_t kLimit = 512;  // cache budget: 256 fds
 
-class FdCacheTest : public ::testing::Test {
+class FdCacheTest : public InProcessVolumeTest {
  protected:
   void SetUp() override {
-    if (!InProcessVolume::Available()) GTEST_SKIP() << "localvol_fuse library not built";
     struct rlimit lim = {kLimit, kLimit};
     ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &lim), 0);
-    auto disk = LoopDisk::Create();
-    ASSERT_TRUE(disk.ok()) << disk.status().ToString();
-    disk_ = std::move(disk).value();
-    auto source = disk_->MakeDir("vol");
-    ASSERT_TRUE(source.ok());
-    auto mnt = TempDir::Create("lvfdcache");
-    ASSERT_TRUE(mnt.ok());
-    mnt_.emplace(std::move(mnt).value());
-    InProcessVolumeOptions options;
-    options.source = *source;
-    options.mountpoint = mnt_->path();
-    options.capacity_bytes = 1ull << 30;
-    options.inode_limit = 100000;
-    auto volume = InProcessVolume::Mount(options);
-    ASSERT_TRUE(volume.ok()) << volume.status().ToString();
-    volume_ = std::move(volume).value();
-  }
-  void TearDown() override {
-    volume_.reset();
-    mnt_.reset();
-    disk_.reset();
+    capacity_bytes_ = 1ull << 30;
+    inode_limit_ = 100000;
+    InProcessVolumeTest::SetUp();
   }
   std::string P(int i) const { return volume_->mountpoint() + "/f" + std::to_string(i); }
-
-  std::unique_ptr<LoopDisk> disk_;
-  std::optional<TempDir> mnt_;
-  std::unique_ptr<InProcessVolume> volume_;
 };
 
 void WriteFile(const std::string& path, const std::string& content) {
@@ -126,7 +100,7 @@ TEST_F(FdCacheTest, UsageMatchesDuAfterEvictionAndDeletes) {
   struct statvfs sv;
   ASSERT_EQ(statvfs(volume_->mountpoint().c_str(), &sv), 0);
   const uint64_t used = (sv.f_blocks - sv.f_bfree) * sv.f_frsize;
-  auto du = DuBytes(disk_->Path("vol"));
+  auto du = DuBytes(dirs_.backing);
   ASSERT_TRUE(du.ok());
   EXPECT_TRUE(UsageAgrees(used, *du)) << "statfs used " << used << " du " << *du;
   EXPECT_EQ(sv.f_files - sv.f_ffree, static_cast<uint64_t>(kFiles / 2));

@@ -46,19 +46,13 @@ class FioVerifyTest : public ::testing::TestWithParam<FioCase> {
     if (!FuseServer::Available()) {
       GTEST_SKIP() << "localvol-fuse was not built (no localvol-fuse CMake target)";
     }
-    auto disk = LoopDisk::Create();
-    ASSERT_TRUE(disk.ok()) << disk.status().ToString();
-    disk_ = std::move(*disk);
-    auto backing = disk_->MakeDir("vol", 0777);
-    ASSERT_TRUE(backing.ok());
-    auto mounts = TempDir::Create("lvmnt");
-    ASSERT_TRUE(mounts.ok());
-    mounts_ = std::move(*mounts);
-    auto mp = mounts_.MakeSubdir("mnt", 0755);
-    ASSERT_TRUE(mp.ok());
+    VolumeDirs dirs;
+    ASSERT_NO_FATAL_FAILURE(MakeVolumeDirs(&dirs));
+    disk_ = std::move(dirs.disk);
+    mounts_ = std::move(dirs.mounts);
     FuseServerOptions o;
-    o.source = *backing;
-    o.mountpoint = *mp;
+    o.source = dirs.backing;
+    o.mountpoint = dirs.mountpoint;
     o.capacity = "512Mi";
     o.watchdog = std::chrono::seconds(240);
     auto server = FuseServer::Start(o);

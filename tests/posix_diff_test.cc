@@ -387,27 +387,22 @@ class PosixDiffTest : public ::testing::Test {
     if (!FuseServer::Available()) {
       GTEST_SKIP() << "localvol-fuse was not built (no localvol-fuse CMake target): nothing to compare";
     }
-    auto disk = LoopDisk::Create();
-    ASSERT_TRUE(disk.ok()) << disk.status().ToString();
-    disk_ = std::move(*disk);
+    VolumeDirs dirs;
+    ASSERT_NO_FATAL_FAILURE(MakeVolumeDirs(&dirs));
+    disk_ = std::move(dirs.disk);
+    mounts_ = std::move(dirs.mounts);
     auto raw = disk_->MakeDir("raw", 0777);
-    auto backing = disk_->MakeDir("vol", 0777);
-    ASSERT_TRUE(raw.ok() && backing.ok());
+    ASSERT_TRUE(raw.ok());
     raw_ = *raw;
-    auto mounts = TempDir::Create("lvmnt");
-    ASSERT_TRUE(mounts.ok());
-    mounts_ = std::move(*mounts);
-    auto mp = mounts_.MakeSubdir("mnt", 0755);
-    ASSERT_TRUE(mp.ok());
     FuseServerOptions o;
-    o.source = *backing;
-    o.mountpoint = *mp;
+    o.source = dirs.backing;
+    o.mountpoint = dirs.mountpoint;
     o.capacity = "512Mi";
     o.watchdog = std::chrono::seconds(240);
     auto server = FuseServer::Start(o);
     ASSERT_TRUE(server.ok()) << server.status().ToString();
     server_ = std::move(*server);
-    mnt_ = *mp;
+    mnt_ = dirs.mountpoint;
   }
 
   void TearDown() override {

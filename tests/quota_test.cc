@@ -77,18 +77,12 @@ class QuotaTest : public ::testing::Test {
     if (!FuseServer::Available()) {
       GTEST_SKIP() << "localvol-fuse was not built (no localvol-fuse CMake target)";
     }
-    auto disk = LoopDisk::Create();
-    ASSERT_TRUE(disk.ok()) << disk.status().ToString();
-    disk_ = std::move(*disk);
-    auto backing = disk_->MakeDir("vol", 0777);
-    ASSERT_TRUE(backing.ok()) << backing.status().ToString();
-    backing_ = *backing;
-    auto mounts = TempDir::Create("lvmnt");
-    ASSERT_TRUE(mounts.ok()) << mounts.status().ToString();
-    mounts_ = std::move(*mounts);
-    auto mp = mounts_.MakeSubdir("mnt", 0755);
-    ASSERT_TRUE(mp.ok());
-    mnt_ = *mp;
+    VolumeDirs dirs;
+    ASSERT_NO_FATAL_FAILURE(MakeVolumeDirs(&dirs));
+    disk_ = std::move(dirs.disk);
+    mounts_ = std::move(dirs.mounts);
+    backing_ = dirs.backing;
+    mnt_ = dirs.mountpoint;
   }
 
   void TearDown() override {

@@ -74,4 +74,22 @@ InProcessVolume::~InProcessVolume() {
   (void)LazyUnmountAll(options_.mountpoint);
 }
 
+void InProcessVolumeTest::SetUp() {
+  if (!InProcessVolume::Available()) GTEST_SKIP() << "localvol_fuse library not built";
+  ASSERT_NO_FATAL_FAILURE(MakeVolumeDirs(&dirs_));
+  InProcessVolumeOptions options;
+  options.source = dirs_.backing;
+  options.mountpoint = dirs_.mountpoint;
+  options.capacity_bytes = capacity_bytes_;
+  options.inode_limit = inode_limit_;
+  auto volume = InProcessVolume::Mount(options);
+  ASSERT_TRUE(volume.ok()) << volume.status().ToString();
+  volume_ = std::move(volume).value();
+}
+
+void InProcessVolumeTest::TearDown() {
+  volume_.reset();
+  dirs_ = VolumeDirs();
+}
+
 }  // namespace localvol::testing

@@ -12,7 +12,10 @@
 #include <memory>
 #include <string>
 
+#include <gtest/gtest.h>
+
 #include "base/status.h"
+#include "tests/support/loop_disk.h"
 
 #if LOCALVOL_HAVE_VOLUME_LIB
 #include "fuse/volume.h"
@@ -60,6 +63,22 @@ class InProcessVolume {
   std::unique_ptr<fuse::Volume> volume_;  // destroyed before engine_
 #endif
   int owner_ = -1;
+};
+
+// A test fixture serving one in-process volume over MakeVolumeDirs(): the
+// disk, its "vol" backing directory and the mount. Skips when the library
+// was not built. Members are torn down volume first, disk last.
+class InProcessVolumeTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+  // Capacity and inode limit of the volume SetUp mounts; set them in the
+  // derived SetUp before calling this one.
+  uint64_t capacity_bytes_ = 256ull << 20;
+  uint64_t inode_limit_ = 0;
+
+  VolumeDirs dirs_;
+  std::unique_ptr<InProcessVolume> volume_;
 };
 
 }  // namespace localvol::testing

@@ -1,5 +1,7 @@
 #include "tests/support/loop_disk.h"
 
+#include <gtest/gtest.h>
+
 #include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -101,6 +103,21 @@ LoopDisk::~LoopDisk() {
   (void)Unmount();
   (void)Detach();
   // dir_ (image and mount point) is removed by its own destructor.
+}
+
+void MakeVolumeDirs(VolumeDirs* out) {
+  auto disk = LoopDisk::Create();
+  ASSERT_TRUE(disk.ok()) << disk.status().ToString();
+  out->disk = std::move(*disk);
+  auto backing = out->disk->MakeDir("vol", 0777);
+  ASSERT_TRUE(backing.ok()) << backing.status().ToString();
+  out->backing = *backing;
+  auto mounts = TempDir::Create("lvmnt");
+  ASSERT_TRUE(mounts.ok()) << mounts.status().ToString();
+  out->mounts = std::move(*mounts);
+  auto mp = out->mounts.MakeSubdir("mnt", 0755);
+  ASSERT_TRUE(mp.ok()) << mp.status().ToString();
+  out->mountpoint = *mp;
 }
 
 }  // namespace localvol::testing

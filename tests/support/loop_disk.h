@@ -53,4 +53,17 @@ class LoopDisk {
   int owner_ = -1;
 };
 
+// The directories a volume test needs: a fresh XFS loop disk, the backing
+// directory "<disk>/vol" (mode 0777, so test users may create in it) and an
+// empty mountpoint under its own temporary directory.
+struct VolumeDirs {
+  std::unique_ptr<LoopDisk> disk;
+  TempDir mounts;          // holds `mountpoint`
+  std::string backing;     // disk->Path("vol")
+  std::string mountpoint;  // mounts.Sub("mnt")
+};
+
+// Creates them; a gtest fatal failure if it cannot (use ASSERT_NO_FATAL_FAILURE).
+void MakeVolumeDirs(VolumeDirs* out);
+
 }  // namespace localvol::testing

@@ -344,6 +344,18 @@ Status Volume::SetLimits(uint64_t capacity_bytes, uint64_t inode_limit) {
   return s;
 }
 
+VolumeIoStats Volume::IoStats() const {
+  // Unmount() sets torn_down under mu before it destroys the queue, so the
+  // queue is alive whenever this sees torn_down == false.
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  if (impl_->torn_down || !impl_->queue) return {};
+  const iopath::IoQueueStats& s = impl_->queue->stats();
+  return VolumeIoStats{s.read_ops.load(std::memory_order_relaxed),
+                       s.read_bytes.load(std::memory_order_relaxed),
+                       s.write_ops.load(std::memory_order_relaxed),
+                       s.write_bytes.load(std::memory_order_relaxed)};
+}
+
 VolumeUsage Volume::Usage() const {
   const QuotaSnapshot q = impl_->quota->Snapshot();
   return VolumeUsage{q.capacity_bytes, q.used_bytes, q.inode_limit, q.used_inodes};

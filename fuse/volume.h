@@ -42,6 +42,15 @@ struct VolumeUsage {
   uint64_t used_inodes = 0;     // inodes below the root, the root itself excluded
 };
 
+// Data-path counters of a mounted volume since Mount(), read from its iopath
+// queue with relaxed loads (recent, not a consistent snapshot).
+struct VolumeIoStats {
+  uint64_t read_ops = 0;
+  uint64_t read_bytes = 0;
+  uint64_t write_ops = 0;
+  uint64_t write_bytes = 0;
+};
+
 // One inode per 16 KiB of capacity, like mkfs.ext4's default ratio; at least 1024.
 uint64_t DefaultInodeLimit(uint64_t capacity_bytes);
 
@@ -71,6 +80,8 @@ class Volume {
   Status SetLimits(uint64_t capacity_bytes, uint64_t inode_limit);
 
   VolumeUsage Usage() const;
+  // All zero once Unmount() has begun.
+  VolumeIoStats IoStats() const;
   const std::string& mountpoint() const;
 
   Volume(const Volume&) = delete;

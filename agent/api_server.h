@@ -1,0 +1,60 @@
+// ApiServer: the localvol.v1 gRPC service (agent/proto/localvol.proto) on a
+// Unix socket, backed by a VolumeManager.
+//
+// The socket is created with mode 0600 (umask 077 while binding, then chmod),
+// owned by the daemon's user (root). A stale socket file left by a crashed
+// agent is replaced; a socket another live process answers on is not.
+//
+// Threading: gRPC's own thread pool runs the handlers; each handler calls the
+// thread-safe VolumeManager and returns. Start()/Shutdown() run on the
+// daemon's main thread. After Shutdown() returns, no handler runs and new
+// calls fail with UNAVAILABLE.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "agent/volume_manager.h"
+#include "base/status.h"
+
+namespace grpc {
+class Server;
+class Status;
+}  // namespace grpc
+
+namespace localvol::agent {
+
+// The one conversion from a VolumeManager errno to a gRPC status code:
+// EINVAL InvalidArgument, ENOENT NotFound, EEXIST AlreadyExists, ENOSPC
+// ResourceExhausted, EBUSY FailedPrecondition, ESHUTDOWN Unavailable,
+// anything else Internal. The message is the Status context.
+grpc::Status ToGrpcStatus(const Status& status);
+
+class ApiServer {
+ public:
+  // Fails (EADDRINUSE, EEXIST) if Start() would: lets the daemon refuse to
+  // start before it touches any disk.
+  static Status CheckSocketFree(const std::string& socket_path);
+
+  // `volumes` is borrowed and must outlive the server. Fails (EADDRINUSE) if
+  // another process serves `socket_path`, or when the socket cannot be made.
+  static Result<std::unique_ptr<ApiServer>> Start(const std::string& socket_path,
+                                                  VolumeManager* volumes);
+  // Calls Shutdown().
+  ~ApiServer();
+
+  // Stops accepting calls, lets calls in flight finish (at most 30 s), and
+  // removes the socket file. Idempotent.
+  void Shutdown();
+
+  const std::string& socket_path() const { return socket_path_; }
+
+ private:
+  class Service;
+  ApiServer() = default;
+  std::string socket_path_;
+  std::unique_ptr<Service> service_;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+}  // namespace localvol::agent

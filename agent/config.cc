@@ -1,0 +1,245 @@
+#include "agent/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "base/size.h"
+
+namespace localvol::agent {
+namespace {
+
+// A config error: "<source>: <key>: <what> (line N)".
+class ConfigError {
+ public:
+  ConfigError(std::string key, std::string what, int line = -1)
+      : key_(std::move(key)), what_(std::move(what)), line_(line) {}
+  Status ToStatus(const std::string& source) const {
+    std::string msg = source + ": " + (key_.empty() ? "" : key_ + ": ") + what_;
+    if (line_ >= 0) msg += " (line " + std::to_string(line_ + 1) + ")";
+    return Status::Error(EINVAL, msg);
+  }
+
+ private:
+  std::string key_, what_;
+  int line_;
+};
+
+int LineOf(const YAML::Node& n) { return n.Mark().line; }
+
+std::string Scalar(const YAML::Node& n, const std::string& key) {
+  if (!n.IsScalar()) throw ConfigError(key, "expected a single value", LineOf(n));
+  return n.Scalar();
+}
+
+bool Bool(const YAML::Node& n, const std::string& key) {
+  const std::string s = Scalar(n, key);
+  if (s == "true" || s == "yes" || s == "on") return true;
+  if (s == "false" || s == "no" || s == "off") return false;
+  throw ConfigError(key, "expected true or false, not '" + s + "'", LineOf(n));
+}
+
+std::string AbsolutePath(const YAML::Node& n, const std::string& key) {
+  std::string s = Scalar(n, key);
+  if (s.empty() || s[0] != '/') {
+    throw ConfigError(key, "expected an absolute path, not '" + s + "'", LineOf(n));
+  }
+  while (s.size() > 1 && s.back() == '/') s.pop_back();
+  return s;
+}
+
+uint64_t Size(const YAML::Node& n, const std::string& key) {
+  const std::string s = Scalar(n, key);
+  auto size = ParseSize(s);
+  if (!size.ok()) throw ConfigError(key, size.status().context(), LineOf(n));
+  return *size;
+}
+
+Reserve ParseReserve(const YAML::Node& n, const std::string& key) {
+  const std::string s = Scalar(n, key);
+  Reserve r;
+  if (!s.empty() && s.back() == '%') {
+    double pct = 0;
+    const std::string num = s.substr(0, s.size() - 1);
+    auto [end, ec] = std::from_chars(num.data(), num.data() + num.size(), pct);
+    if (num.empty() || ec != std::errc() || end != num.data() + num.size() || !(pct >= 0) ||
+        pct >= 100) {
+      throw ConfigError(key, "expected a percentage from 0% to below 100%, or a size such as 2Gi, not '" + s + "'",
+                        LineOf(n));
+    }
+    r.percent = pct;
+    return r;
+  }
+  auto size = ParseSize(s);
+  if (!size.ok()) {
+    throw ConfigError(key, "expected a size such as 2Gi or a percentage such as 5%, not '" + s + "'",
+                      LineOf(n));
+  }
+  r.bytes = *size;
+  return r;
+}
+
+// Rejects keys of `map` that are not in `known`.
+void CheckKeys(const YAML::Node& map, const std::string& where, const std::set<std::string>& known) {
+  for (const auto& kv : map) {
+    const std::string key = kv.first.Scalar();
+    if (known.count(key) == 0) {
+      std::string list;
+      for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+      throw ConfigError(where.empty() ? key : where + "." + key,
+                        "unknown key; the keys allowed here are: " + list, LineOf(kv.first));
+    }
+  }
+}
+
+DiskEntry ParseDisk(const YAML::Node& n, const std::string& where) {
+  DiskEntry d;
+  if (n.IsScalar()) {
+    d.device = AbsolutePath(n, where);
+    return d;
+  }
+  if (!n.IsMap()) {
+    throw ConfigError(where, "expected a device path or a map with 'device'", LineOf(n));
+  }
+  CheckKeys(n, where, {"device", "wipe", "reserve"});
+  if (!n["device"]) throw ConfigError(where + ".device", "missing; name the device path or pattern", LineOf(n));
+  d.device = AbsolutePath(n["device"], where + ".device");
+  if (n["wipe"]) d.wipe = Bool(n["wipe"], where + ".wipe");
+  if (n["reserve"]) d.reserve = ParseReserve(n["reserve"], where + ".reserve");
+  if (d.wipe && d.IsPattern()) {
+    throw ConfigError(where + ".wipe",
+                      "wipe: true is only allowed for one exact device, not for the pattern '" +
+                          d.device + "'; list that device on its own",
+                      LineOf(n["wipe"]));
+  }
+  return d;
+}
+
+Config Parse(const YAML::Node& root) {
+  Config c;
+  if (root.IsNull()) return c;  // an empty file: all defaults
+  if (!root.IsMap()) throw ConfigError("", "the configuration must be a YAML map of keys", LineOf(root));
+  CheckKeys(root, "",
+            {"disks", "filesystem", "publish_dir", "state_dir", "reserve", "socket", "log_level",
+             "metrics_port", "embedded_disk_size"});
+  if (const auto disks = root["disks"]) {
+    if (!disks.IsNull()) {
+      if (!disks.IsSequence()) throw ConfigError("disks", "expected a list of devices", LineOf(disks));
+      std::set<std::string> seen;
+      for (size_t i = 0; i < disks.size(); ++i) {
+        const std::string where = "disks[" + std::to_string(i) + "]";
+        DiskEntry d = ParseDisk(disks[i], where);
+        if (!seen.insert(d.device).second) {
+          throw ConfigError(where, "'" + d.device + "' is listed twice", LineOf(disks[i]));
+        }
+        c.disks.push_back(std::move(d));
+      }
+    }
+  }
+  if (const auto fs = root["filesystem"]) {
+    const std::string s = Scalar(fs, "filesystem");
+    if (s == "xfs") {
+      c.filesystem = FsType::kXfs;
+    } else if (s == "ext4") {
+      c.filesystem = FsType::kExt4;
+    } else {
+      throw ConfigError("filesystem", "expected xfs or ext4, not '" + s + "'", LineOf(fs));
+    }
+  }
+  if (const auto n = root["publish_dir"]) c.publish_dir = AbsolutePath(n, "publish_dir");
+  if (const auto n = root["state_dir"]) c.state_dir = AbsolutePath(n, "state_dir");
+  if (const auto n = root["socket"]) c.socket = AbsolutePath(n, "socket");
+  if (const auto n = root["reserve"]) c.reserve = ParseReserve(n, "reserve");
+  if (const auto n = root["log_level"]) {
+    const std::string s = Scalar(n, "log_level");
+    static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn",
+                                                  "error", "critical", "off"};
+    if (kLevels.count(s) == 0) {
+      throw ConfigError("log_level",
+                        "expected trace, debug, info, warn, error, critical or off, not '" + s + "'",
+                        LineOf(n));
+    }
+    c.log_level = s;
+  }
+  if (const auto n = root["metrics_port"]) {
+    const std::string s = Scalar(n, "metrics_port");
+    unsigned v = 0;
+    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (s.empty() || ec != std::errc() || end != s.data() + s.size() || v > 65535) {
+      throw ConfigError("metrics_port", "expected a TCP port from 1 to 65535, or 0 to turn metrics off, not '" + s + "'",
+                        LineOf(n));
+    }
+    c.metrics_port = static_cast<uint16_t>(v);
+  }
+  if (const auto n = root["embedded_disk_size"]) {
+    c.embedded_disk_size = Size(n, "embedded_disk_size");
+    if (c.embedded_disk_size < (512ull << 20)) {
+      throw ConfigError("embedded_disk_size", "must be at least 512Mi (XFS needs 300 MB)", LineOf(n));
+    }
+  }
+  if (c.publish_dir == c.state_dir) {
+    throw ConfigError("publish_dir", "must differ from state_dir (" + c.state_dir + ")");
+  }
+  return c;
+}
+
+}  // namespace
+
+std::string FsTypeName(FsType type) { return type == FsType::kXfs ? "xfs" : "ext4"; }
+
+uint64_t Reserve::For(uint64_t fs_size) const {
+  uint64_t r = bytes;
+  if (percent > 0) r = static_cast<uint64_t>(std::ceil(static_cast<double>(fs_size) * percent / 100.0));
+  return r > fs_size ? fs_size : r;
+}
+
+std::string Reserve::ToString() const {
+  if (percent > 0) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g%%", percent);
+    return buf;
+  }
+  return FormatSize(bytes);
+}
+
+bool DiskEntry::IsPattern() const { return device.find_first_of("*?[") != std::string::npos; }
+
+Result<Config> ParseConfig(const std::string& text, const std::string& source) {
+  try {
+    YAML::Node root = YAML::Load(text);
+    Config c = Parse(root);
+    c.source = source;
+    return c;
+  } catch (const ConfigError& e) {
+    return e.ToStatus(source);
+  } catch (const YAML::Exception& e) {
+    // Malformed YAML: e.msg says what, e.mark says where.
+    std::string msg = source + ": not valid YAML: " + e.msg;
+    if (!e.mark.is_null()) {
+      msg += " (line " + std::to_string(e.mark.line + 1) + ", column " +
+             std::to_string(e.mark.column + 1) + ")";
+    }
+    return Status::Error(EINVAL, msg);
+  } catch (const std::exception& e) {
+    return Status::Error(EINVAL, source + ": " + e.what());
+  }
+}
+
+Result<Config> LoadConfig(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) {
+    const int err = errno == 0 ? ENOENT : errno;
+    return Status::Error(err, "cannot read the configuration " + path);
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  return ParseConfig(text.str(), path);
+}
+
+}  // namespace localvol::agent

@@ -1,0 +1,73 @@
+// Config: the agent's YAML configuration (default /etc/localvol/config.yaml).
+//
+//   disks:                        # the dedicated disks; nothing else is ever touched
+//     - device: /dev/disk/by-id/nvme-SAMSUNG_*   # a device path or a glob pattern
+//     - device: /dev/sdc
+//       wipe: true                # may wipe an existing signature (one exact device only)
+//       reserve: 4Gi              # overrides the global reserve for this disk
+//   filesystem: xfs               # xfs (default) or ext4, for disks the agent formats
+//   publish_dir: /mnt/disks       # volumes are mounted at <publish_dir>/<name>
+//   state_dir: /var/lib/localvol  # disk mount points, the embedded disk image
+//   reserve: 5%                   # per disk: a size ("2Gi") or a percentage of the filesystem
+//   socket: /run/localvol/localvol.sock
+//   log_level: info               # trace, debug, info, warn, error, critical, off
+//   metrics_port: 9477            # Prometheus text on 127.0.0.1; 0 turns it off
+//   embedded_disk_size: 10Gi      # the file-backed disk used when `disks` is empty
+//
+// Every key is optional. An unknown key, a value of the wrong type or an
+// invalid value is an error whose message names the key ("disks[1].wipe: ...").
+// Pure functions; thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+
+namespace localvol::agent {
+
+inline constexpr const char* kDefaultConfigPath = "/etc/localvol/config.yaml";
+inline constexpr const char* kDefaultSocketPath = "/run/localvol/localvol.sock";
+
+enum class FsType { kXfs, kExt4 };
+std::string FsTypeName(FsType type);
+
+// A capacity reserve: a fixed size, or a percentage of the filesystem size.
+struct Reserve {
+  uint64_t bytes = 0;
+  double percent = 0;  // used when > 0
+  // The reserve for a filesystem of `fs_size` bytes, never more than fs_size.
+  uint64_t For(uint64_t fs_size) const;
+  std::string ToString() const;
+};
+
+struct DiskEntry {
+  std::string device;   // a path or a glob(7) pattern, as written
+  bool wipe = false;    // only for an exact path
+  std::optional<Reserve> reserve;
+  bool IsPattern() const;
+};
+
+struct Config {
+  std::string source = "(defaults)";  // the file it was read from
+  std::vector<DiskEntry> disks;
+  FsType filesystem = FsType::kXfs;
+  std::string publish_dir = "/mnt/disks";
+  std::string state_dir = "/var/lib/localvol";
+  Reserve reserve{0, 5.0};
+  std::string socket = kDefaultSocketPath;
+  std::string log_level = "info";
+  uint16_t metrics_port = 9477;
+  uint64_t embedded_disk_size = 10ull << 30;
+};
+
+// Parses YAML text. `source` names the text in messages (usually the path).
+// Fails with EINVAL and a message naming the key and what is wrong.
+Result<Config> ParseConfig(const std::string& text, const std::string& source);
+
+// Reads and parses `path`. A missing file fails with ENOENT naming the path.
+Result<Config> LoadConfig(const std::string& path);
+
+}  // namespace localvol::agent

@@ -1,0 +1,124 @@
+#include "agent/config.h"
+
+#include <gtest/gtest.h>
+
+#include "agent/volume_manager.h"
+
+namespace localvol::agent {
+namespace {
+
+// The message of a failed parse; "" when it parsed.
+std::string ErrorOf(const std::string& yaml) {
+  auto c = ParseConfig(yaml, "test.yaml");
+  if (c.ok()) return "";
+  EXPECT_EQ(c.err(), EINVAL);
+  return c.status().context();
+}
+
+TEST(ConfigTest, EmptyFileGivesDefaults) {
+  auto c = ParseConfig("", "test.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_TRUE(c->disks.empty());
+  EXPECT_EQ(c->filesystem, FsType::kXfs);
+  EXPECT_EQ(c->publish_dir, "/mnt/disks");
+  EXPECT_EQ(c->state_dir, "/var/lib/localvol");
+  EXPECT_EQ(c->socket, "/run/localvol/localvol.sock");
+  EXPECT_EQ(c->log_level, "info");
+  EXPECT_EQ(c->metrics_port, 9477);
+  EXPECT_EQ(c->embedded_disk_size, 10ull << 30);
+  EXPECT_EQ(c->reserve.For(1000), 50u);
+}
+
+TEST(ConfigTest, FullConfig) {
+  auto c = ParseConfig(R"(
+disks:
+  - /dev/sdb
+  - device: /dev/disk/by-id/nvme-*
+    reserve: 1Gi
+  - device: /dev/sdc
+    wipe: true
+filesystem: ext4
+publish_dir: /srv/volumes/
+state_dir: /srv/state
+reserve: 2%
+socket: /tmp/x.sock
+log_level: debug
+metrics_port: 0
+embedded_disk_size: 2Gi
+)",
+                       "test.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ASSERT_EQ(c->disks.size(), 3u);
+  EXPECT_EQ(c->disks[0].device, "/dev/sdb");
+  EXPECT_FALSE(c->disks[0].wipe);
+  EXPECT_TRUE(c->disks[1].IsPattern());
+  ASSERT_TRUE(c->disks[1].reserve.has_value());
+  EXPECT_EQ(c->disks[1].reserve->For(10ull << 30), 1ull << 30);
+  EXPECT_TRUE(c->disks[2].wipe);
+  EXPECT_EQ(c->filesystem, FsType::kExt4);
+  EXPECT_EQ(c->publish_dir, "/srv/volumes");
+  EXPECT_EQ(c->reserve.For(1000), 20u);
+  EXPECT_EQ(c->metrics_port, 0);
+  EXPECT_EQ(c->embedded_disk_size, 2ull << 30);
+}
+
+TEST(ConfigTest, ErrorsNameTheKey) {
+  struct Case {
+    const char* yaml;
+    const char* must_contain;
+  } cases[] = {
+      {"colour: blue\n", "colour: unknown key"},
+      {"disks:\n  - device: /dev/sdb\n    wipe: yes please\n", "disks[0].wipe: expected true or false"},
+      {"disks:\n  - device: /dev/sdb\n    size: 3\n", "disks[0].size: unknown key"},
+      {"disks:\n  - wipe: true\n", "disks[0].device: missing"},
+      {"disks:\n  - device: /dev/disk/by-id/*\n    wipe: true\n", "disks[0].wipe: wipe: true is only allowed"},
+      {"disks:\n  - dev/sdb\n", "disks[0]: expected an absolute path"},
+      {"disks:\n  - /dev/sdb\n  - /dev/sdb\n", "disks[1]: '/dev/sdb' is listed twice"},
+      {"disks: /dev/sdb\n", "disks: expected a list"},
+      {"filesystem: btrfs\n", "filesystem: expected xfs or ext4, not 'btrfs'"},
+      {"reserve: lots\n", "reserve: expected a size"},
+      {"reserve: 150%\n", "reserve: expected a percentage"},
+      {"metrics_port: 70000\n", "metrics_port: expected a TCP port"},
+      {"metrics_port: [1]\n", "metrics_port: expected a single value"},
+      {"log_level: loud\n", "log_level: expected trace"},
+      {"publish_dir: relative/path\n", "publish_dir: expected an absolute path"},
+      {"embedded_disk_size: 10Mi\n", "embedded_disk_size: must be at least 512Mi"},
+      {"embedded_disk_size: 10Qi\n", "embedded_disk_size: invalid size"},
+      {"state_dir: /a\npublish_dir: /a\n", "publish_dir: must differ from state_dir"},
+      {"disks: [/dev/sdb\n", "not valid YAML"},
+      {"- just\n- a list\n", "must be a YAML map"},
+  };
+  for (const auto& c : cases) {
+    const std::string err = ErrorOf(c.yaml);
+    EXPECT_NE(err.find(c.must_contain), std::string::npos)
+        << "yaml:\n" << c.yaml << "error: '" << err << "'\nwanted: '" << c.must_contain << "'";
+    EXPECT_EQ(err.rfind("test.yaml: ", 0), 0u) << err;
+  }
+}
+
+TEST(ConfigTest, ErrorsGiveTheLine) {
+  const std::string err = ErrorOf("log_level: info\nfilesystem: zfs\n");
+  EXPECT_NE(err.find("(line 2)"), std::string::npos) << err;
+}
+
+TEST(ConfigTest, MissingFile) {
+  auto c = LoadConfig("/nonexistent/localvol/config.yaml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.err(), ENOENT);
+  EXPECT_NE(c.status().context().find("/nonexistent/localvol/config.yaml"), std::string::npos);
+}
+
+TEST(VolumeNameTest, Dns1123Labels) {
+  for (const char* good : {"a", "db-0", "0abc", "x123456789012345678901234567890123456789012345678901234567890ab"}) {
+    EXPECT_TRUE(ValidateVolumeName(good).ok()) << good;
+  }
+  for (const char* bad : {"", "-a", "a-", "A", "a_b", "a.b", "a/b", "..", "a b",
+                          "x1234567890123456789012345678901234567890123456789012345678901ab"}) {
+    Status s = ValidateVolumeName(bad);
+    EXPECT_EQ(s.err(), EINVAL) << bad;
+    EXPECT_NE(s.context().find("invalid volume name"), std::string::npos) << s.context();
+  }
+}
+
+}  // namespace
+}  // namespace localvol::agent

@@ -1,0 +1,216 @@
+#include "agent/daemon.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spdlog/pattern_formatter.h>
+#include <sys/file.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "agent/api_server.h"
+#include "agent/config.h"
+#include "agent/disk_manager.h"
+#include "agent/metrics.h"
+#include "agent/system.h"
+#include "agent/volume_manager.h"
+#include "base/logging.h"
+#include "base/unique_fd.h"
+#include "iopath/engine.h"
+
+namespace localvol::agent {
+namespace {
+
+// "<3>" style prefixes: journald reads the priority from them (sd-daemon(3)).
+class SdPriorityFlag : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&, spdlog::memory_buf_t& dest) override {
+    static const char* kPrefix[] = {"<7>", "<7>", "<6>", "<4>", "<3>", "<2>", "<6>"};
+    const char* p = kPrefix[static_cast<int>(msg.level)];
+    dest.append(p, p + 3);
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return spdlog::details::make_unique<SdPriorityFlag>();
+  }
+};
+
+void SetUpLogging(const std::string& level) {
+  if (std::getenv("JOURNAL_STREAM") != nullptr) {
+    // Under systemd: journald adds the time; give it the priority instead.
+    auto f = std::make_unique<spdlog::pattern_formatter>();
+    f->add_flag<SdPriorityFlag>('*').set_pattern("%*[%n] %v");
+    spdlog::set_formatter(std::move(f));
+  } else {
+    spdlog::set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%n] [%l] %v");
+  }
+  spdlog::set_level(spdlog::level::from_str(level));
+}
+
+void Notify(const std::string& state) { sd_notify(0, state.c_str()); }
+
+std::string Plural(size_t n, const char* what) {
+  return std::to_string(n) + " " + what + (n == 1 ? "" : "s");
+}
+
+}  // namespace
+
+int RunDaemon(int argc, char** argv) {
+  std::string config_path = kDefaultConfigPath;
+  std::string log_level;
+  CLI::App app{"localvold: the localvol node agent"};
+  auto* config_opt = app.add_option("--config", config_path, "YAML configuration")->capture_default_str();
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off (overrides the config)")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+
+  // Signals go to the main thread only: block them before any thread starts.
+  sigset_t signals;
+  sigemptyset(&signals);
+  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&signals, s);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  Config config;
+  auto loaded = LoadConfig(config_path);
+  if (loaded.ok()) {
+    config = std::move(loaded).value();
+  } else if (loaded.err() == ENOENT && config_opt->count() == 0) {
+    config.source = "(built-in defaults: " + config_path + " does not exist)";
+  } else {
+    SetUpLogging("info");
+    GetLogger("agent")->critical("{}", loaded.status().err() == EINVAL ? loaded.status().context()
+                                                                        : loaded.status().ToString());
+    Notify("STATUS=bad configuration: " + loaded.status().context());
+    return 2;
+  }
+  if (!log_level.empty()) config.log_level = log_level;
+  SetUpLogging(config.log_level);
+  auto log = GetLogger("agent");
+  log->info("localvold starting; configuration {}", config.source);
+  if (::geteuid() != 0) {
+    log->critical("localvold must run as root: it formats and mounts disks and serves FUSE volumes");
+    return 1;
+  }
+
+  // One agent per state directory.
+  if (Status st = MakeDirs(config.state_dir, 0755); !st.ok()) {
+    log->critical("state directory: {}", st.ToString());
+    return 1;
+  }
+  const std::string lock_path = config.state_dir + "/localvold.lock";
+  auto lock = OpenAt(AT_FDCWD, lock_path, O_RDWR | O_CREAT, 0600);
+  if (!lock.ok()) {
+    log->critical("open {}: {}", lock_path, lock.status().ToString());
+    return 1;
+  }
+  if (::flock(lock->get(), LOCK_EX | LOCK_NB) != 0) {
+    log->critical("another localvold is running with the state directory {} (it holds {})",
+                  config.state_dir, lock_path);
+    return 1;
+  }
+
+  if (Status st = ApiServer::CheckSocketFree(config.socket); !st.ok()) {
+    log->critical("API: {}", st.context());
+    return 1;
+  }
+  auto engine = iopath::Engine::Create();
+  if (!engine.ok()) {
+    log->critical("io_uring data path: {}", engine.status().ToString());
+    return 1;
+  }
+  PosixCommandRunner runner;
+  DiskManager disks(config, &runner);
+  Notify("STATUS=attaching disks");
+  if (Status st = disks.AttachAll(); !st.ok()) {
+    log->critical("{}", st.ToString());
+    return 1;
+  }
+  VolumeManagerOptions vo;
+  vo.publish_dir = config.publish_dir;
+  vo.engine = engine->get();
+  VolumeManager volumes(vo, &disks);
+  Notify("STATUS=mounting volumes");
+  if (Status st = volumes.Start(); !st.ok()) {
+    log->critical("{}", st.ToString());
+    volumes.Shutdown();
+    disks.DetachAll();
+    return 1;
+  }
+  auto api = ApiServer::Start(config.socket, &volumes);
+  if (!api.ok()) {
+    log->critical("API: {}", api.status().ToString());
+    volumes.Shutdown();
+    disks.DetachAll();
+    return 1;
+  }
+  std::unique_ptr<MetricsServer> metrics;
+  if (config.metrics_port != 0) {
+    auto m = MetricsServer::Start(config.metrics_port, &volumes);
+    if (m.ok()) {
+      metrics = std::move(m).value();
+    } else {
+      // Storage keeps working without metrics; say so loudly.
+      log->error("{}; running without metrics", m.status().ToString());
+    }
+  }
+
+  auto status_line = [&] {
+    const auto list = volumes.List();
+    size_t ready = 0;
+    for (const auto& v : list) ready += v.state == "ready";
+    return "serving " + std::to_string(ready) + " of " + Plural(list.size(), "volume") + " on " +
+           Plural(disks.disks().size(), "disk") +
+           (disks.refusals().empty() ? "" : " (" + std::to_string(disks.refusals().size()) + " refused)");
+  };
+  const std::string status = status_line();
+  Notify("READY=1\nSTATUS=" + status);
+  log->info("ready: {}", status);
+
+  uint64_t watchdog_usec = 0;
+  const bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0;
+  const auto tick = watchdog ? std::chrono::microseconds(watchdog_usec / 2) : std::chrono::microseconds(10'000'000);
+  auto last_status = std::chrono::steady_clock::now();
+  for (;;) {
+    const auto secs = std::chrono::duration_cast<std::chrono::seconds>(tick);
+    timespec ts{static_cast<time_t>(secs.count()),
+                static_cast<long>(std::chrono::duration_cast<std::chrono::nanoseconds>(tick - secs).count())};
+    siginfo_t info;
+    const int sig = sigtimedwait(&signals, &info, &ts);
+    if (sig == SIGTERM || sig == SIGINT) {
+      log->info("{}: stopping", strsignal(sig));
+      break;
+    }
+    if (sig == SIGHUP) {
+      log->warn("SIGHUP: reloading the configuration is not supported; restart localvold to apply changes");
+      continue;
+    }
+    if (watchdog) {
+      volumes.Ping();  // blocks if the agent is deadlocked: then no ping
+      Notify("WATCHDOG=1");
+    }
+    if (std::chrono::steady_clock::now() - last_status > std::chrono::seconds(30)) {
+      Notify("STATUS=" + status_line());
+      last_status = std::chrono::steady_clock::now();
+    }
+  }
+
+  Notify("STOPPING=1\nSTATUS=unmounting volumes");
+  (*api)->Shutdown();
+  if (metrics) metrics->Stop();
+  volumes.Shutdown();
+  disks.DetachAll();
+  log->info("stopped");
+  return 0;
+}
+
+}  // namespace localvol::agent

@@ -1,0 +1,137 @@
+#include "agent/manifest.h"
+
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
+
+#include <ctime>
+#include <set>
+
+#include "agent/system.h"
+
+namespace localvol::agent {
+namespace {
+
+uint64_t U64(const YAML::Node& n, const std::string& key) {
+  if (!n || !n.IsScalar()) throw std::runtime_error(key + ": missing or not a number");
+  const std::string& s = n.Scalar();
+  if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos) {
+    throw std::runtime_error(key + ": not a number: '" + s + "'");
+  }
+  return std::stoull(s);
+}
+
+std::string Str(const YAML::Node& n, const std::string& key, bool required = true) {
+  if (!n) {
+    if (required) throw std::runtime_error(key + ": missing");
+    return "";
+  }
+  if (!n.IsScalar()) throw std::runtime_error(key + ": not a string");
+  return n.Scalar();
+}
+
+}  // namespace
+
+const VolumeRecord* DiskManifest::Find(const std::string& name) const {
+  for (const auto& v : volumes) {
+    if (v.name == name) return &v;
+  }
+  return nullptr;
+}
+
+VolumeRecord* DiskManifest::Find(const std::string& name) {
+  for (auto& v : volumes) {
+    if (v.name == name) return &v;
+  }
+  return nullptr;
+}
+
+std::string FormatManifest(const DiskManifest& m) {
+  YAML::Emitter e;
+  e << YAML::BeginMap;
+  e << YAML::Key << "format" << YAML::Value << DiskManifest::kFormat;
+  e << YAML::Key << "disk_uuid" << YAML::Value << m.disk_uuid;
+  e << YAML::Key << "filesystem" << YAML::Value << m.filesystem;
+  e << YAML::Key << "created" << YAML::Value << m.created;
+  e << YAML::Key << "host" << YAML::Value << m.host;
+  e << YAML::Key << "volumes" << YAML::Value << YAML::BeginSeq;
+  for (const auto& v : m.volumes) {
+    e << YAML::BeginMap;
+    e << YAML::Key << "name" << YAML::Value << v.name;
+    e << YAML::Key << "capacity_bytes" << YAML::Value << v.capacity_bytes;
+    e << YAML::Key << "inode_limit" << YAML::Value << v.inode_limit;
+    e << YAML::Key << "default_inodes" << YAML::Value << v.default_inodes;
+    e << YAML::Key << "created" << YAML::Value << v.created;
+    e << YAML::EndMap;
+  }
+  e << YAML::EndSeq;
+  e << YAML::EndMap;
+  return "# localvol disk manifest: written by localvold, do not edit while it runs.\n" +
+         std::string(e.c_str()) + "\n";
+}
+
+Result<DiskManifest> ParseManifest(const std::string& text, const std::string& source) {
+  try {
+    YAML::Node root = YAML::Load(text);
+    if (!root.IsMap()) throw std::runtime_error("not a YAML map");
+    const uint64_t format = U64(root["format"], "format");
+    if (format != DiskManifest::kFormat) {
+      throw std::runtime_error("format " + std::to_string(format) +
+                               " is not supported by this localvold (it reads format " +
+                               std::to_string(DiskManifest::kFormat) + "); upgrade localvold");
+    }
+    DiskManifest m;
+    m.disk_uuid = Str(root["disk_uuid"], "disk_uuid");
+    m.filesystem = Str(root["filesystem"], "filesystem", false);
+    m.created = Str(root["created"], "created", false);
+    m.host = Str(root["host"], "host", false);
+    std::set<std::string> names;
+    if (const auto vols = root["volumes"]) {
+      if (!vols.IsSequence() && !vols.IsNull()) throw std::runtime_error("volumes: not a list");
+      for (size_t i = 0; vols.IsSequence() && i < vols.size(); ++i) {
+        const std::string where = "volumes[" + std::to_string(i) + "]";
+        const auto n = vols[i];
+        if (!n.IsMap()) throw std::runtime_error(where + ": not a map");
+        VolumeRecord v;
+        v.name = Str(n["name"], where + ".name");
+        v.capacity_bytes = U64(n["capacity_bytes"], where + ".capacity_bytes");
+        v.inode_limit = U64(n["inode_limit"], where + ".inode_limit");
+        if (n["default_inodes"]) v.default_inodes = n["default_inodes"].as<bool>();
+        v.created = Str(n["created"], where + ".created", false);
+        if (!names.insert(v.name).second) throw std::runtime_error(where + ": volume '" + v.name + "' listed twice");
+        m.volumes.push_back(std::move(v));
+      }
+    }
+    return m;
+  } catch (const YAML::Exception& e) {
+    return Status::Error(EINVAL, source + ": not valid YAML: " + e.msg);
+  } catch (const std::exception& e) {
+    return Status::Error(EINVAL, source + ": " + e.what());
+  }
+}
+
+std::string ManifestPath(const std::string& disk_root) { return disk_root + "/" + kManifestFile; }
+
+Result<DiskManifest> ReadManifest(const std::string& disk_root) {
+  const std::string path = ManifestPath(disk_root);
+  auto text = ReadWholeFile(path);
+  if (!text.ok()) return text.status();
+  return ParseManifest(*text, path);
+}
+
+Status WriteManifest(const std::string& disk_root, const DiskManifest& manifest) {
+  DiskManifest m = manifest;
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) == 0) m.host = host;
+  return WriteFileAtomic(ManifestPath(disk_root), FormatManifest(m), 0644);
+}
+
+std::string NowUtc() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+}  // namespace localvol::agent

@@ -1,0 +1,62 @@
+// DiskManifest: the truth a localvol disk carries about itself.
+//
+// Each disk the agent formats holds, at its root:
+//   localvol-manifest.yaml   this manifest: the disk's UUID and its volumes
+//   volumes/<name>/          one backing directory per volume
+//   trash/                   deleted volumes whose data is still being removed
+// The manifest is rewritten atomically (temporary file, fsync, rename, fsync
+// of the directory), so after a crash it is either the old or the new one.
+// The agent's catalogue is rebuilt from these files at every start, so losing
+// the state directory loses nothing.
+// Value types and pure functions; thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+
+namespace localvol::agent {
+
+inline constexpr const char* kManifestFile = "localvol-manifest.yaml";
+inline constexpr const char* kVolumesDir = "volumes";
+inline constexpr const char* kTrashDir = "trash";
+// Filesystem label of every disk the agent formats (XFS allows 12 bytes).
+inline constexpr const char* kDiskLabel = "localvol";
+
+struct VolumeRecord {
+  std::string name;
+  uint64_t capacity_bytes = 0;
+  uint64_t inode_limit = 0;
+  // True when the inode limit was not chosen by the user: it then follows the
+  // capacity (fuse::DefaultInodeLimit) on a resize.
+  bool default_inodes = true;
+  std::string created;  // UTC, ISO 8601
+};
+
+struct DiskManifest {
+  static constexpr int kFormat = 1;
+  std::string disk_uuid;   // must match the filesystem UUID
+  std::string filesystem;  // xfs or ext4
+  std::string created;     // UTC, ISO 8601
+  std::string host;        // the node that last wrote it
+  std::vector<VolumeRecord> volumes;
+
+  const VolumeRecord* Find(const std::string& name) const;
+  VolumeRecord* Find(const std::string& name);
+};
+
+// Serialises/parses the YAML form. Parse fails with EINVAL naming the problem.
+std::string FormatManifest(const DiskManifest& manifest);
+Result<DiskManifest> ParseManifest(const std::string& text, const std::string& source);
+
+// <disk_root>/localvol-manifest.yaml. Read fails with ENOENT when absent.
+std::string ManifestPath(const std::string& disk_root);
+Result<DiskManifest> ReadManifest(const std::string& disk_root);
+Status WriteManifest(const std::string& disk_root, const DiskManifest& manifest);
+
+// The current time, UTC, ISO 8601 ("2024-05-01T12:00:00Z").
+std::string NowUtc();
+
+}  // namespace localvol::agent

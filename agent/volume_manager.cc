@@ -1,0 +1,715 @@
+#include "agent/volume_manager.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <random>
+
+#include "base/logging.h"
+#include "base/scope_guard.h"
+#include "base/size.h"
+#include "base/unique_fd.h"
+
+namespace localvol::agent {
+namespace {
+
+std::shared_ptr<spdlog::logger> Log() { return GetLogger("volume"); }
+
+// Removes everything below the directory `dir_fd` without following symlinks
+// or crossing into another filesystem. Stops early (returning ECANCELED) when
+// `stop` becomes true. Recursion depth is the tree's depth.
+Status RemoveContents(int dir_fd, dev_t dev, const std::atomic<bool>& stop, int depth = 0) {
+  if (depth > 4096) return Status::Error(ELOOP, "directory tree too deep");
+  int dup_fd = ::dup(dir_fd);
+  if (dup_fd < 0) return Status::FromErrno("dup");
+  DIR* d = ::fdopendir(dup_fd);
+  if (d == nullptr) {
+    ::close(dup_fd);
+    return Status::FromErrno("fdopendir");
+  }
+  ScopeGuard close_dir([&] { ::closedir(d); });
+  std::vector<std::string> names;
+  while (dirent* e = ::readdir(d)) {
+    if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
+    names.emplace_back(e->d_name);
+  }
+  Status first;
+  for (const auto& name : names) {
+    if (stop.load(std::memory_order_relaxed)) return Status::Error(ECANCELED, "stopping");
+    struct stat st;
+    if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    if (S_ISDIR(st.st_mode)) {
+      if (st.st_dev != dev) continue;  // a mount: never walk into it
+      auto sub = OpenAt(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+      if (!sub.ok()) {
+        if (first.ok()) first = sub.status();
+        continue;
+      }
+      Status s = RemoveContents(sub->get(), dev, stop, depth + 1);
+      if (s.err() == ECANCELED) return s;
+      if (!s.ok() && first.ok()) first = s;
+      if (::unlinkat(dir_fd, name.c_str(), AT_REMOVEDIR) != 0 && first.ok()) {
+        first = Status::FromErrno("rmdir " + name);
+      }
+    } else if (::unlinkat(dir_fd, name.c_str(), 0) != 0 && errno != ENOENT && first.ok()) {
+      first = Status::FromErrno("unlink " + name);
+    }
+  }
+  return first;
+}
+
+std::string RandomSuffix() {
+  static std::mt19937_64 rng(std::random_device{}());
+  static std::mutex mu;
+  std::lock_guard<std::mutex> lock(mu);
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(rng()));
+  return buf;
+}
+
+}  // namespace
+
+Status ValidateVolumeName(const std::string& name) {
+  const auto bad = [&](const std::string& why) {
+    return Status::Error(EINVAL, "invalid volume name '" + name + "': " + why +
+                                     " (use 1 to 63 lowercase letters, digits and '-', starting "
+                                     "and ending with a letter or digit, e.g. 'db-data-0')");
+  };
+  if (name.empty()) return bad("it is empty");
+  if (name.size() > 63) return bad("it is " + std::to_string(name.size()) + " characters long");
+  for (char c : name) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) {
+      return bad(std::string("it contains '") + c + "'");
+    }
+  }
+  if (name.front() == '-' || name.back() == '-') return bad("it starts or ends with '-'");
+  return Status::Ok();
+}
+
+VolumeManager::VolumeManager(VolumeManagerOptions options, DiskManager* disks)
+    : options_(std::move(options)), disks_(disks) {}
+
+VolumeManager::~VolumeManager() { Shutdown(); }
+
+uint64_t VolumeManager::AllocatedLocked(const AttachedDisk* disk) const {
+  uint64_t sum = 0;
+  for (const auto& v : disk->manifest.volumes) sum += v.capacity_bytes;
+  auto it = trash_bytes_.find(disk);
+  if (it != trash_bytes_.end()) sum += it->second;
+  return sum;
+}
+
+Status VolumeManager::PrepareMountpoint(const std::string& path) {
+  if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) return Status::FromErrno("mkdir " + path);
+  for (int i = 0; i < 32; ++i) {
+    auto m = FindMountAt(path);
+    if (!m) return Status::Ok();
+    if (m->fstype == "fuse.localvol") {
+      // statfs always asks the server (stat may be answered from the
+      // attribute cache): a dead server's mount fails with ENOTCONN.
+      struct statfs sfs;
+      if (::statfs(path.c_str(), &sfs) != 0 && (errno == ENOTCONN || errno == ECONNABORTED)) {
+        Log()->warn("{}: clearing a stale mount left by a stopped server ({})", path, m->source);
+        if (::umount2(path.c_str(), MNT_DETACH) != 0) {
+          return Status::FromErrno("umount stale mount " + path);
+        }
+        continue;
+      }
+      return Status::Error(EBUSY, path + " is already served by another process (" + m->source +
+                                      "); stop it (e.g. umount " + path + ") and retry");
+    }
+    return Status::Error(EBUSY, path + " has a " + m->fstype + " filesystem (" + m->source +
+                                    ") mounted on it; unmount it and restart localvold");
+  }
+  return Status::Error(EBUSY, path + ": too many stacked mounts");
+}
+
+Result<std::unique_ptr<fuse::Volume>> VolumeManager::MountVolume(const Vol& vol, uint64_t capacity,
+                                                                uint64_t inodes) {
+  Status st = PrepareMountpoint(vol.mount_path);
+  if (!st.ok()) return st;
+  fuse::VolumeOptions o;
+  o.source_dir = vol.backing_path;
+  o.mountpoint = vol.mount_path;
+  o.name = vol.name;
+  o.capacity_bytes = capacity;
+  o.inode_limit = inodes;
+  o.engine = options_.engine;
+  o.max_threads = options_.fuse_threads;
+  return fuse::Volume::Mount(o);
+}
+
+Status VolumeManager::CommitManifest(AttachedDisk* disk, const DiskManifest& manifest) {
+  Status st = WriteManifest(disk->mount_path, manifest);
+  if (!st.ok()) {
+    return Status::Error(st.err(), "could not update the manifest of disk " + disk->uuid + ": " +
+                                       st.ToString());
+  }
+  MutexLock lock(mu_);
+  disk->manifest = manifest;
+  return Status::Ok();
+}
+
+Status VolumeManager::MoveToTrash(AttachedDisk* disk, const std::string& path, uint64_t bytes) {
+  const std::string base = path.substr(path.rfind('/') + 1);
+  const std::string target = disk->TrashDir() + "/" + base + "." + RandomSuffix();
+  if (::rename(path.c_str(), target.c_str()) != 0) {
+    return Status::FromErrno("move " + path + " to " + target);
+  }
+  {
+    MutexLock lock(mu_);
+    trash_bytes_[disk] += bytes;
+  }
+  MutexLock lock(trash_mu_);
+  trash_queue_.push_back(TrashItem{disk, target, bytes});
+  trash_cv_.notify_all();
+  return Status::Ok();
+}
+
+void VolumeManager::TrashLoop() {
+  for (;;) {
+    TrashItem item;
+    {
+      MutexLock lock(trash_mu_);
+      while (!trash_stop_ && trash_queue_.empty()) trash_cv_.wait(trash_mu_);
+      if (trash_stop_) return;
+      item = trash_queue_.front();
+      trash_queue_.pop_front();
+    }
+    Status st;
+    struct stat root;
+    auto fd = OpenAt(AT_FDCWD, item.path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    if (!fd.ok()) {
+      st = fd.status();
+    } else if (::fstat(fd->get(), &root) != 0) {
+      st = Status::FromErrno("stat " + item.path);
+    } else {
+      st = RemoveContents(fd->get(), root.st_dev, trash_abort_);
+      fd->Reset();
+      if (st.ok() && ::rmdir(item.path.c_str()) != 0) st = Status::FromErrno("rmdir " + item.path);
+    }
+    if (st.err() == ECANCELED) return;  // resumed at the next start
+    if (!st.ok() && st.err() != ENOENT) {
+      Log()->error("trash: removing {}: {}", item.path, st.ToString());
+    } else {
+      Log()->info("trash: removed {} ({} returned to disk {})", item.path, FormatSize(item.bytes),
+                  item.disk->uuid);
+    }
+    MutexLock lock(mu_);
+    auto& charged = trash_bytes_[item.disk];
+    charged -= std::min(charged, item.bytes);
+  }
+}
+
+Status VolumeManager::Start() {
+  MutexLock ops(ops_mu_);
+  if (started_) return Status::Ok();
+  Status st = MakeDirs(options_.publish_dir, 0755);
+  if (!st.ok()) return Status::Error(st.err(), "publish directory: " + st.ToString());
+  auto canonical = CanonicalPath(options_.publish_dir);
+  if (!canonical.ok()) return canonical.status();
+  publish_dir_ = *canonical;
+  trash_abort_ = false;
+  trash_thread_ = std::thread([this] { TrashLoop(); });
+  started_ = true;
+
+  std::vector<Vol*> to_mount;
+  for (const auto& disk_ptr : disks_->disks()) {
+    AttachedDisk* disk = disk_ptr.get();
+    // Leftovers of a delete that was interrupted after the manifest dropped
+    // the volume: its directory goes to the trash.
+    if (DIR* d = ::opendir(disk->VolumesDir().c_str())) {
+      std::vector<std::string> names;
+      while (dirent* e = ::readdir(d)) {
+        if (e->d_name[0] != '.') names.emplace_back(e->d_name);
+      }
+      ::closedir(d);
+      for (const auto& n : names) {
+        if (disk->manifest.Find(n) != nullptr) continue;
+        Log()->warn("disk {}: {} is in no manifest (an interrupted delete); removing it", disk->uuid,
+                    n);
+        Status s = MoveToTrash(disk, disk->VolumesDir() + "/" + n, 0);
+        if (!s.ok()) Log()->error("disk {}: {}", disk->uuid, s.ToString());
+      }
+    }
+    if (DIR* d = ::opendir(disk->TrashDir().c_str())) {
+      std::vector<std::string> names;
+      while (dirent* e = ::readdir(d)) {
+        if (e->d_name[0] != '.') names.emplace_back(e->d_name);
+      }
+      ::closedir(d);
+      MutexLock lock(trash_mu_);
+      for (const auto& n : names) trash_queue_.push_back(TrashItem{disk, disk->TrashDir() + "/" + n, 0});
+      trash_cv_.notify_all();
+    }
+    for (const auto& rec : disk->manifest.volumes) {
+      MutexLock lock(mu_);
+      if (auto it = vols_.find(rec.name); it != vols_.end()) {
+        Log()->error("volume {} is on disk {} and on disk {}; serving the first only. Delete or "
+                     "rename one copy (move one disk away) to resolve",
+                     rec.name, it->second->disk->uuid, disk->uuid);
+        continue;
+      }
+      auto vol = std::make_unique<Vol>();
+      vol->name = rec.name;
+      vol->disk = disk;
+      vol->mount_path = publish_dir_ + "/" + rec.name;
+      vol->backing_path = disk->VolumesDir() + "/" + rec.name;
+      to_mount.push_back(vol.get());
+      vols_[rec.name] = std::move(vol);
+    }
+  }
+  for (Vol* vol : to_mount) {
+    const VolumeRecord* rec = vol->disk->manifest.Find(vol->name);
+    struct stat st_backing;
+    if (::stat(vol->backing_path.c_str(), &st_backing) != 0 && errno == ENOENT) {
+      // Created in the manifest, but the agent stopped before the directory.
+      Log()->warn("volume {}: backing directory {} is missing; creating it empty", vol->name,
+                  vol->backing_path);
+      if (::mkdir(vol->backing_path.c_str(), 0777) == 0) ::chmod(vol->backing_path.c_str(), 0777);
+    }
+    auto mounted = MountVolume(*vol, rec->capacity_bytes, rec->inode_limit);
+    MutexLock lock(mu_);
+    if (mounted.ok()) {
+      vol->fs = std::move(mounted).value();
+    } else {
+      Log()->error("volume {}: not served: {}", vol->name, mounted.status().ToString());
+      vol->error = mounted.status().ToString();
+    }
+  }
+  Log()->info("{} volume(s) in the catalogue, {} served", to_mount.size(),
+              std::count_if(to_mount.begin(), to_mount.end(), [](Vol* v) { return v->fs != nullptr; }));
+  return Status::Ok();
+}
+
+Result<AttachedDisk*> VolumeManager::PickDisk(const CreateVolumeParams& p) const {
+  const auto& disks = disks_->disks();
+  if (disks.empty()) {
+    return Status::Error(ENOSPC, "no disk is ready; check 'localvolctl disk list' for refused "
+                                 "devices and the 'disks' list of the configuration");
+  }
+  if (!p.disk.empty()) {
+    AttachedDisk* match = nullptr;
+    int matches = 0;
+    for (const auto& d : disks) {
+      if (d->uuid == p.disk || d->device == p.disk) {
+        match = d.get();
+        matches = 1;
+        break;
+      }
+      if (d->uuid.rfind(p.disk, 0) == 0) {
+        match = d.get();
+        ++matches;
+      }
+    }
+    if (matches == 0) {
+      return Status::Error(ENOENT, "no ready disk '" + p.disk + "'; see 'localvolctl disk list'");
+    }
+    if (matches > 1) {
+      return Status::Error(EINVAL, "disk id prefix '" + p.disk + "' matches several disks; give more of the id");
+    }
+    const uint64_t alloc = AllocatedLocked(match);
+    const uint64_t free = match->Allocatable() > alloc ? match->Allocatable() - alloc : 0;
+    if (p.capacity_bytes > free) {
+      return Status::Error(ENOSPC, "disk " + match->uuid + " has " + FormatSize(free) +
+                                       " unallocated, less than the " + FormatSize(p.capacity_bytes) +
+                                       " asked for; choose a smaller size or another disk");
+    }
+    return match;
+  }
+  AttachedDisk* best = nullptr;
+  uint64_t best_free = 0, largest_free = 0;
+  for (const auto& d : disks) {
+    const uint64_t alloc = AllocatedLocked(d.get());
+    const uint64_t free = d->Allocatable() > alloc ? d->Allocatable() - alloc : 0;
+    largest_free = std::max(largest_free, free);
+    if (free >= p.capacity_bytes && (best == nullptr || free > best_free)) {
+      best = d.get();
+      best_free = free;
+    }
+  }
+  if (best == nullptr) {
+    return Status::Error(ENOSPC, "no disk has " + FormatSize(p.capacity_bytes) +
+                                     " unallocated (the most any disk has is " +
+                                     FormatSize(largest_free) +
+                                     "); choose a smaller size, delete volumes or add a disk");
+  }
+  return best;
+}
+
+Result<VolumeInfo> VolumeManager::Create(const CreateVolumeParams& p) {
+  if (Status s = ValidateVolumeName(p.name); !s.ok()) return s;
+  if (p.capacity_bytes < kMinVolumeCapacity) {
+    return Status::Error(EINVAL, "size " + std::to_string(p.capacity_bytes) +
+                                     " is too small; a volume needs at least 1Mi");
+  }
+  MutexLock ops(ops_mu_);
+  if (shut_down_ || !started_) return Status::Error(ESHUTDOWN, "localvold is stopping; retry once it runs again");
+  AttachedDisk* disk = nullptr;
+  const uint64_t inodes =
+      p.inode_limit != 0 ? p.inode_limit : fuse::DefaultInodeLimit(p.capacity_bytes);
+  {
+    MutexLock lock(mu_);
+    if (auto it = vols_.find(p.name); it != vols_.end()) {
+      const Vol& v = *it->second;
+      const VolumeRecord* rec = v.disk->manifest.Find(v.name);
+      if (rec->capacity_bytes != p.capacity_bytes) {
+        return Status::Error(EEXIST, "volume " + p.name + " already exists with size " +
+                                         FormatSize(rec->capacity_bytes) + " (" +
+                                         std::to_string(rec->capacity_bytes) + " bytes), not " +
+                                         FormatSize(p.capacity_bytes) +
+                                         "; use 'volume resize' to change its size, or another name");
+      }
+      if (p.inode_limit != 0 && p.inode_limit != rec->inode_limit) {
+        return Status::Error(EEXIST, "volume " + p.name + " already exists with an inode limit of " +
+                                         std::to_string(rec->inode_limit) + ", not " +
+                                         std::to_string(p.inode_limit));
+      }
+      if (!p.disk.empty() && v.disk->uuid != p.disk && v.disk->device != p.disk &&
+          v.disk->uuid.rfind(p.disk, 0) != 0) {
+        return Status::Error(EEXIST, "volume " + p.name + " already exists on disk " + v.disk->uuid +
+                                         ", not on " + p.disk);
+      }
+      return Describe(v, ReadMountTable());
+    }
+    auto picked = PickDisk(p);
+    if (!picked.ok()) return picked.status();
+    disk = *picked;
+  }
+  auto vol = std::make_unique<Vol>();
+  vol->name = p.name;
+  vol->disk = disk;
+  vol->mount_path = publish_dir_ + "/" + p.name;
+  vol->backing_path = disk->VolumesDir() + "/" + p.name;
+
+  // The manifest first: a crash after it leaves a volume the next start
+  // serves (empty), never data no manifest knows.
+  DiskManifest old_manifest;
+  {
+    MutexLock lock(mu_);
+    old_manifest = disk->manifest;
+  }
+  DiskManifest manifest = old_manifest;
+  manifest.volumes.push_back(VolumeRecord{p.name, p.capacity_bytes, inodes, p.inode_limit == 0, NowUtc()});
+  if (Status s = CommitManifest(disk, manifest); !s.ok()) return s;
+  // Runs before Create returns, so with ops_mu_ held; the analysis cannot
+  // follow the lambda into ScopeGuard.
+  ScopeGuard restore_manifest([&]() NO_THREAD_SAFETY_ANALYSIS {
+    Status s = CommitManifest(disk, old_manifest);
+    if (!s.ok()) Log()->error("volume {}: rolling back the manifest: {}", p.name, s.ToString());
+  });
+  struct stat st;
+  if (::lstat(vol->backing_path.c_str(), &st) == 0) {
+    // A directory no manifest knew: never hand old data to a new volume.
+    Status s = MoveToTrash(disk, vol->backing_path, 0);
+    if (!s.ok()) return s;
+  }
+  if (::mkdir(vol->backing_path.c_str(), 0777) != 0) return Status::FromErrno("mkdir " + vol->backing_path);
+  ScopeGuard remove_backing([&] { ::rmdir(vol->backing_path.c_str()); });
+  // Pods run as any uid: the volume root is writable by all, as on a fresh
+  // disk handed to a pod; default_permissions enforces modes below it.
+  if (::chmod(vol->backing_path.c_str(), 0777) != 0) return Status::FromErrno("chmod " + vol->backing_path);
+  auto mounted = MountVolume(*vol, p.capacity_bytes, inodes);
+  if (!mounted.ok()) {
+    ::rmdir(vol->mount_path.c_str());
+    return Status::Error(mounted.err(), "could not mount volume " + p.name + ": " +
+                                            mounted.status().ToString());
+  }
+  vol->fs = std::move(mounted).value();
+  remove_backing.Cancel();
+  restore_manifest.Cancel();
+  Log()->info("volume {}: created on disk {} ({}), {} and {} inodes, at {}", p.name, disk->uuid,
+              disk->device, FormatSize(p.capacity_bytes), inodes, vol->mount_path);
+  MutexLock lock(mu_);
+  Vol* raw = vol.get();
+  vols_[p.name] = std::move(vol);
+  return Describe(*raw, ReadMountTable());
+}
+
+Result<VolumeInfo> VolumeManager::Resize(const std::string& name, uint64_t capacity,
+                                         uint64_t inode_limit) {
+  if (Status s = ValidateVolumeName(name); !s.ok()) return s;
+  if (capacity < kMinVolumeCapacity) {
+    return Status::Error(EINVAL, "size " + std::to_string(capacity) + " is too small; a volume needs at least 1Mi");
+  }
+  MutexLock ops(ops_mu_);
+  if (shut_down_ || !started_) return Status::Error(ESHUTDOWN, "localvold is stopping; retry once it runs again");
+  Vol* vol = nullptr;
+  VolumeRecord old_rec;
+  DiskManifest manifest;
+  uint64_t free = 0;
+  {
+    MutexLock lock(mu_);
+    auto it = vols_.find(name);
+    if (it == vols_.end()) return Status::Error(ENOENT, "no volume named " + name + "; see 'localvolctl volume list'");
+    vol = it->second.get();
+    old_rec = *vol->disk->manifest.Find(name);
+    manifest = vol->disk->manifest;
+    const uint64_t alloc = AllocatedLocked(vol->disk);
+    free = vol->disk->Allocatable() > alloc ? vol->disk->Allocatable() - alloc : 0;
+  }
+  if (!vol->fs) {
+    return Status::Error(EBUSY, "volume " + name + " is not served (" + vol->error +
+                                    "); fix that and restart localvold before resizing");
+  }
+  uint64_t inodes = inode_limit;
+  bool default_inodes = old_rec.default_inodes;
+  if (inode_limit == 0) {
+    inodes = old_rec.default_inodes ? fuse::DefaultInodeLimit(capacity) : old_rec.inode_limit;
+  } else {
+    default_inodes = false;
+  }
+  if (capacity > old_rec.capacity_bytes && capacity - old_rec.capacity_bytes > free) {
+    return Status::Error(ENOSPC, "disk " + vol->disk->uuid + " has " + FormatSize(free) +
+                                     " unallocated, not enough to grow volume " + name + " by " +
+                                     FormatSize(capacity - old_rec.capacity_bytes));
+  }
+  if (Status s = vol->fs->SetLimits(capacity, inodes); !s.ok()) {
+    if (s.err() == ENOSPC) {
+      return Status::Error(EBUSY, "volume " + name + ": " + s.context());
+    }
+    return s;
+  }
+  VolumeRecord* rec = manifest.Find(name);
+  rec->capacity_bytes = capacity;
+  rec->inode_limit = inodes;
+  rec->default_inodes = default_inodes;
+  if (Status s = CommitManifest(vol->disk, manifest); !s.ok()) {
+    (void)vol->fs->SetLimits(old_rec.capacity_bytes, old_rec.inode_limit);
+    return s;
+  }
+  Log()->info("volume {}: resized from {} to {} ({} inodes)", name, FormatSize(old_rec.capacity_bytes),
+              FormatSize(capacity), inodes);
+  MutexLock lock(mu_);
+  return Describe(*vol, ReadMountTable());
+}
+
+Status VolumeManager::Delete(const std::string& name) {
+  if (Status s = ValidateVolumeName(name); !s.ok()) return s;
+  MutexLock ops(ops_mu_);
+  if (shut_down_ || !started_) return Status::Error(ESHUTDOWN, "localvold is stopping; retry once it runs again");
+  Vol* vol = nullptr;
+  DiskManifest manifest;
+  {
+    MutexLock lock(mu_);
+    auto it = vols_.find(name);
+    if (it == vols_.end()) return Status::Error(ENOENT, "no volume named " + name + "; see 'localvolctl volume list'");
+    vol = it->second.get();
+    manifest = vol->disk->manifest;
+  }
+  uint64_t used = 0;
+  if (vol->fs) {
+    used = vol->fs->Usage().used_bytes;
+    if (auto m = FindMountAt(vol->mount_path)) {
+      // Another mount of the same FUSE filesystem (a bind mount into a pod)
+      // would keep it alive: refuse rather than tear it away from under it.
+      // Copies at the same path in other namespaces are propagated copies
+      // that go away with ours.
+      std::vector<std::string> elsewhere;
+      for (const auto& fm : MountsOfFilesystem(m->dev)) {
+        if (fm.mount_point != vol->mount_path) elsewhere.push_back(fm.Describe());
+      }
+      if (!elsewhere.empty()) {
+        std::string list;
+        for (const auto& e : elsewhere) list += (list.empty() ? "" : ", ") + e;
+        return Status::Error(EBUSY, "volume " + name + " is also mounted at " + list +
+                                        "; unmount it there (stop the pods using it) and retry");
+      }
+      // A plain unmount fails with EBUSY while any process has a file, a
+      // directory or its cwd in the volume.
+      if (::umount2(vol->mount_path.c_str(), UMOUNT_NOFOLLOW) != 0) {
+        const int err = errno;
+        if (err == EBUSY) {
+          return Status::Error(EBUSY, "volume " + name + " is in use: a process has files open or "
+                                          "its working directory in " + vol->mount_path +
+                                          " (see 'fuser -vm " + vol->mount_path +
+                                          "'); stop it and retry");
+        }
+        if (err != EINVAL) return Status::Error(err, "umount " + vol->mount_path);
+      }
+    }
+    Status s = vol->fs->Unmount();
+    if (!s.ok()) Log()->warn("volume {}: {}", name, s.ToString());
+  }
+  // The manifest first: after a crash, a directory without an entry is
+  // trash; an entry without its directory would come back as a new volume.
+  manifest.volumes.erase(std::remove_if(manifest.volumes.begin(), manifest.volumes.end(),
+                                        [&](const VolumeRecord& r) { return r.name == name; }),
+                         manifest.volumes.end());
+  if (Status s = CommitManifest(vol->disk, manifest); !s.ok()) {
+    // Still in the manifest: serve it again rather than lose track of it.
+    const VolumeRecord* rec = vol->disk->manifest.Find(name);
+    if (vol->fs && rec != nullptr) {
+      std::unique_ptr<fuse::Volume> old;
+      {
+        MutexLock lock(mu_);
+        old = std::move(vol->fs);
+      }
+      old.reset();
+      auto again = MountVolume(*vol, rec->capacity_bytes, rec->inode_limit);
+      MutexLock lock(mu_);
+      if (again.ok()) {
+        vol->fs = std::move(again).value();
+      } else {
+        vol->error = again.status().ToString();
+      }
+    }
+    return s;
+  }
+  Status trashed = MoveToTrash(vol->disk, vol->backing_path, used);
+  if (!trashed.ok()) Log()->error("volume {}: {}; it is removed at the next start", name, trashed.ToString());
+  ::rmdir(vol->mount_path.c_str());
+  Log()->info("volume {}: deleted from disk {}; its {} are removed in the background", name,
+              vol->disk->uuid, FormatSize(used));
+  std::unique_ptr<Vol> gone;
+  {
+    MutexLock lock(mu_);
+    auto it = vols_.find(name);
+    gone = std::move(it->second);
+    vols_.erase(it);
+  }
+  return Status::Ok();
+}
+
+VolumeInfo VolumeManager::Describe(const Vol& v, const std::vector<MountInfo>& mounts) const {
+  VolumeInfo info;
+  info.name = v.name;
+  info.disk_id = v.disk->uuid;
+  info.device = v.disk->device;
+  info.mount_path = v.mount_path;
+  info.backing_path = v.backing_path;
+  if (const VolumeRecord* rec = v.disk->manifest.Find(v.name)) {
+    info.capacity_bytes = rec->capacity_bytes;
+    info.inode_limit = rec->inode_limit;
+  }
+  if (v.fs) {
+    const fuse::VolumeUsage u = v.fs->Usage();
+    info.used_bytes = u.used_bytes;
+    info.inodes_used = u.used_inodes;
+    info.io = v.fs->IoStats();
+    bool mounted = false;
+    for (const auto& m : mounts) {
+      if (m.mount_point == v.mount_path && m.fstype == "fuse.localvol") mounted = true;
+    }
+    if (mounted) {
+      info.state = "ready";
+    } else {
+      info.state = "not-mounted";
+      info.message = "unmounted from outside localvold; restart localvold to mount it again";
+    }
+  } else {
+    info.state = "error";
+    info.message = v.error;
+  }
+  return info;
+}
+
+Result<VolumeInfo> VolumeManager::Get(const std::string& name) const {
+  if (Status s = ValidateVolumeName(name); !s.ok()) return s;
+  const auto mounts = ReadMountTable();
+  MutexLock lock(mu_);
+  auto it = vols_.find(name);
+  if (it == vols_.end()) return Status::Error(ENOENT, "no volume named " + name + "; see 'localvolctl volume list'");
+  return Describe(*it->second, mounts);
+}
+
+std::vector<VolumeInfo> VolumeManager::List() const {
+  const auto mounts = ReadMountTable();
+  MutexLock lock(mu_);
+  std::vector<VolumeInfo> out;
+  for (const auto& [name, vol] : vols_) out.push_back(Describe(*vol, mounts));
+  return out;
+}
+
+std::vector<DiskInfo> VolumeManager::Disks() const {
+  std::vector<DiskInfo> out;
+  {
+    MutexLock lock(mu_);
+    for (const auto& d : disks_->disks()) {
+      DiskInfo i;
+      i.id = d->uuid;
+      i.device = d->device;
+      i.configured_as = d->configured_as;
+      i.state = "ready";
+      i.filesystem = d->filesystem;
+      i.mount_path = d->mount_path;
+      i.size_bytes = d->size_bytes;
+      i.reserve_bytes = d->reserve_bytes;
+      i.allocated_bytes = AllocatedLocked(d.get());
+      i.free_bytes = d->Allocatable() > i.allocated_bytes ? d->Allocatable() - i.allocated_bytes : 0;
+      i.volume_count = static_cast<uint32_t>(d->manifest.volumes.size());
+      i.embedded = d->embedded;
+      out.push_back(std::move(i));
+    }
+  }
+  for (const auto& r : disks_->refusals()) {
+    DiskInfo i;
+    i.device = r.device;
+    i.configured_as = r.configured_as;
+    i.state = "refused";
+    i.reason = r.reason;
+    out.push_back(std::move(i));
+  }
+  return out;
+}
+
+uint64_t VolumeManager::PendingTrashBytes() const {
+  MutexLock lock(mu_);
+  uint64_t sum = 0;
+  for (const auto& [disk, bytes] : trash_bytes_) sum += bytes;
+  return sum;
+}
+
+void VolumeManager::Ping() const {
+  MutexLock ops(ops_mu_);
+  MutexLock lock(mu_);
+}
+
+void VolumeManager::Shutdown() {
+  MutexLock ops(ops_mu_);
+  if (shut_down_) return;
+  shut_down_ = true;
+  std::vector<Vol*> served;
+  {
+    MutexLock lock(mu_);
+    for (auto& [name, vol] : vols_) {
+      if (vol->fs) served.push_back(vol.get());
+    }
+  }
+  // In parallel: a busy volume may take the fuse layer's grace period.
+  std::vector<std::thread> threads;
+  for (Vol* vol : served) {
+    threads.emplace_back([vol] {
+      Status s = vol->fs->Unmount();
+      if (!s.ok()) Log()->error("volume {}: {}", vol->name, s.ToString());
+    });
+  }
+  for (auto& t : threads) t.join();
+  {
+    std::vector<std::unique_ptr<fuse::Volume>> unmounted;
+    MutexLock lock(mu_);
+    for (Vol* vol : served) {
+      unmounted.push_back(std::move(vol->fs));
+      vol->error = "localvold stopped";
+    }
+  }
+  if (trash_thread_.joinable()) {
+    trash_abort_ = true;
+    {
+      MutexLock lock(trash_mu_);
+      trash_stop_ = true;
+      trash_cv_.notify_all();
+    }
+    trash_thread_.join();
+  }
+  if (!served.empty()) Log()->info("{} volume(s) unmounted", served.size());
+}
+
+}  // namespace localvol::agent

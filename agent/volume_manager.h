@@ -1,0 +1,197 @@
+// VolumeManager: the catalogue of volumes and their lifecycle.
+//
+// Every volume is a backing directory <disk>/volumes/<name> served through
+// fuse::Volume (in this process, with its quotas) and mounted at
+// <publish_dir>/<name>. The disks' manifests are the truth: Start() builds the
+// catalogue from them, so nothing is lost with the state directory.
+//
+// Errors carry an errno that says what kind of failure it is (the API turns
+// it into a gRPC code) and a message that says what to do:
+//   EINVAL      a bad name, size or inode count
+//   ENOENT      no such volume, or no such disk
+//   EEXIST      the volume exists with another size, inode limit or disk
+//   ENOSPC      no disk has the room (no overcommit: the capacities on a disk
+//               never add up to more than its size minus its reserve)
+//   EBUSY       the volume is in use, mounted elsewhere, not served, or holds
+//               more than a shrink allows
+//   ESHUTDOWN   the agent is stopping
+//   other       an unexpected system failure
+//
+// Threading model
+//   * Any number of API threads call Create/Resize/Delete/Get/List/Disks and
+//     the metrics thread calls Snapshot(); Start() and Shutdown() run on the
+//     daemon's main thread.
+//   * `ops_mu_` serialises everything that changes volumes or manifests
+//     (Create, Resize, Delete, Start, Shutdown). Those may take a while (a
+//     mount, an fsync), and only other changes wait for them.
+//   * `mu_` guards the in-memory catalogue and the manifests' in-memory copies,
+//     and is held only to copy or swap them: reads (Get, List, Disks,
+//     Snapshot) never wait for I/O. A manifest is written to disk with only
+//     `ops_mu_` held, then swapped in under `mu_`.
+//   * One trash thread removes the data of deleted volumes, so a delete
+//     returns as soon as the volume is unmounted and its directory renamed.
+//     It takes `mu_` only to return the space it freed.
+//   Lock order: ops_mu_ before mu_ before trash_mu_.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent/disk_manager.h"
+#include "base/status.h"
+#include "base/thread_annotations.h"
+#include "fuse/volume.h"
+
+namespace localvol::iopath {
+class Engine;
+}
+
+namespace localvol::agent {
+
+// Names are DNS-1123 labels: 1 to 63 of [a-z0-9-], starting and ending with
+// a letter or digit. Fails with EINVAL saying what is wrong.
+Status ValidateVolumeName(const std::string& name);
+
+inline constexpr uint64_t kMinVolumeCapacity = 1ull << 20;  // 1 MiB
+
+struct VolumeInfo {
+  std::string name;
+  std::string disk_id;
+  std::string device;
+  std::string mount_path;
+  std::string backing_path;
+  std::string state;    // "ready", "not-mounted" or "error"
+  std::string message;  // why, when not ready
+  uint64_t capacity_bytes = 0;
+  uint64_t used_bytes = 0;
+  uint64_t inode_limit = 0;
+  uint64_t inodes_used = 0;
+  fuse::VolumeIoStats io;
+};
+
+struct DiskInfo {
+  std::string id;  // filesystem UUID; "" when refused
+  std::string device;
+  std::string configured_as;
+  std::string state;   // "ready" or "refused"
+  std::string reason;  // for a refused device
+  std::string filesystem;
+  std::string mount_path;
+  uint64_t size_bytes = 0;
+  uint64_t reserve_bytes = 0;
+  uint64_t allocated_bytes = 0;  // capacities, plus deleted data not yet removed
+  uint64_t free_bytes = 0;       // what a new volume may still get
+  uint32_t volume_count = 0;
+  bool embedded = false;
+};
+
+struct CreateVolumeParams {
+  std::string name;
+  uint64_t capacity_bytes = 0;
+  uint64_t inode_limit = 0;  // 0: fuse::DefaultInodeLimit(capacity)
+  std::string disk;          // "": placement; else a disk id, unique id prefix or device
+};
+
+struct VolumeManagerOptions {
+  std::string publish_dir;
+  iopath::Engine* engine = nullptr;  // borrowed; must outlive the manager
+  unsigned fuse_threads = 8;         // per volume, at most
+};
+
+class VolumeManager {
+ public:
+  // `disks` is borrowed, must have attached its disks, and outlive this.
+  VolumeManager(VolumeManagerOptions options, DiskManager* disks);
+  // Calls Shutdown().
+  ~VolumeManager();
+  VolumeManager(const VolumeManager&) = delete;
+  VolumeManager& operator=(const VolumeManager&) = delete;
+
+  // Builds the catalogue from the disks' manifests, moves directories no
+  // manifest knows (an interrupted delete) to the trash, clears stale FUSE
+  // mounts a crashed predecessor left (ENOTCONN) and mounts every volume.
+  // A volume that cannot be mounted is listed in state "error" with the
+  // reason; Start() itself fails only if the publish directory is unusable.
+  Status Start() EXCLUDES(ops_mu_, mu_);
+
+  // Creates and mounts a volume; see the errno table above. Creating an
+  // existing volume with the same size (and inodes and disk, when given) is a
+  // success that changes nothing.
+  Result<VolumeInfo> Create(const CreateVolumeParams& params) EXCLUDES(ops_mu_, mu_);
+  // Changes the limits of a served volume, live. inode_limit 0 keeps an
+  // explicit limit and rescales a default one.
+  Result<VolumeInfo> Resize(const std::string& name, uint64_t capacity_bytes,
+                            uint64_t inode_limit) EXCLUDES(ops_mu_, mu_);
+  // Refuses (EBUSY) while any process uses the volume or it is mounted
+  // anywhere else; otherwise unmounts it, drops it from the manifest and
+  // removes its data in the background.
+  Status Delete(const std::string& name) EXCLUDES(ops_mu_, mu_);
+
+  Result<VolumeInfo> Get(const std::string& name) const EXCLUDES(mu_);
+  std::vector<VolumeInfo> List() const EXCLUDES(mu_);  // sorted by name
+  std::vector<DiskInfo> Disks() const EXCLUDES(mu_);   // ready disks, then refusals
+
+  // Unmounts every volume (in parallel; a busy one gets the fuse layer's grace
+  // period) and stops the trash thread. Later changes fail with ESHUTDOWN.
+  // Idempotent.
+  void Shutdown() EXCLUDES(ops_mu_, mu_);
+
+  // Blocks until no change is in progress: the watchdog's liveness probe.
+  void Ping() const EXCLUDES(ops_mu_, mu_);
+
+  // Bytes of deleted volumes still being removed (all disks).
+  uint64_t PendingTrashBytes() const EXCLUDES(mu_);
+
+ private:
+  struct Vol {
+    std::string name;
+    AttachedDisk* disk = nullptr;
+    std::string mount_path;
+    std::string backing_path;
+    std::unique_ptr<fuse::Volume> fs;  // null when not served
+    std::string error;                 // why it is not served
+  };
+  struct TrashItem {
+    AttachedDisk* disk;
+    std::string path;
+    uint64_t bytes;  // charged to the disk until removed
+  };
+
+  VolumeInfo Describe(const Vol& vol, const std::vector<MountInfo>& mounts) const REQUIRES(mu_);
+  uint64_t AllocatedLocked(const AttachedDisk* disk) const REQUIRES(mu_);
+  Result<AttachedDisk*> PickDisk(const CreateVolumeParams& params) const REQUIRES(mu_);
+  Status PrepareMountpoint(const std::string& path);
+  Result<std::unique_ptr<fuse::Volume>> MountVolume(const Vol& vol, uint64_t capacity,
+                                                    uint64_t inodes);
+  Status CommitManifest(AttachedDisk* disk, const DiskManifest& manifest) REQUIRES(ops_mu_);
+  Status MoveToTrash(AttachedDisk* disk, const std::string& path, uint64_t bytes);
+  void TrashLoop();
+
+  const VolumeManagerOptions options_;
+  DiskManager* const disks_;
+  std::string publish_dir_;  // canonical, set by Start()
+
+  mutable Mutex ops_mu_;  // acquired before mu_
+  bool shut_down_ GUARDED_BY(ops_mu_) = false;
+  bool started_ GUARDED_BY(ops_mu_) = false;
+
+  mutable Mutex mu_;  // acquired before trash_mu_
+  std::map<std::string, std::unique_ptr<Vol>> vols_ GUARDED_BY(mu_);
+  std::map<const AttachedDisk*, uint64_t> trash_bytes_ GUARDED_BY(mu_);
+
+  Mutex trash_mu_;
+  std::condition_variable_any trash_cv_;
+  std::deque<TrashItem> trash_queue_ GUARDED_BY(trash_mu_);
+  bool trash_stop_ GUARDED_BY(trash_mu_) = false;
+  std::atomic<bool> trash_abort_{false};  // makes the thread stop between two entries
+  std::thread trash_thread_;
+};
+
+}  // namespace localvol::agent

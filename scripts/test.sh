@@ -12,7 +12,7 @@ scripts/build.sh
 # A second configuration: clang checks the lock annotations (-Wthread-safety
 # is an error there) on the libraries and binaries.
 CXX=clang++ cmake -S . -B build-clang -DCMAKE_BUILD_TYPE=Debug >/dev/null
-cmake --build build-clang -j"$(nproc)" --target localvol_iopath localvol_fuse localvol-fuse
+cmake --build build-clang -j"$(nproc)" --target localvol_iopath localvol_fuse localvol-fuse localvol_agent localvold localvolctl
 
 status=0
 (cd build && ctest --output-on-failure -j"$(nproc)" --timeout 600) || status=$?

@@ -27,44 +27,6 @@ extern char** environ;
 namespace localvol::agent {
 namespace {
 
-std::string Unescape(const std::string& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\\' && i + 3 < s.size()) {
-      int v = 0;
-      if (std::sscanf(s.c_str() + i + 1, "%3o", &v) == 1) {
-        out.push_back(static_cast<char>(v));
-        i += 3;
-        continue;
-      }
-    }
-    out.push_back(s[i]);
-  }
-  return out;
-}
-
-std::vector<MountInfo> ParseMountInfo(std::istream& in) {
-  std::vector<MountInfo> out;
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream f(line);
-    std::string id, parent, devno, root, mount_point, opts, field;
-    f >> id >> parent >> devno >> root >> mount_point >> opts;
-    // Optional fields end with "-", then fstype and source.
-    while (f >> field && field != "-") {
-    }
-    MountInfo m;
-    f >> m.fstype >> m.source;
-    unsigned maj = 0, min = 0;
-    if (std::sscanf(devno.c_str(), "%u:%u", &maj, &min) == 2) m.dev = makedev(maj, min);
-    m.root = Unescape(root);
-    m.mount_point = Unescape(mount_point);
-    m.source = Unescape(m.source);
-    out.push_back(std::move(m));
-  }
-  return out;
-}
-
 std::string ReadLine(const std::string& path) {
   std::ifstream in(path);
   std::string s;
@@ -216,24 +178,6 @@ Result<CommandOutput> PosixCommandRunner::Run(const std::vector<std::string>& ar
   return out;
 }
 
-std::vector<MountInfo> ReadMountTable() {
-  std::ifstream in("/proc/self/mountinfo");
-  return ParseMountInfo(in);
-}
-
-std::vector<MountInfo> ReadMountTableOf(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/mountinfo");
-  return ParseMountInfo(in);
-}
-
-std::optional<MountInfo> FindMountAt(const std::string& path) {
-  std::optional<MountInfo> found;
-  for (auto& m : ReadMountTable()) {
-    if (m.mount_point == path) found = std::move(m);
-  }
-  return found;
-}
-
 std::string FsMount::Describe() const {
   if (ns_pid == 0) return mount_point;
   return mount_point + " (in the mount namespace of pid " + std::to_string(ns_pid) + ")";
@@ -279,7 +223,7 @@ std::set<dev_t> BlockDevicesInUse() {
   while (std::getline(swaps, line)) {
     std::string path = line.substr(0, line.find_first_of(" \t"));
     struct stat st;
-    if (::stat(Unescape(path).c_str(), &st) == 0 && S_ISBLK(st.st_mode)) {
+    if (::stat(UnescapeProcPath(path).c_str(), &st) == 0 && S_ISBLK(st.st_mode)) {
       AddWithLowerDevices(st.st_rdev, &in_use);
     }
   }

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "base/mount_table.h"
 #include "base/status.h"
 
 namespace localvol::agent {
@@ -50,23 +51,6 @@ class PosixCommandRunner : public CommandRunner {
 
 // "mkfs.xfs -q -L localvol /dev/loop3", for messages.
 std::string JoinArgv(const std::vector<std::string>& argv);
-
-// One line of /proc/<pid>/mountinfo.
-struct MountInfo {
-  dev_t dev = 0;              // st_dev of the mounted filesystem
-  std::string root;           // the path inside the filesystem that is mounted
-  std::string mount_point;    // unescaped
-  std::string fstype;
-  std::string source;         // "/dev/loop3", "localvol:<name>"
-};
-
-// /proc/self/mountinfo, in order. Never touches the mounts themselves, so a
-// dead FUSE mount cannot block it.
-std::vector<MountInfo> ReadMountTable();
-// The same for another process's mount namespace (/proc/<pid>/mountinfo).
-std::vector<MountInfo> ReadMountTableOf(pid_t pid);
-// The topmost mount at exactly `path` (which must be canonical), if any.
-std::optional<MountInfo> FindMountAt(const std::string& path);
 
 // One mount of a filesystem, in some mount namespace.
 struct FsMount {

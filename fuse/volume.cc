@@ -17,10 +17,10 @@
 #include <fstream>
 #include <mutex>
 #include <optional>
-#include <sstream>
 #include <thread>
 
 #include "base/logging.h"
+#include "base/mount_table.h"
 #include "base/scope_guard.h"
 #include "base/size.h"
 #include "base/unique_fd.h"
@@ -35,39 +35,6 @@ namespace {
 // How long Unmount() lets processes that still use a detached mount finish
 // before it aborts the FUSE connection (they then get ENOTCONN).
 constexpr auto kBusyUnmountGrace = std::chrono::seconds(10);
-
-// Undoes the octal escapes of /proc/self/mountinfo ("\040" for a space).
-std::string UnescapeMountPath(const std::string& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\\' && i + 3 < s.size()) {
-      int v = 0;
-      if (std::sscanf(s.c_str() + i + 1, "%3o", &v) == 1) {
-        out.push_back(static_cast<char>(v));
-        i += 3;
-        continue;
-      }
-    }
-    out.push_back(s[i]);
-  }
-  return out;
-}
-
-// The "major:minor" of the filesystem mounted at `real_path` (the last one if
-// stacked), read from /proc/self/mountinfo without touching the mount itself:
-// a FUSE mount cannot answer stat() before its server runs.
-std::optional<std::string> MountedDevice(const std::string& real_path) {
-  std::ifstream mountinfo("/proc/self/mountinfo");
-  std::string line;
-  std::optional<std::string> found;
-  while (std::getline(mountinfo, line)) {
-    std::istringstream fields(line);
-    std::string id, parent, devno, root, mount_point;
-    fields >> id >> parent >> devno >> root >> mount_point;
-    if (UnescapeMountPath(mount_point) == real_path) found = devno;
-  }
-  return found;
-}
 
 Result<std::string> RealPath(const std::string& path, const char* what) {
   char buf[PATH_MAX];
@@ -179,7 +146,7 @@ Result<std::unique_ptr<Volume>> Volume::Mount(const VolumeOptions& options) {
   if (!S_ISDIR(mp_stat.st_mode)) {
     return Status::Error(ENOTDIR, "mountpoint " + impl->mountpoint + " is not a directory");
   }
-  if (MountedDevice(impl->mountpoint).has_value()) {
+  if (FindMountAt(impl->mountpoint).has_value()) {
     return Status::Error(EBUSY, "mountpoint " + impl->mountpoint +
                                     " is already a mountpoint; unmount it or choose another");
   }
@@ -272,10 +239,9 @@ Result<std::unique_ptr<Volume>> Volume::Mount(const VolumeOptions& options) {
     return Status::Error(EIO, "mount FUSE filesystem at " + impl->mountpoint +
                                   " failed (is /dev/fuse available and are you root?)");
   }
-  if (auto devno = MountedDevice(impl->mountpoint)) {
-    // The FUSE connection is named by the minor device number of the mount.
-    impl->connection_id = static_cast<unsigned>(std::stoul(devno->substr(devno->find(':') + 1)));
-  }
+  // Read from the mount table: a FUSE mount cannot answer stat() before its
+  // server runs. The connection is named by the mount's minor device number.
+  if (auto mount = FindMountAt(impl->mountpoint)) impl->connection_id = minor(mount->dev);
   const unsigned threads = std::max(1u, opt.max_threads);
   Impl* raw = impl.get();
   impl->loop_thread = std::thread([raw, threads] { raw->RunLoop(threads); });

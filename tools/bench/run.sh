@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# The fio performance harness (issue 5): localvol against raw XFS, bindfs and
+# mergerfs on one scratch loop disk, for two device profiles.
+#
+#   sudo tools/bench/run.sh [--quick] [--profile fast|device] [--no-doc]
+#
+#   --quick     1 round and smaller files (about 7 minutes for both profiles);
+#               the default is 3 rounds (about 32 minutes)
+#   --profile   run one device profile only (default: device, then fast)
+#   --no-doc    do not rewrite docs/performance.md and docs/performance.png
+#
+# Profiles (see tools/bench/lib.sh): "device" is a loop device with
+# --direct-io=on over an image on the real disk (/var/tmp); "fast" is a
+# buffered loop device over an image in /dev/shm, so the "disk" is RAM and
+# only the CPU cost of each path shows.
+#
+# Targets, all on the same XFS, each in its own directory: raw XFS, a
+# localvol volume (quota on, capacity above what the tests write), bindfs and
+# mergerfs. Each test runs on every target before the next test starts, in a
+# rotating order; caches are dropped before every run; the figures are medians
+# over the rounds. The results go to tools/bench/results/<timestamp>/ (fio JSON
+# of every run, results.json, the report); the table and chart go to
+# docs/performance.md and docs/performance.png.
+#
+# Everything (servers, mounts, loop devices, images) is removed on exit,
+# including on error and Ctrl-C.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+
+quick=""
+profiles="device fast"
+write_doc=1
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) quick=1 ;;
+    --profile) shift; profiles=${1:?--profile needs fast or device} ;;
+    --no-doc) write_doc="" ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    *) echo "unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+for p in $profiles; do
+  case $p in fast|device) ;; *) echo "unknown profile '$p' (fast or device)" >&2; exit 2 ;; esac
+done
+[ "$(id -u)" -eq 0 ] || { echo "run as root: sudo $0 $*" >&2; exit 1; }
+
+# --- dependencies (Debian packages), installed only when missing
+need=()
+command -v fio >/dev/null || need+=(fio)
+command -v bindfs >/dev/null || need+=(bindfs)
+command -v mergerfs >/dev/null || need+=(mergerfs)
+command -v fincore >/dev/null || need+=(util-linux)
+command -v mkfs.xfs >/dev/null || need+=(xfsprogs)
+/usr/bin/python3 -c 'import matplotlib' 2>/dev/null || need+=(python3-matplotlib)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# The system python: matplotlib comes from Debian, not from a pyenv/venv.
+py=/usr/bin/python3
+[ -x "$root/build/tools/localvol-fuse" ] || "$root/scripts/build.sh"
+
+source "$here/lib.sh"
+
+stamp=$(date -u +%Y%m%d-%H%M%S)
+results=$here/results/$stamp
+mkdir -p "$results"
+if [ -n "$quick" ]; then reps=1; disk_size=10G; capacity=4Gi; mode=--quick
+else reps=3; disk_size=16G; capacity=8Gi; mode=""; fi
+commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git -C "$root" status --porcelain -- base iopath fuse tools/localvol_fuse_main.cc 2>/dev/null)" ]; then
+  commit="$commit + uncommitted changes"
+fi
+command_line="sudo tools/bench/run.sh${quick:+ --quick}"
+[ "$profiles" = "device fast" ] || command_line="$command_line --profile $profiles"
+"$py" "$here/fio_matrix.py" machine --results "$results" --commit "$commit" --command "$command_line"
+
+wait_mounted() {  # MOUNTPOINT PID NAME
+  for _ in $(seq 100); do
+    mountpoint -q "$1" && return 0
+    kill -0 "$2" 2>/dev/null || { echo "$3 exited before mounting $1" >&2; return 1; }
+    sleep 0.1
+  done
+  echo "$3 did not mount $1 within 10 s" >&2
+  return 1
+}
+
+for profile in $profiles; do
+  echo "=== profile $profile: $disk_size XFS on a loop device"
+  if [ "$profile" = fast ]; then
+    # The image lives in RAM: make sure it fits next to everything else.
+    avail=$(df -B1 --output=avail /dev/shm | tail -1)
+    want=$(( ${disk_size%G} * 3 / 4 * 1024 * 1024 * 1024 ))
+    [ "$avail" -gt "$want" ] || { echo "/dev/shm has $avail bytes free, the fast profile needs about $want" >&2; exit 1; }
+  fi
+  bench_make_disk_profile "$profile" "$disk_size"
+  if [ "$profile" = device ] && [ "$(losetup -n -O DIO "$dev" | tr -d ' ')" != 1 ]; then
+    echo "losetup --direct-io=on did not take effect on $dev" >&2; exit 1
+  fi
+  out=$results/$profile
+  loopdev=$(basename "$dev")
+  disk_note="$disk_size image in $(dirname "$bench_img"), $dev with direct-io=$(losetup -n -O DIO "$dev" | tr -d ' '), read_ahead_kb=$(cat /sys/block/$loopdev/queue/read_ahead_kb) (as losetup left it)"
+  mkdir -p "$out" "$work/disk/raw" "$work/disk/localvol" "$work/disk/bindfs" "$work/disk/mergerfs" \
+    "$work/mnt/localvol" "$work/mnt/bindfs" "$work/mnt/mergerfs"
+
+  # (b) a localvol volume, quota on (capacity well above what the tests write).
+  "$bench_fuse" "$work/disk/localvol" "$work/mnt/localvol" --capacity "$capacity" --foreground \
+    >"$out/localvol-fuse.log" 2>&1 &
+  vol_pid=$!; bench_track_pid "$vol_pid"
+  wait_mounted "$work/mnt/localvol" "$vol_pid" localvol-fuse
+  # (d) bindfs: multithreaded (its default is one thread), and O_DIRECT
+  # forwarded to the backing file (its default drops O_DIRECT, so a direct read
+  # would be served from the backing file's page cache).
+  bindfs -f --multithreaded --forward-odirect=4096 -o subtype=bindfs \
+    "$work/disk/bindfs" "$work/mnt/bindfs" >"$out/bindfs.log" 2>&1 &
+  bind_pid=$!; bench_track_pid "$bind_pid"
+  wait_mounted "$work/mnt/bindfs" "$bind_pid" bindfs
+  # (d) mergerfs: its documented setup for applications that need no mmap
+  # (cache.files=off: FOPEN_DIRECT_IO, no page cache on the mergerfs side).
+  mergerfs -f -o allow_other,use_ino,cache.files=off,dropcacheonclose=true,category.create=mfs,minfreespace=0 \
+    "$work/disk/mergerfs" "$work/mnt/mergerfs" >"$out/mergerfs.log" 2>&1 &
+  merge_pid=$!; bench_track_pid "$merge_pid"
+  wait_mounted "$work/mnt/mergerfs" "$merge_pid" mergerfs
+  findmnt -l -o TARGET,FSTYPE,OPTIONS | grep -E "^TARGET|^$work/" | tee "$out/mounts.txt"
+
+  "$py" "$here/fio_matrix.py" run --profile "$profile" --out "$out" --reps "$reps" $mode \
+    --disk-note "$disk_note" \
+    --target "raw=$work/disk/raw" \
+    --target "localvol=$work/mnt/localvol,backing=$work/disk/localvol,pid=$vol_pid" \
+    --target "bindfs=$work/mnt/bindfs,backing=$work/disk/bindfs,pid=$bind_pid" \
+    --target "mergerfs=$work/mnt/mergerfs,backing=$work/disk/mergerfs,pid=$merge_pid"
+  bench_drop_disk
+done
+
+"$py" "$here/fio_matrix.py" machine --results "$results" --finish
+doc_args=()
+if [ -n "$write_doc" ]; then
+  doc_args=(--doc "$root/docs/performance.md" --png "$root/docs/performance.png")
+fi
+(cd "$root" && "$py" "$here/fio_matrix.py" report --results "$results" "${doc_args[@]}") | tee "$results/report.md"
+echo "results: $results"

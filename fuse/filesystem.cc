@@ -575,6 +575,11 @@ void Filesystem::Init(fuse_conn_info* conn) {
   conn->want &= ~(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_HANDLE_KILLPRIV);
   conn->max_write = config_.max_write;
   conn->max_read = config_.max_write;
+  // Async direct I/O and readahead travel as background requests, of which
+  // the kernel keeps at most max_background in flight (default 12): that
+  // would cap a QD32 workload at 12. See docs/performance.md.
+  conn->max_background = config_.max_background;
+  conn->congestion_threshold = config_.max_background * 3 / 4;
   if (!(conn->capable & FUSE_CAP_POSIX_ACL)) {
     GetLogger("fuse")->warn("kernel lacks FUSE POSIX ACL support; ACLs will not be enforced");
   }

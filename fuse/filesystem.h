@@ -109,6 +109,7 @@ struct FilesystemConfig {
   double attr_timeout_s = 3600;
   bool cache_listings = true;     // FOPEN_CACHE_DIR and keep_cache on directories
   uint32_t max_write = 1 << 20;
+  uint32_t max_background = 64;   // background FUSE requests in flight
   uint64_t block_size = 4096;     // allocation unit of the backing filesystem
 };
 

@@ -188,7 +188,6 @@ class Filesystem {
  private:
   struct FileHandle;
   struct DirHandle;
-  struct LookupResult;
 
   Inode& GetInode(fuse_ino_t ino);
   // Pins the inode's O_PATH fd open, reopening it by handle if the cache

@@ -18,6 +18,21 @@
 namespace localvol::agent {
 namespace {
 
+// The manifest of the disk mounted at `mount_path`, which must name `uuid`
+// (the filesystem's own UUID) as its disk.
+Result<DiskManifest> ReadManifestOfDisk(const std::string& mount_path, const std::string& uuid) {
+  auto manifest = ReadManifest(mount_path);
+  if (!manifest.ok()) {
+    if (manifest.err() == ENOENT) return Status::Error(ENOENT, "it has no " + std::string(kManifestFile));
+    return manifest.status();
+  }
+  if (manifest->disk_uuid != uuid) {
+    return Status::Error(EINVAL, "its manifest names disk " + manifest->disk_uuid +
+                                     ", but the filesystem UUID is " + uuid);
+  }
+  return manifest;
+}
+
 using namespace std::chrono_literals;
 
 constexpr auto kMkfsTimeout = std::chrono::seconds(600);
@@ -260,17 +275,9 @@ Result<DiskManifest> DiskManager::ReadManifestOf(const std::string& device, cons
   // changed by the mount.
   const std::string probe = config_.state_dir + "/disks/.probe-" + uuid;
   if (Status st = MountAt(device, fstype, probe, /*read_only_probe=*/true); !st.ok()) return st;
-  auto manifest = ReadManifest(probe);
+  auto manifest = ReadManifestOfDisk(probe, uuid);
   if (::umount2(probe.c_str(), 0) != 0) ::umount2(probe.c_str(), MNT_DETACH);
   ::rmdir(probe.c_str());
-  if (!manifest.ok()) {
-    if (manifest.err() == ENOENT) return Status::Error(ENOENT, "it has no " + std::string(kManifestFile));
-    return manifest.status();
-  }
-  if (manifest->disk_uuid != uuid) {
-    return Status::Error(EINVAL, "its manifest names disk " + manifest->disk_uuid +
-                                     ", but the filesystem UUID is " + uuid);
-  }
   return manifest;
 }
 
@@ -299,15 +306,8 @@ Result<std::unique_ptr<AttachedDisk>> DiskManager::Adopt(const std::string& devi
     }
   });
   // The authoritative read, from the read-write mount (after log replay).
-  auto manifest = ReadManifest(disk->mount_path);
-  if (!manifest.ok()) {
-    if (manifest.err() == ENOENT) return Status::Error(ENOENT, "it has no " + std::string(kManifestFile));
-    return manifest.status();
-  }
-  if (manifest->disk_uuid != uuid) {
-    return Status::Error(EINVAL, "its manifest names disk " + manifest->disk_uuid +
-                                     ", but the filesystem UUID is " + uuid);
-  }
+  auto manifest = ReadManifestOfDisk(disk->mount_path, uuid);
+  if (!manifest.ok()) return manifest.status();
   for (const char* sub : {kVolumesDir, kTrashDir}) {
     Status st = MakeDirs(disk->mount_path + "/" + sub, std::string(sub) == kTrashDir ? 0700 : 0755);
     if (!st.ok()) return st;

@@ -107,8 +107,21 @@ struct Volume::Impl {
   }
 
   void AbortConnection() {
-    const std::string path =
-        "/sys/fs/fuse/connections/" + std::to_string(connection_id) + "/abort";
+    // The control filesystem is mounted on most systems (systemd does it);
+    // where it is not, mount it now, the one time it is needed.
+    const char* control = "/sys/fs/fuse/connections";
+    const std::string path = std::string(control) + "/" + std::to_string(connection_id) + "/abort";
+    bool mounted_here = false;
+    if (access(path.c_str(), W_OK) != 0) {
+      mounted_here = mount("fusectl", control, "fusectl", 0, nullptr) == 0;
+      if (!mounted_here) {
+        GetLogger("fuse")->warn("volume {}: cannot mount {}: {}", options.name, control,
+                                std::strerror(errno));
+      }
+    }
+    ScopeGuard unmount_control([&] {
+      if (mounted_here) umount2(control, MNT_DETACH);
+    });
     std::ofstream abort(path);
     abort << "1" << std::flush;
     if (!abort) GetLogger("fuse")->warn("volume {}: could not abort {}", options.name, path);

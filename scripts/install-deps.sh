@@ -24,9 +24,5 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# FUSE needs its device; the connections filesystem lets localvol abort a
-# connection whose users never let go after an unmount.
+# FUSE needs its device.
 [ -e /dev/fuse ] || modprobe fuse
-if [ -d /sys/fs/fuse/connections ] && ! mountpoint -q /sys/fs/fuse/connections; then
-  mount -t fusectl none /sys/fs/fuse/connections || true
-fi

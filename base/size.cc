@@ -66,4 +66,15 @@ std::string FormatSize(uint64_t bytes) {
   return buf;
 }
 
+std::string FormatExactSize(uint64_t bytes) {
+  static const char* kUnits[] = {"Ki", "Mi", "Gi", "Ti", "Pi"};
+  if (bytes == 0) return "0";
+  int unit = -1;
+  while (unit < 4 && bytes % 1024 == 0) {
+    bytes /= 1024;
+    ++unit;
+  }
+  return std::to_string(bytes) + (unit >= 0 ? kUnits[unit] : "");
+}
+
 }  // namespace localvol

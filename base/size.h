@@ -19,4 +19,8 @@ Result<uint64_t> ParseSize(std::string_view text);
 // Formats bytes for people: "10Gi", "1.5Gi", "512".
 std::string FormatSize(uint64_t bytes);
 
+// Formats bytes exactly, in the largest binary unit that divides them:
+// "100Mi", "1536Ki", "1000". ParseSize() reads it back to the same value.
+std::string FormatExactSize(uint64_t bytes);
+
 }  // namespace localvol

@@ -34,5 +34,17 @@ TEST(FormatSize, Readable) {
   EXPECT_EQ(FormatSize(3ull << 29), "1.5Gi");
 }
 
+TEST(FormatExactSize, RoundTripsThroughParseSize) {
+  EXPECT_EQ(FormatExactSize(0), "0");
+  EXPECT_EQ(FormatExactSize(1000), "1000");
+  EXPECT_EQ(FormatExactSize(100ull << 20), "100Mi");
+  EXPECT_EQ(FormatExactSize(3ull << 29), "1536Mi");
+  for (uint64_t v : {uint64_t{1}, uint64_t{4097}, uint64_t{3} << 29, uint64_t{1} << 62}) {
+    auto parsed = ParseSize(FormatExactSize(v));
+    ASSERT_TRUE(parsed.ok()) << FormatExactSize(v);
+    EXPECT_EQ(*parsed, v);
+  }
+}
+
 }  // namespace
 }  // namespace localvol

@@ -147,6 +147,7 @@ Result<std::unique_ptr<Volume>> Volume::Mount(const VolumeOptions& options) {
   if (opt.capacity_bytes == 0) return Status::Error(EINVAL, "capacity must be greater than zero");
   if (opt.cache_timeout_s < 0) return Status::Error(EINVAL, "cache timeout must not be negative");
   if (opt.inode_limit == 0) opt.inode_limit = DefaultInodeLimit(opt.capacity_bytes);
+  if (Status s = iopath::ValidateIoLimits(opt.io_limits); !s.ok()) return s;
 
   auto source = RealPath(opt.source_dir, "source directory");
   if (!source.ok()) return source.status();
@@ -229,6 +230,7 @@ Result<std::unique_ptr<Volume>> Volume::Mount(const VolumeOptions& options) {
   impl->quota = std::make_unique<Quota>(opt.capacity_bytes, opt.inode_limit, usage.used_bytes,
                                         usage.used_inodes);
   impl->queue = opt.engine->CreateQueue(opt.name);
+  if (Status s = impl->queue->SetLimits(opt.io_limits); !s.ok()) return s;
   FilesystemConfig config;
   config.block_size = backing.f_bsize > 0 ? static_cast<uint64_t>(backing.f_bsize) : 4096;
   config.entry_timeout_s = opt.cache_timeout_s;
@@ -323,16 +325,29 @@ Status Volume::SetLimits(uint64_t capacity_bytes, uint64_t inode_limit) {
   return s;
 }
 
+Status Volume::SetIoLimits(const iopath::IoLimits& limits) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  if (impl_->torn_down || !impl_->queue) {
+    return Status::Error(ESHUTDOWN, "volume " + impl_->options.name + " is unmounted");
+  }
+  if (Status s = impl_->queue->SetLimits(limits); !s.ok()) return s;
+  impl_->options.io_limits = limits;
+  GetLogger("fuse")->info("volume {}: I/O limits now {}", impl_->options.name,
+                          iopath::FormatIoLimits(limits));
+  return Status::Ok();
+}
+
+iopath::IoLimits Volume::IoLimits() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->options.io_limits;
+}
+
 VolumeIoStats Volume::IoStats() const {
   // Unmount() sets torn_down under mu before it destroys the queue, so the
   // queue is alive whenever this sees torn_down == false.
   std::lock_guard<std::mutex> lock(impl_->mu);
   if (impl_->torn_down || !impl_->queue) return {};
-  const iopath::IoQueueStats& s = impl_->queue->stats();
-  return VolumeIoStats{s.read_ops.load(std::memory_order_relaxed),
-                       s.read_bytes.load(std::memory_order_relaxed),
-                       s.write_ops.load(std::memory_order_relaxed),
-                       s.write_bytes.load(std::memory_order_relaxed)};
+  return impl_->queue->stats().Snapshot();
 }
 
 VolumeUsage Volume::Usage() const {

@@ -14,6 +14,8 @@
 #include <string>
 
 #include "base/status.h"
+#include "iopath/io_limits.h"
+#include "iopath/io_stats.h"
 
 namespace localvol::iopath {
 class Engine;
@@ -28,6 +30,8 @@ struct VolumeOptions {
   uint64_t capacity_bytes = 0;   // > 0
   uint64_t inode_limit = 0;      // 0 means DefaultInodeLimit(capacity_bytes)
   iopath::Engine* engine = nullptr;  // borrowed; must outlive the Volume
+  // The volume's I/O limits and fair-share weight on its engine's disk.
+  iopath::IoLimits io_limits;
   unsigned max_threads = 8;      // FUSE worker threads at most
   // How long the kernel may cache attributes, entries (negative ones too) and
   // listings, in seconds. Safe to be long: only this server changes the
@@ -44,12 +48,7 @@ struct VolumeUsage {
 
 // Data-path counters of a mounted volume since Mount(), read from its iopath
 // queue with relaxed loads (recent, not a consistent snapshot).
-struct VolumeIoStats {
-  uint64_t read_ops = 0;
-  uint64_t read_bytes = 0;
-  uint64_t write_ops = 0;
-  uint64_t write_bytes = 0;
-};
+using VolumeIoStats = iopath::IoStatsSnapshot;
 
 // One inode per 16 KiB of capacity, like mkfs.ext4's default ratio; at least 1024.
 uint64_t DefaultInodeLimit(uint64_t capacity_bytes);
@@ -78,6 +77,12 @@ class Volume {
   // below current usage fails with ENOSPC and a message naming the usage, and
   // changes nothing.
   Status SetLimits(uint64_t capacity_bytes, uint64_t inode_limit);
+
+  // Changes the volume's I/O limits and weight, live (see
+  // iopath::IoQueue::SetLimits). Fails with EINVAL naming the bad setting, and
+  // changes nothing, if `limits` is invalid.
+  Status SetIoLimits(const iopath::IoLimits& limits);
+  iopath::IoLimits IoLimits() const;
 
   VolumeUsage Usage() const;
   // All zero once Unmount() has begun.

@@ -20,7 +20,8 @@
 //     submitted a request; that is brief and invisible to callers.
 //
 // Life of a request
-//   queued (IoQueue::head_) -> in flight (holds one of max_in_flight slots: in
+//   queued (IoQueue::head_; the queue's oldest request is the flow's head in
+//   the Scheduler) -> admitted by Scheduler::PickNext -> in flight (holds one of max_in_flight slots: in
 //   an SQE, or on resume_ waiting for one) -> finished (slot released) ->
 //   Complete() returns -> deleted -> IoQueue::outstanding_ decremented. The
 //   last step comes after Complete() so that ~IoQueue cannot return while a
@@ -57,6 +58,16 @@
 //   kSubmitRetryInterval, submits them again. Each request still completes
 //   exactly once.
 //
+// Throttling and the wait bound
+//   Dispatch() stops taking new requests when the Scheduler has none eligible,
+//   and records when the earliest throttled flow becomes eligible (wake_at_ns_).
+//   The completion thread bounds its wait by that time, so it is the one that
+//   dispatches throttled requests when they become eligible; a submitter whose
+//   throttled request becomes eligible before the completion thread would next
+//   wake posts a wake-up NOP. Every kOverdueCheckIntervalNs the completion
+//   thread fails queued requests older than max_queue_wait_ns with ETIMEDOUT.
+//   Nothing waits on a thread: a throttled request is only a queue entry.
+//
 // Shutdown
 //   ~IoQueue waits on idle_cv_ until the queue's outstanding count is 0 (every
 //   Complete() has returned), then unregisters it. ~Engine sets stopping_,
@@ -82,6 +93,7 @@
 
 #include "base/logging.h"
 #include "base/thread_annotations.h"
+#include "iopath/clock.h"
 #include "iopath/engine_testing.h"
 #include "iopath/uring.h"
 
@@ -102,6 +114,8 @@ constexpr unsigned kCqeBatch = 64;
 // short one is used while published SQEs wait for a retried io_uring_submit.
 constexpr long kIdleWakeupNs = 100'000'000;         // 100 ms
 constexpr long kSubmitRetryIntervalNs = 1'000'000;  // 1 ms
+// How often queued requests are checked against max_queue_wait_ns.
+constexpr uint64_t kOverdueCheckIntervalNs = 100'000'000;  // 100 ms
 
 struct RequiredFeature {
   unsigned bit;
@@ -223,8 +237,16 @@ CqeVerdict ApplyCqe(IoRequest& r, int res, IoResult* result, bool* again_exhaust
   return CqeVerdict::kResubmit;  // short transfer: continue at offset + done
 }
 
-void CountCompletion(IoQueueStats& stats, IoOp op, const IoResult& result) {
+Demand DemandOf(const IoRequest& r) {
+  const bool data = r.op == IoOp::kRead || r.op == IoOp::kWrite;
+  return Demand{r.op == IoOp::kRead ? IoDirection::kRead : IoDirection::kWrite,
+                data ? r.len : uint64_t{0}, r.submit_ns};
+}
+
+void CountCompletion(IoQueueStats& stats, IoOp op, const IoResult& result, uint64_t latency_ns) {
   constexpr auto kRelaxed = std::memory_order_relaxed;
+  stats.latency_count[LatencyBucket(latency_ns)].fetch_add(1, kRelaxed);
+  stats.latency_sum_ns.fetch_add(latency_ns, kRelaxed);
   switch (op) {
     case IoOp::kRead:
       stats.read_ops.fetch_add(1, kRelaxed);
@@ -244,35 +266,51 @@ void CountCompletion(IoQueueStats& stats, IoOp op, const IoResult& result) {
 }  // namespace
 
 struct Engine::Impl {
-  Impl(Uring ring, unsigned max_in_flight, EngineTestHooks hooks)
+  Impl(Uring ring, const EngineOptions& options, unsigned max_in_flight, EngineTestHooks hooks)
       : ring_(std::move(ring)),
         max_in_flight_(max_in_flight),
+        max_queue_wait_ns_(options.max_queue_wait_ns),
+        clock_(SteadyClock()),
         max_bytes_per_sqe_(hooks.max_bytes_per_sqe > 0
                                ? std::min<uint64_t>(hooks.max_bytes_per_sqe, kMaxBytesPerSqe)
                                : kMaxBytesPerSqe),
         hooks_(std::move(hooks)),
-        log_(GetLogger("iopath")) {}
+        log_(GetLogger("iopath")),
+        scheduler_(SchedulerOptions{options.op_cost_bytes}) {}
 
   // Sets up the ring, checks what iopath relies on, starts the completion thread.
   static Result<std::unique_ptr<Impl>> Create(const EngineOptions& options, EngineTestHooks hooks);
 
   void RegisterQueue(IoQueue& queue) EXCLUDES(mu_);
   void Unregister(IoQueue& queue) EXCLUDES(mu_);
+  void SetLimits(IoQueue& queue, const IoLimits& limits) EXCLUDES(mu_);
+  IoLimits GetLimits(const IoQueue& queue) EXCLUDES(mu_);
   void Submit(IoQueue& queue, std::unique_ptr<IoRequest> request) EXCLUDES(mu_);
   void Shutdown() EXCLUDES(mu_);
 
   // Moves work into the ring: first continuations (they hold a slot already),
-  // then new requests while fewer than max_in_flight_ are in flight, taking
-  // queues in the order PickNextQueue() gives. One io_uring_submit per call.
+  // then new requests while fewer than max_in_flight_ are in flight, in the
+  // order the scheduler admits them. One io_uring_submit per call. Records in
+  // wake_at_ns_ when a throttled queue becomes eligible, and wakes the
+  // completion thread if it would sleep past that.
   void Dispatch() REQUIRES(mu_);
-  // The scheduler seam. Returns the queue whose oldest request enters the ring
-  // next and takes it off the active list (Dispatch() puts it back at the end
-  // if it still has work), or nullptr if no queue has work. Today: plain
-  // round-robin, one request per turn. Per-volume token buckets and weighted
-  // fair queuing replace this function, not Dispatch().
-  IoQueue* PickNextQueue() REQUIRES(mu_);
-  void PushActive(IoQueue& queue) REQUIRES(mu_);
+  // Takes the oldest request off `queue` and hands its next one to the
+  // scheduler.
+  IoRequest* PopHead(IoQueue& queue) REQUIRES(mu_);
+  // Fails (into `out`) every queued request that has waited longer than
+  // max_queue_wait_ns_.
+  void TakeOverdue(uint64_t now_ns, RequestList* out) REQUIRES(mu_);
+  // Posts a NOP so that the completion thread re-evaluates its wait.
+  void WakeCompletionThread() REQUIRES(mu_);
   void PrepSqe(io_uring_sqe* sqe, IoRequest& r) const;
+  // Runs Complete() for `count` finished requests with no lock held, then
+  // releases them from their queues' outstanding counts.
+  struct Finished {
+    IoRequest* request;
+    IoQueue* queue;
+    IoResult result;
+  };
+  void CompleteAll(Finished* finished, unsigned count) EXCLUDES(mu_);
   // io_uring_submit for everything published so far; on failure leaves
   // sq_unflushed_ set so the SQEs are submitted again later.
   void FlushSq() REQUIRES(mu_);
@@ -287,11 +325,14 @@ struct Engine::Impl {
   // GUARDED_BY.
   Uring ring_;
   const unsigned max_in_flight_;
+  const uint64_t max_queue_wait_ns_;
+  const Clock& clock_;
   const uint64_t max_bytes_per_sqe_;
   const EngineTestHooks hooks_;
   const std::shared_ptr<spdlog::logger> log_;
   std::atomic<uint64_t> again_exhausted_{0};  // for rate-limited logging
   std::atomic<uint64_t> submit_failures_{0};  // for rate-limited logging
+  std::atomic<uint64_t> timeouts_{0};         // for rate-limited logging
 
   // mu_ guards the SQ, every IoQueue's list and counters, and the fields below.
   // Lock order: callers' own locks -> mu_ (a caller may hold its locks while
@@ -303,9 +344,14 @@ struct Engine::Impl {
   Mutex mu_;
   // Notified when some queue's outstanding count drops to 0.
   std::condition_variable_any idle_cv_;
-  // Round-robin list of queues with queued requests, via IoQueue::next_active_.
-  IoQueue* active_head_ GUARDED_BY(mu_) = nullptr;
-  IoQueue* active_tail_ GUARDED_BY(mu_) = nullptr;
+  // Which queue's request goes next; sees only each queue's oldest request.
+  Scheduler scheduler_ GUARDED_BY(mu_);
+  // When the earliest throttled queue becomes eligible; 0 when none waits.
+  uint64_t wake_at_ns_ GUARDED_BY(mu_) = 0;
+  // When the completion thread's current wait ends at the latest.
+  uint64_t cq_deadline_ns_ GUARDED_BY(mu_) = 0;
+  bool wake_posted_ GUARDED_BY(mu_) = false;  // a wake-up NOP is in the ring
+  uint64_t next_overdue_check_ns_ GUARDED_BY(mu_) = 0;
   // In flight, waiting for an SQE to continue (short transfer or -EAGAIN).
   RequestList resume_ GUARDED_BY(mu_);
   unsigned in_flight_ GUARDED_BY(mu_) = 0;    // requests holding a ring slot
@@ -357,7 +403,7 @@ Result<std::unique_ptr<Engine::Impl>> Engine::Impl::Create(const EngineOptions& 
   // The kernel rounds the SQ up to a power of two; more in flight than SQ
   // entries could not be submitted anyway.
   const unsigned max_in_flight = std::min(options.max_in_flight, params.sq_entries);
-  auto impl = std::make_unique<Impl>(std::move(*ring), max_in_flight, std::move(hooks));
+  auto impl = std::make_unique<Impl>(std::move(*ring), options, max_in_flight, std::move(hooks));
   try {
     impl->completion_thread_ = std::thread([p = impl.get()] { p->CompletionLoop(); });
   } catch (const std::system_error& e) {
@@ -391,8 +437,21 @@ void Engine::Impl::Unregister(IoQueue& queue) {
     std::abort();
   }
   while (queue.outstanding_ > 0) idle_cv_.wait(mu_);
+  scheduler_.Remove(*queue.flow_);
   queue.registered_ = false;
   --num_queues_;
+}
+
+void Engine::Impl::SetLimits(IoQueue& queue, const IoLimits& limits) {
+  MutexLock lock(mu_);
+  scheduler_.Configure(*queue.flow_, limits, clock_.NowNs());
+  queue.limits_ = limits;
+  Dispatch();  // a throttled queue may be eligible now, or later than planned
+}
+
+IoLimits Engine::Impl::GetLimits(const IoQueue& queue) {
+  MutexLock lock(mu_);
+  return queue.limits_;
 }
 
 void Engine::Impl::Submit(IoQueue& queue, std::unique_ptr<IoRequest> request) {
@@ -402,37 +461,29 @@ void Engine::Impl::Submit(IoQueue& queue, std::unique_ptr<IoRequest> request) {
   r->again_retries = 0;
   r->next_in_queue = nullptr;
   r->queue_ = &queue;
+  r->submit_ns = clock_.NowNs();
 
   MutexLock lock(mu_);
   RequestList queued{queue.head_, queue.tail_};
+  const bool was_empty = queued.empty();
   queued.PushBack(r);
   queue.head_ = queued.head;
   queue.tail_ = queued.tail;
   ++queue.outstanding_;
   ++outstanding_;
-  if (!queue.active_) PushActive(queue);
+  queue.stats_.queued.fetch_add(1, std::memory_order_relaxed);
+  if (was_empty) scheduler_.Enqueue(*queue.flow_, DemandOf(*r));
   Dispatch();
 }
 
-void Engine::Impl::PushActive(IoQueue& queue) {
-  queue.active_ = true;
-  queue.next_active_ = nullptr;
-  if (active_tail_) {
-    active_tail_->next_active_ = &queue;
-  } else {
-    active_head_ = &queue;
-  }
-  active_tail_ = &queue;
-}
-
-IoQueue* Engine::Impl::PickNextQueue() {
-  IoQueue* queue = active_head_;
-  if (!queue) return nullptr;
-  active_head_ = queue->next_active_;
-  if (!active_head_) active_tail_ = nullptr;
-  queue->next_active_ = nullptr;
-  queue->active_ = false;
-  return queue;
+IoRequest* Engine::Impl::PopHead(IoQueue& queue) {
+  RequestList queued{queue.head_, queue.tail_};
+  IoRequest* r = queued.PopFront();
+  queue.head_ = queued.head;
+  queue.tail_ = queued.tail;
+  if (queue.head_) scheduler_.Enqueue(*queue.flow_, DemandOf(*queue.head_));
+  queue.stats_.queued.fetch_sub(1, std::memory_order_relaxed);
+  return r;
 }
 
 void Engine::Impl::Dispatch() {
@@ -442,19 +493,53 @@ void Engine::Impl::Dispatch() {
     PrepSqe(io_uring_get_sqe(ring), *resume_.PopFront());
     ++prepared;
   }
-  while (resume_.empty() && in_flight_ < max_in_flight_ && io_uring_sq_space_left(ring) > 0) {
-    IoQueue* queue = PickNextQueue();
-    if (!queue) break;
-    RequestList queued{queue->head_, queue->tail_};
-    IoRequest* r = queued.PopFront();
-    queue->head_ = queued.head;
-    queue->tail_ = queued.tail;
-    if (queue->head_) PushActive(*queue);
-    ++in_flight_;
-    PrepSqe(io_uring_get_sqe(ring), *r);
-    ++prepared;
+  wake_at_ns_ = 0;
+  if (resume_.empty() && scheduler_.backlogged() > 0) {
+    const uint64_t now = clock_.NowNs();
+    while (in_flight_ < max_in_flight_ && io_uring_sq_space_left(ring) > 0) {
+      const Scheduler::Pick pick = scheduler_.PickNext(now, &wake_at_ns_);
+      if (!pick.flow) break;
+      auto* queue = static_cast<IoQueue*>(pick.flow->owner());
+      if (pick.throttled_ns > 0) {
+        queue->stats_.throttled_ns.fetch_add(pick.throttled_ns, std::memory_order_relaxed);
+      }
+      IoRequest* r = PopHead(*queue);
+      queue->stats_.in_flight.fetch_add(1, std::memory_order_relaxed);
+      ++in_flight_;
+      PrepSqe(io_uring_get_sqe(ring), *r);
+      ++prepared;
+    }
+    // Sleeping past the moment a throttled request may go would throttle it
+    // twice; a small slack avoids a wake-up NOP for every submission.
+    constexpr uint64_t kWakeSlackNs = 20'000;
+    if (wake_at_ns_ != 0 && !wake_posted_ && wake_at_ns_ + kWakeSlackNs < cq_deadline_ns_ &&
+        std::this_thread::get_id() != completion_thread_.get_id()) {
+      WakeCompletionThread();
+      ++prepared;
+    }
   }
   if (prepared > 0 || sq_unflushed_) FlushSq();
+}
+
+void Engine::Impl::WakeCompletionThread() {
+  if (io_uring_sq_space_left(ring_.get()) == 0) return;  // it wakes within kIdleWakeupNs
+  io_uring_sqe* sqe = io_uring_get_sqe(ring_.get());
+  io_uring_prep_nop(sqe);
+  io_uring_sqe_set_data(sqe, nullptr);
+  wake_posted_ = true;
+}
+
+void Engine::Impl::TakeOverdue(uint64_t now_ns, RequestList* out) {
+  if (now_ns < max_queue_wait_ns_) return;
+  const uint64_t deadline = now_ns - max_queue_wait_ns_;
+  uint64_t throttled = 0;
+  while (Flow* flow = scheduler_.TakeOverdue(deadline, now_ns, &throttled)) {
+    auto* queue = static_cast<IoQueue*>(flow->owner());
+    queue->stats_.throttled_ns.fetch_add(throttled, std::memory_order_relaxed);
+    // A queue is FIFO: its later requests are younger, but may be overdue too;
+    // the loop meets this queue again through its new head if so.
+    out->PushBack(PopHead(*queue));
+  }
 }
 
 void Engine::Impl::PrepSqe(io_uring_sqe* sqe, IoRequest& r) const {
@@ -529,11 +614,44 @@ void Engine::Impl::CompletionLoop() noexcept {
 
 bool Engine::Impl::RunCompletionRound() {
   __kernel_timespec timeout{};
+  RequestList overdue;
   {
     MutexLock lock(mu_);
     if (stopping_ && outstanding_ == 0) return false;
     if (sq_unflushed_) FlushSq();
-    timeout.tv_nsec = sq_unflushed_ ? kSubmitRetryIntervalNs : kIdleWakeupNs;
+    const uint64_t now = clock_.NowNs();
+    if (now >= next_overdue_check_ns_) {
+      TakeOverdue(now, &overdue);
+      next_overdue_check_ns_ = now + kOverdueCheckIntervalNs;
+    }
+    if (wake_at_ns_ != 0 && now >= wake_at_ns_) Dispatch();  // throttled requests now eligible
+    uint64_t wait_ns = sq_unflushed_ ? kSubmitRetryIntervalNs : kIdleWakeupNs;
+    if (wake_at_ns_ != 0) wait_ns = std::min(wait_ns, wake_at_ns_ > now ? wake_at_ns_ - now : 0);
+    if (scheduler_.backlogged() > 0 && next_overdue_check_ns_ > now) {
+      wait_ns = std::min(wait_ns, next_overdue_check_ns_ - now);
+    }
+    timeout.tv_sec = static_cast<int64_t>(wait_ns / 1'000'000'000);
+    timeout.tv_nsec = static_cast<long long>(wait_ns % 1'000'000'000);
+    cq_deadline_ns_ = now + wait_ns;
+    wake_posted_ = false;
+  }
+  if (!overdue.empty()) {
+    Finished failed[kCqeBatch];
+    unsigned count = 0;
+    while (!overdue.empty()) {
+      IoRequest* r = overdue.PopFront();
+      r->queue_->stats_.timed_out.fetch_add(1, std::memory_order_relaxed);
+      failed[count++] = Finished{r, r->queue_, IoResult{0, ETIMEDOUT}};
+      if (count == kCqeBatch || overdue.empty()) {
+        CompleteAll(failed, count);
+        count = 0;
+      }
+    }
+    if (ShouldLog(timeouts_)) {
+      log_->warn("requests waited in their queue longer than {} s and failed with ETIMEDOUT ({} "
+                 "check(s) with timeouts so far)",
+                 max_queue_wait_ns_ / 1'000'000'000.0, timeouts_.load(std::memory_order_relaxed));
+    }
   }
 
   io_uring* ring = ring_.get();
@@ -547,17 +665,12 @@ bool Engine::Impl::RunCompletionRound() {
   const unsigned reaped = io_uring_peek_batch_cqe(ring, cqes, kCqeBatch);
   if (reaped == 0) return true;
 
-  struct Finished {
-    IoRequest* request;
-    IoQueue* queue;
-    IoResult result;
-  };
   Finished finished[kCqeBatch];
   unsigned num_finished = 0;
   RequestList resume;
   for (unsigned i = 0; i < reaped; ++i) {
     auto* r = static_cast<IoRequest*>(io_uring_cqe_get_data(cqes[i]));
-    if (r == nullptr) continue;  // the wake-up NOP from Shutdown()
+    if (r == nullptr) continue;  // a wake-up NOP
     MarkReapedFromRing(r);
     const int res = FilterRes(*r, cqes[i]->res);
     IoResult result;
@@ -566,6 +679,7 @@ bool Engine::Impl::RunCompletionRound() {
       resume.PushBack(r);
     } else {
       finished[num_finished++] = Finished{r, r->queue_, result};
+      r->queue_->stats_.in_flight.fetch_sub(1, std::memory_order_relaxed);
     }
     if (again_exhausted && ShouldLog(again_exhausted_)) {
       log_->warn("{} on fd {} still got EAGAIN after {} retries, failing it with EIO ({} so far)",
@@ -583,26 +697,30 @@ bool Engine::Impl::RunCompletionRound() {
     resume_.Append(resume);
     Dispatch();
   }
+  CompleteAll(finished, num_finished);
+  return true;
+}
 
+void Engine::Impl::CompleteAll(Finished* finished, unsigned count) {
+  if (count == 0) return;
+  const uint64_t now = clock_.NowNs();
   // Each request is destroyed right after its Complete() returns.
-  for (unsigned i = 0; i < num_finished; ++i) {
+  for (unsigned i = 0; i < count; ++i) {
     Finished& f = finished[i];
-    CountCompletion(f.queue->stats_, f.request->op, f.result);
+    const uint64_t latency = now > f.request->submit_ns ? now - f.request->submit_ns : 0;
+    CountCompletion(f.queue->stats_, f.request->op, f.result, latency);
     std::unique_ptr<IoRequest> owned(f.request);
     owned->Complete(f.result);  // noexcept; may Submit() more work
   }
 
-  if (num_finished > 0) {
-    MutexLock lock(mu_);
-    bool queue_idle = false;
-    for (unsigned i = 0; i < num_finished; ++i) {
-      // Last touch of the queue: once its count is 0, ~IoQueue may free it.
-      if (--finished[i].queue->outstanding_ == 0) queue_idle = true;
-    }
-    outstanding_ -= num_finished;
-    if (queue_idle) idle_cv_.notify_all();
+  MutexLock lock(mu_);
+  bool queue_idle = false;
+  for (unsigned i = 0; i < count; ++i) {
+    // Last touch of the queue: once its count is 0, ~IoQueue may free it.
+    if (--finished[i].queue->outstanding_ == 0) queue_idle = true;
   }
-  return true;
+  outstanding_ -= count;
+  if (queue_idle) idle_cv_.notify_all();
 }
 
 void Engine::Impl::Shutdown() {
@@ -628,7 +746,18 @@ void Engine::Impl::Shutdown() {
 
 // ---------------------------------------------------------------------------
 
+IoQueue::IoQueue(Engine* engine, std::string name)
+    : engine_(engine), name_(std::move(name)), flow_(std::make_unique<Flow>(this)) {}
+
 IoQueue::~IoQueue() { engine_->Unregister(*this); }
+
+Status IoQueue::SetLimits(const IoLimits& limits) {
+  if (Status s = ValidateIoLimits(limits); !s.ok()) return s;
+  engine_->impl_->SetLimits(*this, limits);
+  return Status::Ok();
+}
+
+IoLimits IoQueue::limits() const { return engine_->impl_->GetLimits(*this); }
 
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 

@@ -11,15 +11,21 @@
 //     from the queues.
 //   * The SQ is touched only under `mu_`; the CQ only by the completion thread.
 //
-// Queues and the scheduler seam
-//   Every volume gets its own IoQueue. Requests wait in their queue until the
-//   dispatcher moves them into the ring; today the dispatcher serves queues in
-//   round-robin order and keeps at most `max_in_flight` requests in the ring.
-//   Per-volume limits and weighted fair sharing plug in at that dispatch step
-//   (PickNextQueue in engine.cc).
+// Queues, limits and fair sharing
+//   Every volume gets its own IoQueue with its IoLimits (iopath/io_limits.h).
+//   Requests wait in their queue until the dispatcher moves them into the ring,
+//   keeping at most `max_in_flight` requests there. The dispatcher asks the
+//   Scheduler (iopath/scheduler.h) which queue goes next: a queue over its
+//   limits is skipped until its buckets allow its oldest request, and among the
+//   others the one furthest behind its weighted share goes first. A throttled
+//   request holds neither a ring slot nor the submitter's thread: it is just
+//   queued, and the completion thread wakes when it becomes eligible.
+//   One engine is one disk: the fair share is of this engine's ring.
 //
 // Failure: Create() fails with a Status naming the missing io_uring feature or
-// opcode. Submit() never fails; errors arrive through IoRequest::Complete().
+// opcode. Submit() never fails; errors arrive through IoRequest::Complete(),
+// including ETIMEDOUT for a request that waited in its queue longer than
+// EngineOptions::max_queue_wait_ns.
 #pragma once
 
 #include <atomic>
@@ -28,22 +34,14 @@
 #include <string>
 
 #include "base/status.h"
+#include "iopath/io_limits.h"
 #include "iopath/io_request.h"
+#include "iopath/io_stats.h"
+#include "iopath/scheduler.h"
 
 namespace localvol::iopath {
 
 class Engine;
-
-// Per-volume counters, updated on completion. Relaxed atomics: readers get a
-// recent, not a consistent, snapshot.
-struct IoQueueStats {
-  std::atomic<uint64_t> read_ops{0};
-  std::atomic<uint64_t> read_bytes{0};
-  std::atomic<uint64_t> write_ops{0};
-  std::atomic<uint64_t> write_bytes{0};
-  std::atomic<uint64_t> other_ops{0};
-  std::atomic<uint64_t> errors{0};
-};
 
 // One volume's queue in front of the ring. Created by Engine::CreateQueue().
 // The destructor waits until every request submitted through this queue has
@@ -57,9 +55,16 @@ class IoQueue {
   const std::string& name() const { return name_; }
   const IoQueueStats& stats() const { return stats_; }
 
+  // Replaces the queue's limits and weight, live: the next dispatch decision
+  // uses them. Credit already earned is kept up to the new bucket sizes; a
+  // limit that was off starts with a full burst. Fails with EINVAL (see
+  // ValidateIoLimits) and changes nothing if `limits` is invalid.
+  Status SetLimits(const IoLimits& limits);
+  IoLimits limits() const;
+
  private:
   friend class Engine;
-  IoQueue(Engine* engine, std::string name) : engine_(engine), name_(std::move(name)) {}
+  IoQueue(Engine* engine, std::string name);
 
   Engine* engine_;
   const std::string name_;
@@ -69,14 +74,20 @@ class IoQueue {
   IoRequest* tail_ = nullptr;
   uint64_t outstanding_ = 0;  // queued + in the ring + completing (until Complete returns)
   bool registered_ = false;
-  // Link in the engine's round-robin list of queues that have queued requests.
-  IoQueue* next_active_ = nullptr;
-  bool active_ = false;
+  IoLimits limits_;
+  std::unique_ptr<Flow> flow_;  // the queue as the scheduler sees it
 };
 
 struct EngineOptions {
   unsigned ring_entries = 256;   // SQ size; the CQ is twice this
   unsigned max_in_flight = 256;  // requests in the ring at once, <= ring_entries
+  // A request still queued this long after Submit() (throttled, or starved by
+  // an overloaded disk) fails with ETIMEDOUT instead of waiting on. Checked
+  // every 100 ms.
+  uint64_t max_queue_wait_ns = 30'000'000'000;
+  // Fair-sharing cost of a request: this many bytes plus its length (see
+  // iopath/scheduler.h for why).
+  uint64_t op_cost_bytes = kDefaultOpCostBytes;
 };
 
 class Engine {
@@ -90,7 +101,8 @@ class Engine {
   // All IoQueues must have been destroyed first.
   ~Engine();
 
-  // Creates a volume's queue. The engine must outlive it.
+  // Creates a volume's queue, unlimited and with the default weight (see
+  // IoQueue::SetLimits). The engine must outlive it.
   std::unique_ptr<IoQueue> CreateQueue(std::string name);
 
   // Takes ownership of `request` and queues it on `queue`. Never blocks on

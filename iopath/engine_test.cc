@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -548,7 +549,7 @@ TEST_F(EngineTest, StatsCountOpsAndBytesPerQueue) {
   EXPECT_EQ(o.write_ops.load() + o.write_bytes.load() + o.other_ops.load() + o.errors.load(), 0u);
 }
 
-TEST(EngineScheduling, RoundRobinAlternatesBetweenQueues) {
+TEST(EngineScheduling, EqualWeightsAlternateBetweenQueues) {
   ENGINE_OR_SKIP(engine, Engine::Create(EngineOptions{.ring_entries = 8, .max_in_flight = 1}));
   auto blocker_queue = engine->CreateQueue("blocker");
   auto a = engine->CreateQueue("a");
@@ -582,6 +583,132 @@ TEST(EngineScheduling, RoundRobinAlternatesBetweenQueues) {
   ASSERT_TRUE(done.Wait());
   std::lock_guard<std::mutex> lock(mu);
   EXPECT_TRUE(order == "abababab" || order == "babababa") << order;
+}
+
+// ---------------------------------------------------------------------------
+// Limits, the wait bound and per-queue statistics. The scheduler's accuracy is
+// tested with a manual clock in scheduler_test.cc; these check the wiring with
+// real I/O and tolerant timings.
+
+IoLimits ReadIops(uint64_t rate) {
+  IoLimits l;
+  l.read_iops.rate = rate;
+  return l;
+}
+
+// Submits `n` one-byte reads of `file` on `queue`; `done` counts them down and
+// `results` collects their errors.
+void SubmitReads(Engine& engine, IoQueue& queue, const TempFile& file, int n, Countdown& done,
+                 std::vector<int>* errors, std::mutex* mu) {
+  static char sink[1];
+  for (int i = 0; i < n; ++i) {
+    engine.Submit(queue, MakeRequest(IoOp::kRead, file.fd(), 0, sink, 1, [&, errors, mu](IoResult r) {
+                    {
+                      std::lock_guard<std::mutex> lock(*mu);
+                      errors->push_back(r.err);
+                    }
+                    done.Done();
+                  }));
+  }
+}
+
+TEST_F(EngineTest, ThrottledRequestsWaitInTheQueueNotInSubmit) {
+  file_.Fill(Pattern(16, 1));
+  ASSERT_TRUE(queue_->SetLimits(ReadIops(20)).ok());  // 2 ops of credit, then one per 50 ms
+  Countdown done(12);
+  std::vector<int> errors;
+  std::mutex mu;
+  const auto start = std::chrono::steady_clock::now();
+  SubmitReads(*engine_, *queue_, file_, 12, done, &errors, &mu);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 100ms) << "Submit() waited for the limit";
+  EXPECT_GE(queue_->stats().queued.load(), 5u);
+  ASSERT_TRUE(done.Wait());
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(elapsed, 400ms);  // 9 ops beyond the credit at 20/s: 450 ms
+  EXPECT_EQ(queue_->stats().queued.load(), 0u);
+  EXPECT_EQ(queue_->stats().read_ops.load(), 12u);
+  EXPECT_GE(queue_->stats().throttled_ns.load(), 300'000'000u);
+  EXPECT_EQ(std::count(errors.begin(), errors.end(), 0), 12);
+}
+
+TEST_F(EngineTest, UnlimitedQueueIsNotHeldBackByAThrottledOne) {
+  file_.Fill(Pattern(16, 2));
+  ASSERT_TRUE(queue_->SetLimits(ReadIops(1)).ok());
+  auto free_queue = engine_->CreateQueue("free");
+  Countdown throttled_done(5);
+  Countdown free_done(200);
+  std::vector<int> errors;
+  std::mutex mu;
+  SubmitReads(*engine_, *queue_, file_, 5, throttled_done, &errors, &mu);
+  const auto start = std::chrono::steady_clock::now();
+  SubmitReads(*engine_, *free_queue, file_, 200, free_done, &errors, &mu);
+  ASSERT_TRUE(free_done.Wait());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1s);
+  EXPECT_GE(queue_->stats().queued.load(), 3u);  // still held back
+  ASSERT_TRUE(queue_->SetLimits(IoLimits{}).ok());  // release them before teardown
+  EXPECT_TRUE(throttled_done.Wait());
+}
+
+TEST_F(EngineTest, RaisingTheLimitReleasesQueuedRequestsAtOnce) {
+  file_.Fill(Pattern(16, 3));
+  ASSERT_TRUE(queue_->SetLimits(ReadIops(1)).ok());
+  Countdown done(6);
+  std::vector<int> errors;
+  std::mutex mu;
+  SubmitReads(*engine_, *queue_, file_, 6, done, &errors, &mu);
+  std::this_thread::sleep_for(50ms);
+  EXPECT_GE(queue_->stats().queued.load(), 4u);
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(queue_->SetLimits(ReadIops(100'000)).ok());
+  ASSERT_TRUE(done.Wait());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 500ms);
+  EXPECT_EQ(queue_->limits(), ReadIops(100'000));
+}
+
+TEST_F(EngineTest, InvalidLimitsAreRefusedAndChangeNothing) {
+  ASSERT_TRUE(queue_->SetLimits(ReadIops(50)).ok());
+  IoLimits bad = ReadIops(50);
+  bad.read_iops.burst_rate = 10;  // below the rate
+  Status s = queue_->SetLimits(bad);
+  EXPECT_EQ(s.err(), EINVAL);
+  EXPECT_EQ(queue_->limits(), ReadIops(50));
+}
+
+TEST(EngineWaitBound, RequestsQueuedLongerThanTheBoundFailWithEtimedout) {
+  ENGINE_OR_SKIP(engine, Engine::Create(EngineOptions{.max_queue_wait_ns = 300'000'000}));
+  auto queue = engine->CreateQueue("slow");
+  TempFile file;
+  file.Fill(Pattern(16, 4));
+  ASSERT_TRUE(queue->SetLimits(ReadIops(1)).ok());  // 0.1 op of credit: one read, then 1 s each
+  Countdown done(3);
+  std::vector<int> errors;
+  std::mutex mu;
+  const auto start = std::chrono::steady_clock::now();
+  SubmitReads(*engine, *queue, file, 3, done, &errors, &mu);
+  ASSERT_TRUE(done.Wait());
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(elapsed, 300ms);
+  EXPECT_LT(elapsed, 900ms);  // the bound plus the 100 ms check interval, with slack
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_EQ(std::count(errors.begin(), errors.end(), 0), 1);
+  EXPECT_EQ(std::count(errors.begin(), errors.end(), ETIMEDOUT), 2);
+  EXPECT_EQ(queue->stats().timed_out.load(), 2u);
+  EXPECT_EQ(queue->stats().errors.load(), 2u);
+  EXPECT_EQ(queue->stats().queued.load(), 0u);
+}
+
+TEST_F(EngineTest, LatencyHistogramCountsEveryCompletion) {
+  file_.Fill(Pattern(4096, 5));
+  std::vector<char> buf(4096);
+  for (int i = 0; i < 20; ++i) Run(IoOp::kRead, file_.fd(), 0, buf.data(), buf.size());
+  Run(IoOp::kFsync, file_.fd(), 0, nullptr, 0);
+  const IoStatsSnapshot s = queue_->stats().Snapshot();
+  uint64_t counted = 0;
+  for (uint64_t c : s.latency_count) counted += c;
+  EXPECT_EQ(counted, 21u);
+  EXPECT_GT(s.latency_sum_ns, 0u);
+  EXPECT_EQ(s.in_flight, 0u);
+  EXPECT_EQ(s.queued, 0u);
 }
 
 // ---------------------------------------------------------------------------

@@ -56,6 +56,7 @@ class IoRequest {
   // being continued. Not for callers.
   uint64_t done_bytes = 0;
   uint32_t again_retries = 0;
+  uint64_t submit_ns = 0;  // Engine clock at Submit(): wait bound and latency
   IoRequest* next_in_queue = nullptr;
 
  private:

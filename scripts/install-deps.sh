@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config clang
   libfuse3-dev fuse3 liburing-dev libblkid-dev libspdlog-dev
-  libgtest-dev libgmock-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
   xfsprogs e2fsprogs util-linux acl attr fio python3
   # the node agent (agent/): gRPC API, YAML config, sd_notify, CLI parsing;
   # systemd provides systemd-analyze for the unit-file test

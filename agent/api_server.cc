@@ -21,6 +21,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "agent/io_limits_proto.h"
 #include "agent/proto/localvol.grpc.pb.h"
 #include "agent/system.h"
 #include "base/logging.h"
@@ -30,6 +31,19 @@ namespace localvol::agent {
 namespace {
 
 namespace pb = ::localvol::v1;
+
+void ToProto(const fuse::VolumeIoStats& s, pb::IoStats* out) {
+  out->set_read_ops(s.read_ops);
+  out->set_read_bytes(s.read_bytes);
+  out->set_write_ops(s.write_ops);
+  out->set_write_bytes(s.write_bytes);
+  out->set_other_ops(s.other_ops);
+  out->set_errors(s.errors);
+  out->set_timed_out(s.timed_out);
+  out->set_throttled_seconds(static_cast<double>(s.throttled_ns) / 1e9);
+  out->set_queued(s.queued);
+  out->set_in_flight(s.in_flight);
+}
 
 void ToProto(const VolumeInfo& v, pb::Volume* out) {
   out->set_name(v.name);
@@ -42,6 +56,8 @@ void ToProto(const VolumeInfo& v, pb::Volume* out) {
   out->set_used_bytes(v.used_bytes);
   out->set_inode_limit(v.inode_limit);
   out->set_inodes_used(v.inodes_used);
+  IoLimitsToProto(v.io_limits, out->mutable_io_limits());
+  ToProto(v.io, out->mutable_io_stats());
 }
 
 void ToProto(const DiskInfo& d, pb::Disk* out) {
@@ -101,8 +117,10 @@ class ApiServer::Service final : public pb::LocalVol::Service {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                           "capacity_bytes is missing: give the volume a size (e.g. --size 10Gi)");
     }
-    auto v = volumes_->Create(
-        CreateVolumeParams{req->name(), req->capacity_bytes(), req->inode_limit(), req->disk()});
+    CreateVolumeParams params{req->name(), req->capacity_bytes(), req->inode_limit(), req->disk(),
+                              std::nullopt};
+    if (req->has_io_limits()) params.io_limits = IoLimitsFromProto(req->io_limits());
+    auto v = volumes_->Create(params);
     if (!v.ok()) return Fail("create volume " + req->name(), v.status());
     ToProto(*v, out);
     return grpc::Status::OK;
@@ -130,6 +148,19 @@ class ApiServer::Service final : public pb::LocalVol::Service {
     }
     auto v = volumes_->Resize(req->name(), req->capacity_bytes(), req->inode_limit());
     if (!v.ok()) return Fail("resize volume " + req->name(), v.status());
+    ToProto(*v, out);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status SetVolumeLimits(grpc::ServerContext*, const pb::SetVolumeLimitsRequest* req,
+                               pb::Volume* out) override {
+    if (!req->has_io_limits()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "io_limits is missing: give the complete new limits (an empty IoLimits "
+                          "removes them all)");
+    }
+    auto v = volumes_->SetIoLimits(req->name(), IoLimitsFromProto(req->io_limits()));
+    if (!v.ok()) return Fail("set the I/O limits of volume " + req->name(), v.status());
     ToProto(*v, out);
     return grpc::Status::OK;
   }

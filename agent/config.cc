@@ -127,7 +127,7 @@ Config Parse(const YAML::Node& root) {
   if (!root.IsMap()) throw ConfigError("", "the configuration must be a YAML map of keys", LineOf(root));
   CheckKeys(root, "",
             {"disks", "filesystem", "publish_dir", "state_dir", "reserve", "socket", "log_level",
-             "metrics_port", "embedded_disk_size"});
+             "metrics_port", "embedded_disk_size", "io_scheduler", "io_contended_in_flight"});
   if (const auto disks = root["disks"]) {
     if (!disks.IsNull()) {
       if (!disks.IsSequence()) throw ConfigError("disks", "expected a list of devices", LineOf(disks));
@@ -182,6 +182,19 @@ Config Parse(const YAML::Node& root) {
     if (c.embedded_disk_size < (512ull << 20)) {
       throw ConfigError("embedded_disk_size", "must be at least 512Mi (XFS needs 300 MB)", LineOf(n));
     }
+  }
+  if (const auto n = root["io_scheduler"]) {
+    const std::string s = Scalar(n, "io_scheduler");
+    if (s == "fair") {
+      c.io_scheduler = iopath::IoPolicy::kFair;
+    } else if (s == "fifo") {
+      c.io_scheduler = iopath::IoPolicy::kFifo;
+    } else {
+      throw ConfigError("io_scheduler", "expected fair or fifo, not '" + s + "'", LineOf(n));
+    }
+  }
+  if (const auto n = root["io_contended_in_flight"]) {
+    c.io_contended_in_flight = Size(n, "io_contended_in_flight");
   }
   if (c.publish_dir == c.state_dir) {
     throw ConfigError("publish_dir", "must differ from state_dir (" + c.state_dir + ")");

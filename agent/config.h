@@ -13,6 +13,14 @@
 //   log_level: info               # trace, debug, info, warn, error, critical, off
 //   metrics_port: 9477            # Prometheus text on 127.0.0.1; 0 turns it off
 //   embedded_disk_size: 10Gi      # the file-backed disk used when `disks` is empty
+//   io_scheduler: fair            # fair (default): volumes of a disk share it by
+//                                 # weight; fifo: arrival order, no sharing (for
+//                                 # measuring what fair sharing buys). Limits apply
+//                                 # either way.
+//   io_contended_in_flight: 64Ki  # while volumes of a disk contend, the ring takes
+//                                 # more only from volumes with nothing in it once it
+//                                 # holds this much cost (bytes + 32Ki per request);
+//                                 # 0: no cap. See docs/isolation.md.
 //
 // Every key is optional. An unknown key, a value of the wrong type or an
 // invalid value is an error whose message names the key ("disks[1].wipe: ...").
@@ -25,6 +33,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "iopath/engine.h"
 
 namespace localvol::agent {
 
@@ -61,6 +70,8 @@ struct Config {
   std::string log_level = "info";
   uint16_t metrics_port = 9477;
   uint64_t embedded_disk_size = 10ull << 30;
+  iopath::IoPolicy io_scheduler = iopath::IoPolicy::kFair;
+  uint64_t io_contended_in_flight = iopath::kDefaultContendedInFlightCost;
 };
 
 // Parses YAML text. `source` names the text in messages (usually the path).

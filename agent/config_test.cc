@@ -27,6 +27,8 @@ TEST(ConfigTest, EmptyFileGivesDefaults) {
   EXPECT_EQ(c->metrics_port, 9477);
   EXPECT_EQ(c->embedded_disk_size, 10ull << 30);
   EXPECT_EQ(c->reserve.For(1000), 50u);
+  EXPECT_EQ(c->io_scheduler, iopath::IoPolicy::kFair);
+  EXPECT_EQ(c->io_contended_in_flight, 64u << 10);
 }
 
 TEST(ConfigTest, FullConfig) {
@@ -45,6 +47,8 @@ socket: /tmp/x.sock
 log_level: debug
 metrics_port: 0
 embedded_disk_size: 2Gi
+io_scheduler: fifo
+io_contended_in_flight: 1Mi
 )",
                        "test.yaml");
   ASSERT_TRUE(c.ok()) << c.status().ToString();
@@ -60,6 +64,8 @@ embedded_disk_size: 2Gi
   EXPECT_EQ(c->reserve.For(1000), 20u);
   EXPECT_EQ(c->metrics_port, 0);
   EXPECT_EQ(c->embedded_disk_size, 2ull << 30);
+  EXPECT_EQ(c->io_scheduler, iopath::IoPolicy::kFifo);
+  EXPECT_EQ(c->io_contended_in_flight, 1u << 20);
 }
 
 TEST(ConfigTest, ErrorsNameTheKey) {
@@ -81,6 +87,8 @@ TEST(ConfigTest, ErrorsNameTheKey) {
       {"metrics_port: 70000\n", "metrics_port: expected a TCP port"},
       {"metrics_port: [1]\n", "metrics_port: expected a single value"},
       {"log_level: loud\n", "log_level: expected trace"},
+      {"io_scheduler: cfq\n", "io_scheduler: expected fair or fifo, not 'cfq'"},
+      {"io_contended_in_flight: lots\n", "io_contended_in_flight: invalid size"},
       {"publish_dir: relative/path\n", "publish_dir: expected an absolute path"},
       {"embedded_disk_size: 10Mi\n", "embedded_disk_size: must be at least 512Mi"},
       {"embedded_disk_size: 10Qi\n", "embedded_disk_size: invalid size"},

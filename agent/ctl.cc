@@ -7,13 +7,17 @@
 #include <chrono>
 #include <cstdio>
 #include <iomanip>
+#include <map>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "agent/config.h"
+#include "agent/io_limits_proto.h"
 #include "agent/proto/localvol.grpc.pb.h"
 #include "base/size.h"
+#include "iopath/io_limits.h"
 
 namespace localvol::agent {
 namespace {
@@ -82,6 +86,102 @@ std::string Json(const google::protobuf::Message& m) {
   return s;
 }
 
+// `s` without `suffix`, or "" if it does not end with it.
+std::string StripSuffix(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0
+             ? s.substr(0, s.size() - suffix.size())
+             : "";
+}
+
+bool IsLimitKey(const std::string& key) {
+  for (const auto& k : iopath::IoLimitKeys()) {
+    if (k == key) return true;
+  }
+  return false;
+}
+
+// Help for the flag of one iopath::IoLimitKeys() setting.
+std::string LimitHelp(const std::string& key) {
+  if (key == "weight") return "share of the disk when volumes on it contend, 1..10000 (default 100)";
+  if (std::string base = StripSuffix(key, "-burst-seconds"); !base.empty()) {
+    return "how long a full --" + base + "-burst lasts, 1..3600 seconds (default 1)";
+  }
+  if (std::string base = StripSuffix(key, "-burst"); !base.empty()) {
+    return "rate allowed for a burst after idling, above --" + base + " (0: no burst)";
+  }
+  const bool bytes = !StripSuffix(key, "-bps").empty();
+  return std::string(bytes ? "bytes per second, e.g. 100Mi" : "operations per second") +
+         " (0: no limit)";
+}
+
+// --<key> VALUE for every I/O limit setting (iopath::IoLimitKeys()): the one
+// spelling shared with the manifest and the logs. Values are parsed by
+// iopath::SetIoLimit.
+class LimitFlags {
+ public:
+  void Register(CLI::App* cmd) {
+    for (const auto& key : iopath::IoLimitKeys()) {
+      CLI::Option* opt = cmd->add_option("--" + key, values_[key], LimitHelp(key))->group("I/O limits");
+      opt->type_name(key == "weight" ? "N"
+                     : !StripSuffix(key, "-seconds").empty() ? "SECONDS"
+                     : !StripSuffix(key, "-bps").empty() || !StripSuffix(key, "-bps-burst").empty()
+                         ? "BYTES/S"
+                         : "OPS/S");
+      flags_.emplace_back(key, opt);
+    }
+  }
+
+  bool any() const {
+    for (const auto& f : flags_) {
+      if (f.second->count() > 0) return true;
+    }
+    return false;
+  }
+
+  // Applies the flags that were given onto *limits, or fails with EINVAL
+  // naming the flag (and leaves *limits unchanged). Does not validate the
+  // result as a whole. A rate set to 0 removes that limit, its burst included
+  // (unless a burst flag is given too).
+  Status ApplyTo(iopath::IoLimits* limits) const {
+    iopath::IoLimits out = *limits;
+    for (const auto& [key, opt] : flags_) {
+      if (opt->count() == 0) continue;
+      const std::string& value = values_.at(key);
+      if (Status s = iopath::SetIoLimit(&out, key, value); !s.ok()) {
+        return Status::Error(EINVAL, "--" + s.context());
+      }
+      if (IsLimitKey(key + "-burst") && IsDefault(key, value) && !Given(key + "-burst") &&
+          !Given(key + "-burst-seconds")) {
+        const iopath::RateLimit off;
+        (void)iopath::SetIoLimit(&out, key + "-burst", std::to_string(off.burst_rate));
+        (void)iopath::SetIoLimit(&out, key + "-burst-seconds", std::to_string(off.burst_seconds));
+      }
+    }
+    *limits = out;
+    return Status::Ok();
+  }
+
+ private:
+  bool Given(const std::string& key) const {
+    for (const auto& f : flags_) {
+      if (f.first == key) return f.second->count() > 0;
+    }
+    return false;
+  }
+  // True if `value` sets `key` to what an unlimited IoLimits has.
+  static bool IsDefault(const std::string& key, const std::string& value) {
+    iopath::IoLimits probe;
+    if (!iopath::SetIoLimit(&probe, key, value).ok()) return false;
+    for (const auto& setting : iopath::IoLimitSettings(probe)) {
+      if (setting.first == key) return false;
+    }
+    return true;
+  }
+
+  std::map<std::string, std::string> values_;
+  std::vector<std::pair<std::string, CLI::Option*>> flags_;
+};
+
 void PrintVolume(const pb::Volume& v, std::ostream& out) {
   const int w = 12;
   auto line = [&](const std::string& k, const std::string& val) {
@@ -96,6 +196,16 @@ void PrintVolume(const pb::Volume& v, std::ostream& out) {
                    Percent(v.used_bytes(), v.capacity_bytes()) + ")");
   line("Inodes", std::to_string(v.inodes_used()) + " / " + std::to_string(v.inode_limit()) + " (" +
                      Percent(v.inodes_used(), v.inode_limit()) + ")");
+  line("I/O limits", iopath::FormatIoLimits(IoLimitsFromProto(v.io_limits())));
+  const pb::IoStats& io = v.io_stats();
+  line("Reads", std::to_string(io.read_ops()) + " ops, " + FormatSize(io.read_bytes()));
+  line("Writes", std::to_string(io.write_ops()) + " ops, " + FormatSize(io.write_bytes()) + "; " +
+                     std::to_string(io.other_ops()) + " other ops (fsync, fallocate)");
+  char throttled[32];
+  std::snprintf(throttled, sizeof throttled, "%.3fs", io.throttled_seconds());
+  line("Throttled", std::string(throttled) + " in total; now " + std::to_string(io.queued()) +
+                        " queued, " + std::to_string(io.in_flight()) + " in flight");
+  line("I/O errors", std::to_string(io.errors()) + " (" + std::to_string(io.timed_out()) + " timed out)");
 }
 
 void PrintVolumes(const pb::ListVolumesResponse& r, std::ostream& out) {
@@ -122,9 +232,10 @@ void PrintDisks(const pb::ListDisksResponse& r, std::ostream& out) {
     return;
   }
   Table t({"ID", "DEVICE", "STATE", "FS", "SIZE", "RESERVE", "ALLOCATED", "FREE", "VOLUMES", "MOUNT"});
-  bool refused = false;
+  bool refused = false, failed = false;
   for (const auto& d : r.disks()) {
-    if (d.state() != "ready") {
+    failed |= d.state() == "error";
+    if (d.state() == "refused") {
       refused = true;
       t.Add({"-", d.device().empty() ? d.configured_as() : d.device(), d.state(), "-", "-", "-", "-", "-", "-", "-"});
       continue;
@@ -134,10 +245,16 @@ void PrintDisks(const pb::ListDisksResponse& r, std::ostream& out) {
            FormatSize(d.free_bytes()), std::to_string(d.volume_count()), d.mount_path()});
   }
   t.Print(out);
+  if (failed) {
+    out << "\nDisks that cannot serve volumes:\n";
+    for (const auto& d : r.disks()) {
+      if (d.state() == "error") out << "  " << d.id() << " (" << d.device() << "): " << d.reason() << "\n";
+    }
+  }
   if (refused) {
     out << "\nRefused devices (nothing was written to them):\n";
     for (const auto& d : r.disks()) {
-      if (d.state() == "ready") continue;
+      if (d.state() != "refused") continue;
       out << "  " << d.configured_as();
       if (!d.device().empty() && d.device() != d.configured_as()) out << " (" << d.device() << ")";
       out << ": " << d.reason() << "\n";
@@ -153,6 +270,9 @@ struct Options {
   std::string size;
   uint64_t inodes = 0;
   std::string disk;
+  LimitFlags create_limits;
+  LimitFlags set_limits;
+  bool unlimited = false;
 };
 
 }  // namespace
@@ -167,7 +287,7 @@ int RunCtl(int argc, char** argv, std::ostream& out, std::ostream& err) {
       ->capture_default_str();
   app.add_option("--timeout", o.timeout_s, "seconds to wait for the agent")->capture_default_str();
 
-  enum class Cmd { kNone, kDiskList, kCreate, kList, kInspect, kResize, kDelete } cmd = Cmd::kNone;
+  enum class Cmd { kNone, kDiskList, kCreate, kList, kInspect, kResize, kSetLimits, kDelete } cmd = Cmd::kNone;
   auto* disk = app.add_subcommand("disk", "the dedicated disks");
   disk->add_subcommand("list", "list the configured disks, in use or refused")
       ->callback([&] { cmd = Cmd::kDiskList; });
@@ -177,6 +297,7 @@ int RunCtl(int argc, char** argv, std::ostream& out, std::ostream& err) {
   create->add_option("--size", o.size, "capacity, e.g. 10Gi or 500M")->required();
   create->add_option("--inodes", o.inodes, "inode limit (default: one per 16 KiB, at least 1024)");
   create->add_option("--disk", o.disk, "disk id (or a unique prefix) or device; default: the disk with the most room");
+  o.create_limits.Register(create);
   create->callback([&] { cmd = Cmd::kCreate; });
   volume->add_subcommand("list", "list volumes")->callback([&] { cmd = Cmd::kList; });
   auto* inspect = volume->add_subcommand("inspect", "show one volume");
@@ -187,6 +308,14 @@ int RunCtl(int argc, char** argv, std::ostream& out, std::ostream& err) {
   resize->add_option("--size", o.size, "new capacity")->required();
   resize->add_option("--inodes", o.inodes, "new inode limit (default: keep, or rescale a default one)");
   resize->callback([&] { cmd = Cmd::kResize; });
+  auto* set_limits = volume->add_subcommand(
+      "set-limits",
+      "change a volume's I/O limits and weight while it is in use; settings not given are kept");
+  set_limits->add_option("NAME", o.name)->required();
+  set_limits->add_flag("--unlimited", o.unlimited,
+                       "remove every rate limit first (the weight is kept unless --weight is given)");
+  o.set_limits.Register(set_limits);
+  set_limits->callback([&] { cmd = Cmd::kSetLimits; });
   auto* del = volume->add_subcommand("delete", "unmount a volume and remove its data");
   del->add_option("NAME", o.name)->required();
   del->callback([&] { cmd = Cmd::kDelete; });
@@ -216,6 +345,31 @@ int RunCtl(int argc, char** argv, std::ostream& out, std::ostream& err) {
     }
     size = *parsed;
   }
+  // I/O limit flags: every value is checked before the agent is asked anything.
+  iopath::IoLimits create_limits;
+  if (cmd == Cmd::kCreate) {
+    if (Status s = o.create_limits.ApplyTo(&create_limits); !s.ok()) {
+      err << "localvolctl: " << s.context() << "\n";
+      return kExitUsage;
+    }
+    if (Status s = iopath::ValidateIoLimits(create_limits); !s.ok()) {
+      err << "localvolctl: invalid I/O limits: " << s.context() << "\n";
+      return kExitUsage;
+    }
+  }
+  if (cmd == Cmd::kSetLimits) {
+    if (!o.set_limits.any() && !o.unlimited) {
+      err << "localvolctl: volume set-limits: give at least one limit to change (e.g. --read-iops 500, "
+             "--write-bps 100Mi, --weight 200) or --unlimited\n(run 'localvolctl volume set-limits "
+             "--help' for all of them)\n";
+      return kExitUsage;
+    }
+    iopath::IoLimits scratch;
+    if (Status s = o.set_limits.ApplyTo(&scratch); !s.ok()) {
+      err << "localvolctl: " << s.context() << "\n";
+      return kExitUsage;
+    }
+  }
   if (o.timeout_s <= 0) {
     err << "localvolctl: --timeout must be positive\n";
     return kExitUsage;
@@ -223,9 +377,11 @@ int RunCtl(int argc, char** argv, std::ostream& out, std::ostream& err) {
 
   auto channel = grpc::CreateChannel("unix:" + o.socket, grpc::InsecureChannelCredentials());
   auto stub = pb::LocalVol::NewStub(channel);
+  // One deadline for the whole command, however many calls it makes.
+  const auto deadline = std::chrono::system_clock::now() +
+                        std::chrono::milliseconds(static_cast<int64_t>(o.timeout_s * 1000));
   grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() +
-                   std::chrono::milliseconds(static_cast<int64_t>(o.timeout_s * 1000)));
+  ctx.set_deadline(deadline);
   const bool json = o.output == "json";
   grpc::Status st;
   switch (cmd) {
@@ -241,6 +397,7 @@ int RunCtl(int argc, char** argv, std::ostream& out, std::ostream& err) {
       req.set_capacity_bytes(size);
       req.set_inode_limit(o.inodes);
       req.set_disk(o.disk);
+      if (o.create_limits.any()) IoLimitsToProto(create_limits, req.mutable_io_limits());
       pb::Volume v;
       st = stub->CreateVolume(&ctx, req, &v);
       if (st.ok()) json ? void(out << Json(v)) : PrintVolume(v, out);
@@ -270,6 +427,37 @@ int RunCtl(int argc, char** argv, std::ostream& out, std::ostream& err) {
       if (st.ok()) json ? void(out << Json(v)) : PrintVolume(v, out);
       break;
     }
+    case Cmd::kSetLimits: {
+      // Merge: the volume's current limits, then the flags given.
+      pb::GetVolumeRequest get;
+      get.set_name(o.name);
+      pb::Volume current;
+      st = stub->GetVolume(&ctx, get, &current);
+      if (!st.ok()) break;
+      const iopath::IoLimits old = IoLimitsFromProto(current.io_limits());
+      iopath::IoLimits limits;
+      if (o.unlimited) {
+        limits.weight = old.weight;
+      } else {
+        limits = old;
+      }
+      Status s = o.set_limits.ApplyTo(&limits);
+      if (s.ok()) s = iopath::ValidateIoLimits(limits);
+      if (!s.ok()) {
+        err << "localvolctl: invalid I/O limits for volume " << o.name << ": " << s.context()
+            << "\n(its limits are now " << iopath::FormatIoLimits(old) << "; nothing was changed)\n";
+        return kExitUsage;
+      }
+      pb::SetVolumeLimitsRequest req;
+      req.set_name(o.name);
+      IoLimitsToProto(limits, req.mutable_io_limits());
+      grpc::ClientContext set_ctx;
+      set_ctx.set_deadline(deadline);
+      pb::Volume v;
+      st = stub->SetVolumeLimits(&set_ctx, req, &v);
+      if (st.ok()) json ? void(out << Json(v)) : PrintVolume(v, out);
+      break;
+    }
     case Cmd::kDelete: {
       pb::DeleteVolumeRequest req;
       req.set_name(o.name);
@@ -286,7 +474,7 @@ int RunCtl(int argc, char** argv, std::ostream& out, std::ostream& err) {
     }
     case Cmd::kNone:
       if (volume->parsed()) {
-        err << "localvolctl: volume: missing command: create, list, inspect, resize or delete\n";
+        err << "localvolctl: volume: missing command: create, list, inspect, resize, set-limits or delete\n";
       } else if (disk->parsed()) {
         err << "localvolctl: disk: missing command: list\n";
       } else {

@@ -123,9 +123,10 @@ int RunDaemon(int argc, char** argv) {
     log->critical("API: {}", st.context());
     return 1;
   }
-  auto engine = iopath::Engine::Create();
-  if (!engine.ok()) {
-    log->critical("io_uring data path: {}", engine.status().ToString());
+  // Every disk gets its own engine once attached (VolumeManager::Start); check
+  // here, before any disk is touched, that this kernel can run one at all.
+  if (auto probe = iopath::Engine::Create(); !probe.ok()) {
+    log->critical("io_uring data path: {}", probe.status().ToString());
     return 1;
   }
   PosixCommandRunner runner;
@@ -137,7 +138,8 @@ int RunDaemon(int argc, char** argv) {
   }
   VolumeManagerOptions vo;
   vo.publish_dir = config.publish_dir;
-  vo.engine = engine->get();
+  vo.engine_options.policy = config.io_scheduler;
+  vo.engine_options.contended_in_flight_cost = config.io_contended_in_flight;
   VolumeManager volumes(vo, &disks);
   Notify("STATUS=mounting volumes");
   if (Status st = volumes.Start(); !st.ok()) {

@@ -9,15 +9,20 @@
 //     tells systemd READY=1, then waits for signals; between signals it pings
 //     the systemd watchdog after checking that the VolumeManager's locks can
 //     be taken (a deadlocked agent stops pinging and systemd restarts it).
-//   * iopath completion thread (Engine), and per volume the FUSE worker
-//     threads (fuse::Volume): the data path.
+//   * the data path: one iopath::Engine per attached disk, each with its own
+//     ring and completion thread (owned by the VolumeManager, created in
+//     VolumeManager::Start, destroyed after the volumes in Shutdown), and per
+//     volume the FUSE worker threads (fuse::Volume), which submit to their
+//     disk's engine. Volumes on one disk share its engine by weight; disks
+//     are independent. Before touching any disk, the main thread checks that
+//     an engine can be created at all (a kernel without io_uring stops here).
 //   * gRPC's thread pool: API handlers, calling the VolumeManager.
 //   * the metrics thread (MetricsServer) and the trash thread
 //     (VolumeManager): background work.
 // On SIGTERM/SIGINT: STOPPING=1, the API stops taking calls (in-flight ones
 // finish), metrics stop, every volume is unmounted (in parallel; a busy one
-// gets the fuse layer's 10 s grace, then its users see ENOTCONN), the disks
-// are unmounted, and the process exits 0.
+// gets the fuse layer's 10 s grace, then its users see ENOTCONN), the disks'
+// engines stop, the disks are unmounted, and the process exits 0.
 #pragma once
 
 namespace localvol::agent {

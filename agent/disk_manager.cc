@@ -7,8 +7,10 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <chrono>
 #include <cstring>
 #include <set>
+#include <thread>
 
 #include "agent/blkid_probe.h"
 #include "base/logging.h"
@@ -388,7 +390,15 @@ Result<std::unique_ptr<AttachedDisk>> DiskManager::Format(const std::string& dev
 void DiskManager::DetachAll() {
   for (auto& disk : disks_) {
     const char* path = disk->mount_path.c_str();
-    if (::umount2(path, 0) != 0) {
+    // The kernel lets go of files it used for the volumes asynchronously (an
+    // io_uring ring's teardown runs in a worker after the engine closed it),
+    // so an unmount right after the volumes stopped can briefly see EBUSY.
+    int rc = ::umount2(path, 0);
+    for (int i = 0; rc != 0 && errno == EBUSY && i < 100; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      rc = ::umount2(path, 0);
+    }
+    if (rc != 0) {
       if (errno == EBUSY) {
         Log()->warn("disk {}: {} is busy; detaching it lazily", disk->uuid, disk->mount_path);
         ::umount2(path, MNT_DETACH);

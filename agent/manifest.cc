@@ -29,6 +29,28 @@ std::string Str(const YAML::Node& n, const std::string& key, bool required = tru
   return n.Scalar();
 }
 
+// The `io_limits:` map of one volume; `where` names the volume.
+iopath::IoLimits IoLimitsOf(const YAML::Node& n, const std::string& where) {
+  iopath::IoLimits limits;
+  if (!n || n.IsNull()) return limits;
+  if (!n.IsMap()) throw std::runtime_error(where + ": io_limits: not a map of setting: value (e.g. read-iops: 500)");
+  std::set<std::string> seen;
+  for (const auto& kv : n) {
+    const std::string key = kv.first.IsScalar() ? kv.first.Scalar() : "?";
+    if (!seen.insert(key).second) throw std::runtime_error(where + ": io_limits: " + key + ": listed twice");
+    if (!kv.second.IsScalar()) {
+      throw std::runtime_error(where + ": io_limits: " + key + ": not a single value");
+    }
+    if (Status s = iopath::SetIoLimit(&limits, key, kv.second.Scalar()); !s.ok()) {
+      throw std::runtime_error(where + ": io_limits: " + s.context());
+    }
+  }
+  if (Status s = iopath::ValidateIoLimits(limits); !s.ok()) {
+    throw std::runtime_error(where + ": io_limits: " + s.context());
+  }
+  return limits;
+}
+
 }  // namespace
 
 const VolumeRecord* DiskManifest::Find(const std::string& name) const {
@@ -61,6 +83,12 @@ std::string FormatManifest(const DiskManifest& m) {
     e << YAML::Key << "inode_limit" << YAML::Value << v.inode_limit;
     e << YAML::Key << "default_inodes" << YAML::Value << v.default_inodes;
     e << YAML::Key << "created" << YAML::Value << v.created;
+    const auto limits = iopath::IoLimitSettings(v.io_limits);
+    if (!limits.empty()) {
+      e << YAML::Key << "io_limits" << YAML::Value << YAML::BeginMap;
+      for (const auto& [key, value] : limits) e << YAML::Key << key << YAML::Value << value;
+      e << YAML::EndMap;
+    }
     e << YAML::EndMap;
   }
   e << YAML::EndSeq;
@@ -97,6 +125,7 @@ Result<DiskManifest> ParseManifest(const std::string& text, const std::string& s
         v.inode_limit = U64(n["inode_limit"], where + ".inode_limit");
         if (n["default_inodes"]) v.default_inodes = n["default_inodes"].as<bool>();
         v.created = Str(n["created"], where + ".created", false);
+        v.io_limits = IoLimitsOf(n["io_limits"], where + " (" + v.name + ")");
         if (!names.insert(v.name).second) throw std::runtime_error(where + ": volume '" + v.name + "' listed twice");
         m.volumes.push_back(std::move(v));
       }

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "iopath/io_limits.h"
 
 namespace localvol::agent {
 
@@ -33,6 +34,12 @@ struct VolumeRecord {
   // capacity (fuse::DefaultInodeLimit) on a resize.
   bool default_inodes = true;
   std::string created;  // UTC, ISO 8601
+  // The volume's I/O limits and fair-share weight on this disk. Stored as an
+  // `io_limits:` map holding only the settings that differ from unlimited
+  // with weight 100 (iopath::IoLimitSettings, keys as in IoLimitKeys()); no
+  // map means exactly that default, so manifests written before limits
+  // existed read as unlimited.
+  iopath::IoLimits io_limits;
 };
 
 struct DiskManifest {
@@ -47,7 +54,8 @@ struct DiskManifest {
   VolumeRecord* Find(const std::string& name);
 };
 
-// Serialises/parses the YAML form. Parse fails with EINVAL naming the problem.
+// Serialises/parses the YAML form. Parse fails with EINVAL naming the problem
+// (for a volume's I/O limits: the volume and the setting).
 std::string FormatManifest(const DiskManifest& manifest);
 Result<DiskManifest> ParseManifest(const std::string& text, const std::string& source);
 

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "base/logging.h"
+#include "iopath/io_stats.h"
 
 namespace localvol::agent {
 namespace {
@@ -28,12 +29,29 @@ std::string Escape(const std::string& s) {
   return out;
 }
 
+// `value` / 10^digits as an exact decimal: (2500000, 6) -> "2.5", (50, 6) ->
+// "0.00005", (0, 9) -> "0".
+std::string Decimal(uint64_t value, int digits) {
+  uint64_t scale = 1;
+  for (int i = 0; i < digits; ++i) scale *= 10;
+  std::string frac = std::to_string(value % scale);
+  frac.insert(0, static_cast<size_t>(digits) - frac.size(), '0');
+  while (!frac.empty() && frac.back() == '0') frac.pop_back();
+  return std::to_string(value / scale) + (frac.empty() ? "" : "." + frac);
+}
+
+std::string Seconds(uint64_t ns) { return Decimal(ns, 9); }
+
 class Writer {
  public:
+  // HELP and TYPE, once per family, before its samples.
   void Family(const char* name, const char* type, const char* help) {
     out_ << "# HELP " << name << " " << help << "\n# TYPE " << name << " " << type << "\n";
   }
-  void Sample(const char* name, const std::string& labels, uint64_t value) {
+  void Sample(const std::string& name, const std::string& labels, uint64_t value) {
+    Sample(name, labels, std::to_string(value));
+  }
+  void Sample(const std::string& name, const std::string& labels, const std::string& value) {
     out_ << name << "{" << labels << "} " << value << "\n";
   }
   std::string str() const { return out_.str(); }
@@ -82,18 +100,112 @@ std::string RenderMetrics(const std::vector<VolumeInfo>& volumes, const std::vec
        [](const VolumeInfo& v) { return v.inode_limit; }},
       {"localvol_volume_ready", "gauge", "1 if the volume is mounted and served, else 0.",
        [](const VolumeInfo& v) -> uint64_t { return v.state == "ready" ? 1 : 0; }},
-      {"localvol_volume_read_ops_total", "counter", "Reads completed by the data path since the volume was mounted.",
-       [](const VolumeInfo& v) { return v.io.read_ops; }},
-      {"localvol_volume_read_bytes_total", "counter", "Bytes read by the data path since the volume was mounted.",
-       [](const VolumeInfo& v) { return v.io.read_bytes; }},
-      {"localvol_volume_write_ops_total", "counter", "Writes completed by the data path since the volume was mounted.",
-       [](const VolumeInfo& v) { return v.io.write_ops; }},
-      {"localvol_volume_write_bytes_total", "counter", "Bytes written by the data path since the volume was mounted.",
-       [](const VolumeInfo& v) { return v.io.write_bytes; }},
+      // The data path, since the volume was mounted (iopath queue counters).
+      {"localvol_volume_io_errors_total", "counter",
+       "Data-path requests of the volume that failed, timeouts included, since it was mounted.",
+       [](const VolumeInfo& v) { return v.io.errors; }},
+      {"localvol_volume_io_timeouts_total", "counter",
+       "Data-path requests of the volume that failed with ETIMEDOUT after waiting in its queue too long.",
+       [](const VolumeInfo& v) { return v.io.timed_out; }},
+      {"localvol_volume_io_queue_depth", "gauge",
+       "Data-path requests of the volume waiting for dispatch (throttled or behind other volumes).",
+       [](const VolumeInfo& v) { return v.io.queued; }},
+      {"localvol_volume_io_in_flight", "gauge", "Data-path requests of the volume at the disk now.",
+       [](const VolumeInfo& v) { return v.io.in_flight; }},
+      {"localvol_volume_io_weight", "gauge",
+       "Fair-share weight of the volume among the volumes of its disk (default 100).",
+       [](const VolumeInfo& v) -> uint64_t { return v.io_limits.weight; }},
   };
   for (const auto& g : kVolume) {
     w.Family(g.name, g.type, g.help);
     for (const auto& v : volumes) w.Sample(g.name, VolumeLabels(v), g.get(v));
+  }
+
+  w.Family("localvol_volume_io_ops_total", "counter",
+           "Data-path requests of the volume completed since it was mounted: reads, writes, and "
+           "other (fsync, fdatasync, fallocate).");
+  for (const auto& v : volumes) {
+    const std::string l = VolumeLabels(v);
+    w.Sample("localvol_volume_io_ops_total", l + ",direction=\"read\"", v.io.read_ops);
+    w.Sample("localvol_volume_io_ops_total", l + ",direction=\"write\"", v.io.write_ops);
+    w.Sample("localvol_volume_io_ops_total", l + ",direction=\"other\"", v.io.other_ops);
+  }
+  w.Family("localvol_volume_io_bytes_total", "counter",
+           "Bytes read and written by the data path of the volume since it was mounted.");
+  for (const auto& v : volumes) {
+    const std::string l = VolumeLabels(v);
+    w.Sample("localvol_volume_io_bytes_total", l + ",direction=\"read\"", v.io.read_bytes);
+    w.Sample("localvol_volume_io_bytes_total", l + ",direction=\"write\"", v.io.write_bytes);
+  }
+  w.Family("localvol_volume_throttled_seconds_total", "counter",
+           "Time the volume's oldest data-path request was held back by its I/O limits.");
+  for (const auto& v : volumes) {
+    w.Sample("localvol_volume_throttled_seconds_total", VolumeLabels(v), Seconds(v.io.throttled_ns));
+  }
+
+  // Request latency, from submission to completion (queueing and throttling
+  // included). Buckets are cumulative, as Prometheus wants them.
+  const std::string latency = "localvol_volume_io_latency_seconds";
+  w.Family(latency.c_str(), "histogram",
+           "Latency of the volume's data-path requests, from submission to completion, queueing "
+           "and throttling included.");
+  for (const auto& v : volumes) {
+    const std::string l = VolumeLabels(v);
+    uint64_t cumulative = 0;
+    for (size_t i = 0; i < iopath::kLatencyBuckets; ++i) {
+      cumulative += v.io.latency_count[i];
+      const std::string le =
+          i < iopath::kLatencyBucketsUs.size() ? Decimal(iopath::kLatencyBucketsUs[i], 6) : "+Inf";
+      w.Sample(latency + "_bucket", l + ",le=\"" + le + "\"", cumulative);
+    }
+    w.Sample(latency + "_sum", l, Seconds(v.io.latency_sum_ns));
+    w.Sample(latency + "_count", l, cumulative);
+  }
+
+  // The configured limits; a limit that is not set has no sample.
+  struct Limit {
+    const char* kind;
+    iopath::RateLimit iopath::IoLimits::*member;
+  };
+  static const Limit kLimits[] = {
+      {"read_iops", &iopath::IoLimits::read_iops},
+      {"write_iops", &iopath::IoLimits::write_iops},
+      {"read_bps", &iopath::IoLimits::read_bps},
+      {"write_bps", &iopath::IoLimits::write_bps},
+  };
+  w.Family("localvol_volume_io_limit", "gauge",
+           "Sustained I/O limit of the volume: operations per second for kind read_iops and "
+           "write_iops, bytes per second for read_bps and write_bps. No sample: no limit.");
+  for (const auto& v : volumes) {
+    for (const auto& k : kLimits) {
+      const iopath::RateLimit& r = v.io_limits.*k.member;
+      if (r.limited()) {
+        w.Sample("localvol_volume_io_limit", VolumeLabels(v) + ",kind=\"" + k.kind + "\"", r.rate);
+      }
+    }
+  }
+  w.Family("localvol_volume_io_burst_limit", "gauge",
+           "Burst rate of an I/O limit of the volume (units as localvol_volume_io_limit). No "
+           "sample: no burst.");
+  for (const auto& v : volumes) {
+    for (const auto& k : kLimits) {
+      const iopath::RateLimit& r = v.io_limits.*k.member;
+      if (r.burst_rate > 0) {
+        w.Sample("localvol_volume_io_burst_limit", VolumeLabels(v) + ",kind=\"" + k.kind + "\"",
+                 r.burst_rate);
+      }
+    }
+  }
+  w.Family("localvol_volume_io_burst_seconds", "gauge",
+           "How long a full burst of an I/O limit of the volume lasts at its burst rate.");
+  for (const auto& v : volumes) {
+    for (const auto& k : kLimits) {
+      const iopath::RateLimit& r = v.io_limits.*k.member;
+      if (r.burst_rate > 0) {
+        w.Sample("localvol_volume_io_burst_seconds", VolumeLabels(v) + ",kind=\"" + k.kind + "\"",
+                 r.burst_seconds);
+      }
+    }
   }
   struct DiskGauge {
     const char* name;
@@ -114,12 +226,17 @@ std::string RenderMetrics(const std::vector<VolumeInfo>& volumes, const std::vec
   for (const auto& g : kDisk) {
     w.Family(g.name, "gauge", g.help);
     for (const auto& d : disks) {
-      if (d.state == "ready") w.Sample(g.name, DiskLabels(d), g.get(d));
+      if (d.state != "refused") w.Sample(g.name, DiskLabels(d), g.get(d));
     }
+  }
+  w.Family("localvol_disk_ready", "gauge",
+           "1 if the disk can serve volumes, 0 if it cannot (its I/O engine failed; see the log).");
+  for (const auto& d : disks) {
+    if (d.state != "refused") w.Sample("localvol_disk_ready", DiskLabels(d), d.state == "ready" ? 1 : 0);
   }
   w.Family("localvol_disk_refused", "gauge", "1 for each configured device the agent refused to use.");
   for (const auto& d : disks) {
-    if (d.state != "ready") {
+    if (d.state == "refused") {
       w.Sample("localvol_disk_refused", "device=\"" + Escape(d.device.empty() ? d.configured_as : d.device) + "\"", 1);
     }
   }

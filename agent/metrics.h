@@ -1,8 +1,14 @@
 // MetricsServer: Prometheus text exposition on 127.0.0.1:<port>/metrics.
 //
-// Per volume: capacity, used bytes, inodes used and limit, read/write ops and
-// bytes (iopath queue counters since the volume was mounted), and whether it
-// is served. Per disk: size, reserve, allocated and free space, volume count.
+// Per volume (labels volume, disk): capacity, used bytes, inodes used and
+// limit, whether it is served; its data path since it was mounted (iopath
+// queue counters): ops by direction (read, write, other) and bytes by
+// direction, errors, timeouts, time throttled, queue depth and requests in
+// flight, a latency histogram (localvol_volume_io_latency_seconds, buckets
+// from iopath::kLatencyBucketsUs); and its I/O limits (io_limit,
+// io_burst_limit, io_burst_seconds by kind; only the limits that are set) and
+// weight. Per disk: size, reserve, allocated and free space, volume count,
+// whether it can serve volumes; and each refused device.
 // Only loopback is bound: the node's Prometheus agent scrapes it locally.
 //
 // Threading: one thread, owned by the server, accepts and answers one

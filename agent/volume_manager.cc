@@ -16,6 +16,7 @@
 #include "base/scope_guard.h"
 #include "base/size.h"
 #include "base/unique_fd.h"
+#include "iopath/engine.h"
 
 namespace localvol::agent {
 namespace {
@@ -131,17 +132,43 @@ Status VolumeManager::PrepareMountpoint(const std::string& path) {
   return Status::Error(EBUSY, path + ": too many stacked mounts");
 }
 
-Result<std::unique_ptr<fuse::Volume>> VolumeManager::MountVolume(const Vol& vol, uint64_t capacity,
-                                                                uint64_t inodes) {
+void VolumeManager::CreateEngines() {
+  for (const auto& disk : disks_->disks()) {
+    auto engine = options_.make_engine ? options_.make_engine(*disk)
+                                       : iopath::Engine::Create(options_.engine_options);
+    if (engine.ok()) {
+      engines_[disk.get()] = std::move(engine).value();
+      continue;
+    }
+    const std::string why = "its io_uring engine could not be created: " + engine.status().ToString();
+    Log()->error("disk {} ({}) cannot serve volumes: {}", disk->uuid, disk->device, why);
+    MutexLock lock(mu_);
+    engine_errors_[disk.get()] = why;
+  }
+}
+
+Result<std::unique_ptr<fuse::Volume>> VolumeManager::MountVolume(const Vol& vol,
+                                                                const VolumeRecord& rec) {
+  auto engine = engines_.find(vol.disk);
+  if (engine == engines_.end()) {
+    std::string why;
+    {
+      MutexLock lock(mu_);
+      auto it = engine_errors_.find(vol.disk);
+      why = it != engine_errors_.end() ? it->second : "it has no I/O engine";
+    }
+    return Status::Error(EBUSY, "disk " + vol.disk->uuid + " cannot serve volumes: " + why);
+  }
   Status st = PrepareMountpoint(vol.mount_path);
   if (!st.ok()) return st;
   fuse::VolumeOptions o;
   o.source_dir = vol.backing_path;
   o.mountpoint = vol.mount_path;
   o.name = vol.name;
-  o.capacity_bytes = capacity;
-  o.inode_limit = inodes;
-  o.engine = options_.engine;
+  o.capacity_bytes = rec.capacity_bytes;
+  o.inode_limit = rec.inode_limit;
+  o.engine = engine->second.get();
+  o.io_limits = rec.io_limits;
   o.max_threads = options_.fuse_threads;
   return fuse::Volume::Mount(o);
 }
@@ -219,6 +246,7 @@ Status VolumeManager::Start() {
   trash_abort_ = false;
   trash_thread_ = std::thread([this] { TrashLoop(); });
   started_ = true;
+  CreateEngines();
 
   std::vector<Vol*> to_mount;
   for (const auto& disk_ptr : disks_->disks()) {
@@ -275,7 +303,7 @@ Status VolumeManager::Start() {
                   vol->backing_path);
       if (::mkdir(vol->backing_path.c_str(), 0777) == 0) ::chmod(vol->backing_path.c_str(), 0777);
     }
-    auto mounted = MountVolume(*vol, rec->capacity_bytes, rec->inode_limit);
+    auto mounted = MountVolume(*vol, *rec);
     MutexLock lock(mu_);
     if (mounted.ok()) {
       vol->fs = std::move(mounted).value();
@@ -287,6 +315,11 @@ Status VolumeManager::Start() {
   Log()->info("{} volume(s) in the catalogue, {} served", to_mount.size(),
               std::count_if(to_mount.begin(), to_mount.end(), [](Vol* v) { return v->fs != nullptr; }));
   return Status::Ok();
+}
+
+const std::string* VolumeManager::EngineErrorLocked(const AttachedDisk* disk) const {
+  auto it = engine_errors_.find(disk);
+  return it == engine_errors_.end() ? nullptr : &it->second;
 }
 
 Result<AttachedDisk*> VolumeManager::PickDisk(const CreateVolumeParams& p) const {
@@ -315,6 +348,10 @@ Result<AttachedDisk*> VolumeManager::PickDisk(const CreateVolumeParams& p) const
     if (matches > 1) {
       return Status::Error(EINVAL, "disk id prefix '" + p.disk + "' matches several disks; give more of the id");
     }
+    if (const std::string* why = EngineErrorLocked(match)) {
+      return Status::Error(EBUSY, "disk " + match->uuid + " cannot serve volumes: " + *why +
+                                      "; choose another disk");
+    }
     const uint64_t alloc = AllocatedLocked(match);
     const uint64_t free = match->Allocatable() > alloc ? match->Allocatable() - alloc : 0;
     if (p.capacity_bytes > free) {
@@ -326,7 +363,12 @@ Result<AttachedDisk*> VolumeManager::PickDisk(const CreateVolumeParams& p) const
   }
   AttachedDisk* best = nullptr;
   uint64_t best_free = 0, largest_free = 0;
+  const std::string* unusable = nullptr;
   for (const auto& d : disks) {
+    if (const std::string* why = EngineErrorLocked(d.get())) {
+      unusable = why;
+      continue;
+    }
     const uint64_t alloc = AllocatedLocked(d.get());
     const uint64_t free = d->Allocatable() > alloc ? d->Allocatable() - alloc : 0;
     largest_free = std::max(largest_free, free);
@@ -334,6 +376,9 @@ Result<AttachedDisk*> VolumeManager::PickDisk(const CreateVolumeParams& p) const
       best = d.get();
       best_free = free;
     }
+  }
+  if (best == nullptr && unusable != nullptr && engine_errors_.size() == disks.size()) {
+    return Status::Error(EBUSY, "no disk can serve volumes: " + *unusable + "; see the localvold log");
   }
   if (best == nullptr) {
     return Status::Error(ENOSPC, "no disk has " + FormatSize(p.capacity_bytes) +
@@ -349,6 +394,11 @@ Result<VolumeInfo> VolumeManager::Create(const CreateVolumeParams& p) {
   if (p.capacity_bytes < kMinVolumeCapacity) {
     return Status::Error(EINVAL, "size " + std::to_string(p.capacity_bytes) +
                                      " is too small; a volume needs at least 1Mi");
+  }
+  if (p.io_limits) {
+    if (Status s = iopath::ValidateIoLimits(*p.io_limits); !s.ok()) {
+      return Status::Error(EINVAL, "invalid I/O limits for volume " + p.name + ": " + s.context());
+    }
   }
   MutexLock ops(ops_mu_);
   if (shut_down_ || !started_) return Status::Error(ESHUTDOWN, "localvold is stopping; retry once it runs again");
@@ -377,6 +427,12 @@ Result<VolumeInfo> VolumeManager::Create(const CreateVolumeParams& p) {
         return Status::Error(EEXIST, "volume " + p.name + " already exists on disk " + v.disk->uuid +
                                          ", not on " + p.disk);
       }
+      if (p.io_limits && *p.io_limits != rec->io_limits) {
+        return Status::Error(EEXIST, "volume " + p.name + " already exists with I/O limits " +
+                                         iopath::FormatIoLimits(rec->io_limits) + ", not " +
+                                         iopath::FormatIoLimits(*p.io_limits) +
+                                         "; use 'volume set-limits' to change them");
+      }
       return Describe(v, ReadMountTable());
     }
     auto picked = PickDisk(p);
@@ -397,7 +453,9 @@ Result<VolumeInfo> VolumeManager::Create(const CreateVolumeParams& p) {
     old_manifest = disk->manifest;
   }
   DiskManifest manifest = old_manifest;
-  manifest.volumes.push_back(VolumeRecord{p.name, p.capacity_bytes, inodes, p.inode_limit == 0, NowUtc()});
+  VolumeRecord record{p.name, p.capacity_bytes, inodes, p.inode_limit == 0, NowUtc(),
+                      p.io_limits.value_or(iopath::IoLimits{})};
+  manifest.volumes.push_back(record);
   if (Status s = CommitManifest(disk, manifest); !s.ok()) return s;
   // Runs before Create returns, so with ops_mu_ held; the analysis cannot
   // follow the lambda into ScopeGuard.
@@ -416,7 +474,7 @@ Result<VolumeInfo> VolumeManager::Create(const CreateVolumeParams& p) {
   // Pods run as any uid: the volume root is writable by all, as on a fresh
   // disk handed to a pod; default_permissions enforces modes below it.
   if (::chmod(vol->backing_path.c_str(), 0777) != 0) return Status::FromErrno("chmod " + vol->backing_path);
-  auto mounted = MountVolume(*vol, p.capacity_bytes, inodes);
+  auto mounted = MountVolume(*vol, record);
   if (!mounted.ok()) {
     ::rmdir(vol->mount_path.c_str());
     return Status::Error(mounted.err(), "could not mount volume " + p.name + ": " +
@@ -425,8 +483,9 @@ Result<VolumeInfo> VolumeManager::Create(const CreateVolumeParams& p) {
   vol->fs = std::move(mounted).value();
   remove_backing.Cancel();
   restore_manifest.Cancel();
-  Log()->info("volume {}: created on disk {} ({}), {} and {} inodes, at {}", p.name, disk->uuid,
-              disk->device, FormatSize(p.capacity_bytes), inodes, vol->mount_path);
+  Log()->info("volume {}: created on disk {} ({}), {} and {} inodes, I/O limits {}, at {}", p.name,
+              disk->uuid, disk->device, FormatSize(p.capacity_bytes), inodes,
+              iopath::FormatIoLimits(record.io_limits), vol->mount_path);
   MutexLock lock(mu_);
   Vol* raw = vol.get();
   vols_[p.name] = std::move(vol);
@@ -487,6 +546,47 @@ Result<VolumeInfo> VolumeManager::Resize(const std::string& name, uint64_t capac
   }
   Log()->info("volume {}: resized from {} to {} ({} inodes)", name, FormatSize(old_rec.capacity_bytes),
               FormatSize(capacity), inodes);
+  MutexLock lock(mu_);
+  return Describe(*vol, ReadMountTable());
+}
+
+Result<VolumeInfo> VolumeManager::SetIoLimits(const std::string& name, const iopath::IoLimits& limits) {
+  if (Status s = ValidateVolumeName(name); !s.ok()) return s;
+  if (Status s = iopath::ValidateIoLimits(limits); !s.ok()) {
+    return Status::Error(EINVAL, "invalid I/O limits for volume " + name + ": " + s.context());
+  }
+  MutexLock ops(ops_mu_);
+  if (shut_down_ || !started_) return Status::Error(ESHUTDOWN, "localvold is stopping; retry once it runs again");
+  Vol* vol = nullptr;
+  DiskManifest manifest;
+  {
+    MutexLock lock(mu_);
+    auto it = vols_.find(name);
+    if (it == vols_.end()) return Status::Error(ENOENT, "no volume named " + name + "; see 'localvolctl volume list'");
+    vol = it->second.get();
+    manifest = vol->disk->manifest;
+  }
+  if (!vol->fs) {
+    return Status::Error(EBUSY, "volume " + name + " is not served (" + vol->error +
+                                    "); fix that and restart localvold before changing its limits");
+  }
+  VolumeRecord* rec = manifest.Find(name);
+  const iopath::IoLimits old = rec->io_limits;
+  if (limits != old) {
+    if (Status s = vol->fs->SetIoLimits(limits); !s.ok()) {
+      return Status::Error(s.err() == EINVAL ? EINVAL : EBUSY, "volume " + name + ": " + s.context());
+    }
+    rec->io_limits = limits;
+    if (Status s = CommitManifest(vol->disk, manifest); !s.ok()) {
+      if (Status back = vol->fs->SetIoLimits(old); !back.ok()) {
+        Log()->error("volume {}: putting back the I/O limits {}: {}", name, iopath::FormatIoLimits(old),
+                     back.ToString());
+      }
+      return s;
+    }
+    Log()->info("volume {}: I/O limits set to {} (were {})", name, iopath::FormatIoLimits(limits),
+                iopath::FormatIoLimits(old));
+  }
   MutexLock lock(mu_);
   return Describe(*vol, ReadMountTable());
 }
@@ -553,7 +653,7 @@ Status VolumeManager::Delete(const std::string& name) {
         old = std::move(vol->fs);
       }
       old.reset();
-      auto again = MountVolume(*vol, rec->capacity_bytes, rec->inode_limit);
+      auto again = MountVolume(*vol, *rec);
       MutexLock lock(mu_);
       if (again.ok()) {
         vol->fs = std::move(again).value();
@@ -588,12 +688,14 @@ VolumeInfo VolumeManager::Describe(const Vol& v, const std::vector<MountInfo>& m
   if (const VolumeRecord* rec = v.disk->manifest.Find(v.name)) {
     info.capacity_bytes = rec->capacity_bytes;
     info.inode_limit = rec->inode_limit;
+    info.io_limits = rec->io_limits;
   }
   if (v.fs) {
     const fuse::VolumeUsage u = v.fs->Usage();
     info.used_bytes = u.used_bytes;
     info.inodes_used = u.used_inodes;
     info.io = v.fs->IoStats();
+    info.io_limits = v.fs->IoLimits();  // what is in force (SetIoLimits keeps it = the manifest's)
     bool mounted = false;
     for (const auto& m : mounts) {
       if (m.mount_point == v.mount_path && m.fstype == "fuse.localvol") mounted = true;
@@ -638,6 +740,10 @@ std::vector<DiskInfo> VolumeManager::Disks() const {
       i.device = d->device;
       i.configured_as = d->configured_as;
       i.state = "ready";
+      if (auto it = engine_errors_.find(d.get()); it != engine_errors_.end()) {
+        i.state = "error";
+        i.reason = "cannot serve volumes: " + it->second;
+      }
       i.filesystem = d->filesystem;
       i.mount_path = d->mount_path;
       i.size_bytes = d->size_bytes;
@@ -700,6 +806,8 @@ void VolumeManager::Shutdown() {
       vol->error = "localvold stopped";
     }
   }
+  // Every volume (and with it its queue) is gone: the engines may stop.
+  engines_.clear();
   if (trash_thread_.joinable()) {
     trash_abort_ = true;
     {

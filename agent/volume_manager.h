@@ -1,29 +1,41 @@
 // VolumeManager: the catalogue of volumes and their lifecycle.
 //
 // Every volume is a backing directory <disk>/volumes/<name> served through
-// fuse::Volume (in this process, with its quotas) and mounted at
-// <publish_dir>/<name>. The disks' manifests are the truth: Start() builds the
-// catalogue from them, so nothing is lost with the state directory.
+// fuse::Volume (in this process, with its quotas and I/O limits) and mounted
+// at <publish_dir>/<name>. The disks' manifests are the truth: Start() builds
+// the catalogue from them, so nothing is lost with the state directory.
+//
+// I/O engines: one iopath::Engine per attached disk, created by Start() before
+// any volume is mounted and destroyed by Shutdown() after the last volume is
+// gone. Every volume of a disk queues on that disk's engine, so the fair
+// sharing by weight is among the volumes of one disk, and disks do not
+// throttle each other. A disk whose engine cannot be created cannot serve
+// volumes: its volumes are listed in state "error", the disk in state "error"
+// with the reason, and new volumes go elsewhere.
 //
 // Errors carry an errno that says what kind of failure it is (the API turns
 // it into a gRPC code) and a message that says what to do:
-//   EINVAL      a bad name, size or inode count
+//   EINVAL      a bad name, size, inode count or I/O limit
 //   ENOENT      no such volume, or no such disk
-//   EEXIST      the volume exists with another size, inode limit or disk
+//   EEXIST      the volume exists with another size, inode limit, disk or
+//               I/O limits
 //   ENOSPC      no disk has the room (no overcommit: the capacities on a disk
 //               never add up to more than its size minus its reserve)
 //   EBUSY       the volume is in use, mounted elsewhere, not served, or holds
-//               more than a shrink allows
+//               more than a shrink allows; the disk cannot serve volumes
 //   ESHUTDOWN   the agent is stopping
 //   other       an unexpected system failure
 //
 // Threading model
-//   * Any number of API threads call Create/Resize/Delete/Get/List/Disks and
-//     the metrics thread calls Snapshot(); Start() and Shutdown() run on the
-//     daemon's main thread.
-//   * `ops_mu_` serialises everything that changes volumes or manifests
-//     (Create, Resize, Delete, Start, Shutdown). Those may take a while (a
-//     mount, an fsync), and only other changes wait for them.
+//   * Any number of API threads call Create/Resize/SetIoLimits/Delete/Get/
+//     List/Disks and the metrics thread calls List()/Disks(); Start() and
+//     Shutdown() run on the daemon's main thread.
+//   * `ops_mu_` serialises everything that changes volumes, manifests or
+//     engines (Create, Resize, SetIoLimits, Delete, Start, Shutdown). Those
+//     may take a while (a mount, an fsync), and only other changes wait for
+//     them.
+//   * Each disk's engine runs its own completion thread (iopath/engine.h); the
+//     volumes' FUSE workers submit to it.
 //   * `mu_` guards the in-memory catalogue and the manifests' in-memory copies,
 //     and is held only to copy or swap them: reads (Get, List, Disks,
 //     Snapshot) never wait for I/O. A manifest is written to disk with only
@@ -38,8 +50,10 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -48,6 +62,8 @@
 #include "base/status.h"
 #include "base/thread_annotations.h"
 #include "fuse/volume.h"
+#include "iopath/engine.h"
+#include "iopath/io_limits.h"
 
 namespace localvol::iopath {
 class Engine;
@@ -73,15 +89,18 @@ struct VolumeInfo {
   uint64_t used_bytes = 0;
   uint64_t inode_limit = 0;
   uint64_t inodes_used = 0;
-  fuse::VolumeIoStats io;
+  iopath::IoLimits io_limits;  // in force; the manifest's when not served
+  fuse::VolumeIoStats io;      // zero when not served
 };
 
 struct DiskInfo {
   std::string id;  // filesystem UUID; "" when refused
   std::string device;
   std::string configured_as;
-  std::string state;   // "ready" or "refused"
-  std::string reason;  // for a refused device
+  // "ready"; "error": attached, but it cannot serve volumes (its I/O engine
+  // failed); "refused": not used at all.
+  std::string state;
+  std::string reason;  // for a refused device, or a disk in error
   std::string filesystem;
   std::string mount_path;
   uint64_t size_bytes = 0;
@@ -97,12 +116,22 @@ struct CreateVolumeParams {
   uint64_t capacity_bytes = 0;
   uint64_t inode_limit = 0;  // 0: fuse::DefaultInodeLimit(capacity)
   std::string disk;          // "": placement; else a disk id, unique id prefix or device
+  // Unset: unlimited, weight 100; and an existing volume matches whatever its
+  // limits. Set: an existing volume must have exactly these.
+  std::optional<iopath::IoLimits> io_limits;
 };
+
+// Creates the I/O engine of one attached disk. The default
+// (VolumeManagerOptions::make_engine empty) is iopath::Engine::Create() with
+// default options; tests inject failures.
+using EngineFactory =
+    std::function<Result<std::unique_ptr<iopath::Engine>>(const AttachedDisk& disk)>;
 
 struct VolumeManagerOptions {
   std::string publish_dir;
-  iopath::Engine* engine = nullptr;  // borrowed; must outlive the manager
-  unsigned fuse_threads = 8;         // per volume, at most
+  unsigned fuse_threads = 8;  // per volume, at most
+  iopath::EngineOptions engine_options;  // for the default factory
+  EngineFactory make_engine;  // empty: iopath::Engine::Create(engine_options)
 };
 
 class VolumeManager {
@@ -114,21 +143,29 @@ class VolumeManager {
   VolumeManager(const VolumeManager&) = delete;
   VolumeManager& operator=(const VolumeManager&) = delete;
 
-  // Builds the catalogue from the disks' manifests, moves directories no
-  // manifest knows (an interrupted delete) to the trash, clears stale FUSE
-  // mounts a crashed predecessor left (ENOTCONN) and mounts every volume.
-  // A volume that cannot be mounted is listed in state "error" with the
-  // reason; Start() itself fails only if the publish directory is unusable.
+  // Creates one I/O engine per disk, builds the catalogue from the disks'
+  // manifests, moves directories no manifest knows (an interrupted delete) to
+  // the trash, clears stale FUSE mounts a crashed predecessor left (ENOTCONN)
+  // and mounts every volume with its limits. A volume that cannot be mounted
+  // (or whose disk has no engine) is listed in state "error" with the reason;
+  // Start() itself fails only if the publish directory is unusable.
   Status Start() EXCLUDES(ops_mu_, mu_);
 
   // Creates and mounts a volume; see the errno table above. Creating an
-  // existing volume with the same size (and inodes and disk, when given) is a
-  // success that changes nothing.
+  // existing volume with the same size (and inodes, disk and I/O limits, when
+  // given) is a success that changes nothing.
   Result<VolumeInfo> Create(const CreateVolumeParams& params) EXCLUDES(ops_mu_, mu_);
   // Changes the limits of a served volume, live. inode_limit 0 keeps an
   // explicit limit and rescales a default one.
   Result<VolumeInfo> Resize(const std::string& name, uint64_t capacity_bytes,
                             uint64_t inode_limit) EXCLUDES(ops_mu_, mu_);
+  // Replaces the I/O limits and weight of a served volume, live (no remount),
+  // then records them in the manifest. Invalid limits fail with EINVAL (the
+  // iopath::ValidateIoLimits message) and change nothing; a volume that is not
+  // served fails with EBUSY. If the manifest cannot be written, the old limits
+  // are put back live and the write error is returned.
+  Result<VolumeInfo> SetIoLimits(const std::string& name, const iopath::IoLimits& limits)
+      EXCLUDES(ops_mu_, mu_);
   // Refuses (EBUSY) while any process uses the volume or it is mounted
   // anywhere else; otherwise unmounts it, drops it from the manifest and
   // removes its data in the background.
@@ -139,8 +176,8 @@ class VolumeManager {
   std::vector<DiskInfo> Disks() const EXCLUDES(mu_);   // ready disks, then refusals
 
   // Unmounts every volume (in parallel; a busy one gets the fuse layer's grace
-  // period) and stops the trash thread. Later changes fail with ESHUTDOWN.
-  // Idempotent.
+  // period), then stops the disks' engines and the trash thread. Later
+  // changes fail with ESHUTDOWN. Idempotent.
   void Shutdown() EXCLUDES(ops_mu_, mu_);
 
   // Blocks until no change is in progress: the watchdog's liveness probe.
@@ -167,9 +204,14 @@ class VolumeManager {
   VolumeInfo Describe(const Vol& vol, const std::vector<MountInfo>& mounts) const REQUIRES(mu_);
   uint64_t AllocatedLocked(const AttachedDisk* disk) const REQUIRES(mu_);
   Result<AttachedDisk*> PickDisk(const CreateVolumeParams& params) const REQUIRES(mu_);
+  void CreateEngines() REQUIRES(ops_mu_);
+  // Why `disk` cannot serve volumes, or null if it can.
+  const std::string* EngineErrorLocked(const AttachedDisk* disk) const REQUIRES(mu_);
   Status PrepareMountpoint(const std::string& path);
-  Result<std::unique_ptr<fuse::Volume>> MountVolume(const Vol& vol, uint64_t capacity,
-                                                    uint64_t inodes);
+  // Mounts `vol` with the capacity, inodes and I/O limits of `rec`, on its
+  // disk's engine.
+  Result<std::unique_ptr<fuse::Volume>> MountVolume(const Vol& vol, const VolumeRecord& rec)
+      REQUIRES(ops_mu_);
   Status CommitManifest(AttachedDisk* disk, const DiskManifest& manifest) REQUIRES(ops_mu_);
   Status MoveToTrash(AttachedDisk* disk, const std::string& path, uint64_t bytes);
   void TrashLoop();
@@ -181,10 +223,14 @@ class VolumeManager {
   mutable Mutex ops_mu_;  // acquired before mu_
   bool shut_down_ GUARDED_BY(ops_mu_) = false;
   bool started_ GUARDED_BY(ops_mu_) = false;
+  // One per disk that has one; destroyed after every volume (Shutdown).
+  std::map<const AttachedDisk*, std::unique_ptr<iopath::Engine>> engines_ GUARDED_BY(ops_mu_);
 
   mutable Mutex mu_;  // acquired before trash_mu_
   std::map<std::string, std::unique_ptr<Vol>> vols_ GUARDED_BY(mu_);
   std::map<const AttachedDisk*, uint64_t> trash_bytes_ GUARDED_BY(mu_);
+  // Why a disk has no engine (set by Start()): it cannot serve volumes.
+  std::map<const AttachedDisk*, std::string> engine_errors_ GUARDED_BY(mu_);
 
   Mutex trash_mu_;
   std::condition_variable_any trash_cv_;

@@ -24,17 +24,24 @@
 
 namespace localvol::fuse {
 
-struct Filesystem::FileHandle {
-  UniqueFd fd;
+// What fi->fh points at: an open file or directory of the backing tree.
+struct Filesystem::OpenHandle {
+  explicit OpenHandle(Inode* i) : inode(i) {}
+  virtual ~OpenHandle() = default;
   Inode* inode;
 };
 
-struct Filesystem::DirHandle {
-  ~DirHandle() {
+struct Filesystem::FileHandle : OpenHandle {
+  FileHandle(UniqueFd f, Inode* i) : OpenHandle(i), fd(std::move(f)) {}
+  UniqueFd fd;
+};
+
+struct Filesystem::DirHandle : OpenHandle {
+  explicit DirHandle(Inode* i) : OpenHandle(i) {}
+  ~DirHandle() override {
     if (dir != nullptr) closedir(dir);
   }
   DIR* dir = nullptr;
-  Inode* inode = nullptr;
   off_t offset = 0;
   struct dirent* entry = nullptr;  // read but not yet returned to the kernel
 };
@@ -508,7 +515,39 @@ void Filesystem::Finalize(Inode& inode) {
   }
 }
 
+void Filesystem::AddHandle(OpenHandle* handle) {
+  CountOpenHandle(*handle->inode, +1);
+  MutexLock lock(handles_mu_);
+  open_handles_.insert(handle);
+}
+
+void Filesystem::DropHandle(OpenHandle* handle) {
+  {
+    MutexLock lock(handles_mu_);
+    open_handles_.erase(handle);
+  }
+  CountOpenHandle(*handle->inode, -1);
+  delete handle;
+}
+
 void Filesystem::ForgetAll() {
+  // The kernel sends RELEASE for a closed file asynchronously and drops what
+  // it has not sent when the connection ends, so an unmount right after a
+  // close can leave handles that will never be released. Close them here:
+  // their fds would otherwise keep the backing filesystem busy.
+  std::unordered_set<OpenHandle*> unreleased;
+  {
+    MutexLock lock(handles_mu_);
+    unreleased.swap(open_handles_);
+  }
+  for (OpenHandle* handle : unreleased) {
+    CountOpenHandle(*handle->inode, -1);
+    delete handle;
+  }
+  if (!unreleased.empty()) {
+    GetLogger("fuse")->debug("closed {} file(s) the kernel did not release before unmount",
+                             unreleased.size());
+  }
   std::unordered_map<DevIno, std::unique_ptr<Inode>, DevInoHash> all;
   {
     MutexLock lock(mu_);
@@ -803,11 +842,10 @@ void Filesystem::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mod
   fi->fh = reinterpret_cast<uint64_t>(handle);
   fi->keep_cache = 1;
   fi->noflush = 1;
-  CountOpenHandle(*handle->inode, +1);
+  AddHandle(handle);
   if (fuse_reply_create(req, &e, fi) != 0) {
     // The kernel gave up on the request (interrupted); nobody will release it.
-    CountOpenHandle(*handle->inode, -1);
-    delete handle;
+    DropHandle(handle);
     ForgetOne(reinterpret_cast<Inode*>(e.ino), 1);
   }
 }
@@ -896,18 +934,14 @@ void Filesystem::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   // Page cache survives reopen: only this server changes the backing file.
   fi->keep_cache = 1;
   fi->noflush = 1;
-  CountOpenHandle(inode, +1);
-  if (fuse_reply_open(req, fi) != 0) {
-    CountOpenHandle(inode, -1);
-    delete handle;
-  }
+  AddHandle(handle);
+  if (fuse_reply_open(req, fi) != 0) DropHandle(handle);
 }
 
 void Filesystem::Release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto* handle = HandleOf<FileHandle>(fi);
   Inode* inode = handle->inode;
-  delete handle;
-  CountOpenHandle(*inode, -1);
+  DropHandle(handle);
   // Closing may trim preallocation past EOF; charge what is really allocated.
   quota_->Adjust(TakeAllocationDelta(*inode), 0);
   fuse_reply_err(req, 0);
@@ -1035,7 +1069,7 @@ void Filesystem::OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (!path_fd.ok()) return (void)fuse_reply_err(req, path_fd.err());
   auto fd = OpenAt(path_fd->get(), ".", O_RDONLY | O_DIRECTORY);
   if (!fd.ok()) return (void)fuse_reply_err(req, fd.err());
-  auto handle = std::make_unique<DirHandle>();
+  auto handle = std::make_unique<DirHandle>(&GetInode(ino));
   handle->dir = fdopendir(fd->get());
   if (handle->dir == nullptr) return (void)fuse_reply_err(req, errno);
   fd->Release();  // owned by the DIR now
@@ -1044,13 +1078,9 @@ void Filesystem::OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   // made through this mount, and nothing else changes the backing directory.
   fi->cache_readdir = config_.cache_listings;
   fi->keep_cache = config_.cache_listings;
-  handle->inode = &GetInode(ino);
-  CountOpenHandle(*handle->inode, +1);
-  if (fuse_reply_open(req, fi) == 0) {
-    handle.release();
-  } else {
-    CountOpenHandle(*handle->inode, -1);
-  }
+  DirHandle* raw = handle.release();
+  AddHandle(raw);
+  if (fuse_reply_open(req, fi) != 0) DropHandle(raw);
 }
 
 void Filesystem::ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -1120,9 +1150,7 @@ void Filesystem::ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 }
 
 void Filesystem::ReleaseDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  auto* handle = HandleOf<DirHandle>(fi);
-  CountOpenHandle(*handle->inode, -1);
-  delete handle;
+  DropHandle(HandleOf<DirHandle>(fi));
   fuse_reply_err(req, 0);
 }
 

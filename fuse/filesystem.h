@@ -33,6 +33,7 @@
 #include <memory>
 #include <atomic>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 #include "base/thread_annotations.h"
@@ -186,8 +187,14 @@ class Filesystem {
   void SettleAllocation(Inode& inode, int fd, Reservation& reservation);
 
  private:
+  struct OpenHandle;
   struct FileHandle;
   struct DirHandle;
+  // Every open handle is registered, so that ForgetAll() can close those the
+  // kernel never released. AddHandle counts the inode's open handle.
+  void AddHandle(OpenHandle* handle) EXCLUDES(handles_mu_);
+  // Unregisters, uncounts and deletes.
+  void DropHandle(OpenHandle* handle) EXCLUDES(handles_mu_);
 
   Inode& GetInode(fuse_ino_t ino);
   // Pins the inode's O_PATH fd open, reopening it by handle if the cache
@@ -256,6 +263,9 @@ class Filesystem {
   Inode* lru_head_ GUARDED_BY(fd_mu_) = nullptr;  // most recently used
   Inode* lru_tail_ GUARDED_BY(fd_mu_) = nullptr;  // eviction starts here
   static std::atomic<size_t> open_path_fds_;
+  // Open file and directory handles; a leaf lock.
+  Mutex handles_mu_;
+  std::unordered_set<OpenHandle*> open_handles_ GUARDED_BY(handles_mu_);
   static size_t PathFdBudget();
 
 };

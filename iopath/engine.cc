@@ -237,6 +237,11 @@ CqeVerdict ApplyCqe(IoRequest& r, int res, IoResult* result, bool* again_exhaust
   return CqeVerdict::kResubmit;  // short transfer: continue at offset + done
 }
 
+// After the last moment two queues had requests outstanding, the ring stays
+// capped this long: a queue doing one request at a time is idle between
+// requests, and must not find the ring flooded each time it comes back.
+constexpr uint64_t kContentionMemoryNs = 50'000'000;  // 50 ms
+
 Demand DemandOf(const IoRequest& r) {
   const bool data = r.op == IoOp::kRead || r.op == IoOp::kWrite;
   return Demand{r.op == IoOp::kRead ? IoDirection::kRead : IoDirection::kWrite,
@@ -270,13 +275,16 @@ struct Engine::Impl {
       : ring_(std::move(ring)),
         max_in_flight_(max_in_flight),
         max_queue_wait_ns_(options.max_queue_wait_ns),
+        op_cost_bytes_(options.op_cost_bytes),
+        contended_in_flight_cost_(options.policy == IoPolicy::kFair ? options.contended_in_flight_cost
+                                                                    : 0),
         clock_(SteadyClock()),
         max_bytes_per_sqe_(hooks.max_bytes_per_sqe > 0
                                ? std::min<uint64_t>(hooks.max_bytes_per_sqe, kMaxBytesPerSqe)
                                : kMaxBytesPerSqe),
         hooks_(std::move(hooks)),
         log_(GetLogger("iopath")),
-        scheduler_(SchedulerOptions{options.op_cost_bytes}) {}
+        scheduler_(SchedulerOptions{options.op_cost_bytes, options.policy}) {}
 
   // Sets up the ring, checks what iopath relies on, starts the completion thread.
   static Result<std::unique_ptr<Impl>> Create(const EngineOptions& options, EngineTestHooks hooks);
@@ -300,6 +308,12 @@ struct Engine::Impl {
   // Fails (into `out`) every queued request that has waited longer than
   // max_queue_wait_ns_.
   void TakeOverdue(uint64_t now_ns, RequestList* out) REQUIRES(mu_);
+  // The scheduler filter while the ring is at the contended cap (called under mu_).
+  static bool HasNothingInRing(const Flow& flow) NO_THREAD_SAFETY_ANALYSIS {
+    return static_cast<const IoQueue*>(flow.owner())->in_ring_ == 0;
+  }
+  // A request's cost in the scheduler's cost model.
+  uint64_t CostOf(const IoRequest& r) const { return op_cost_bytes_ + DemandOf(r).bytes; }
   // Posts a NOP so that the completion thread re-evaluates its wait.
   void WakeCompletionThread() REQUIRES(mu_);
   void PrepSqe(io_uring_sqe* sqe, IoRequest& r) const;
@@ -326,6 +340,8 @@ struct Engine::Impl {
   Uring ring_;
   const unsigned max_in_flight_;
   const uint64_t max_queue_wait_ns_;
+  const uint64_t op_cost_bytes_;
+  const uint64_t contended_in_flight_cost_;
   const Clock& clock_;
   const uint64_t max_bytes_per_sqe_;
   const EngineTestHooks hooks_;
@@ -355,6 +371,9 @@ struct Engine::Impl {
   // In flight, waiting for an SQE to continue (short transfer or -EAGAIN).
   RequestList resume_ GUARDED_BY(mu_);
   unsigned in_flight_ GUARDED_BY(mu_) = 0;    // requests holding a ring slot
+  uint64_t in_flight_cost_ GUARDED_BY(mu_) = 0;  // their cost (scheduler cost model)
+  size_t busy_queues_ GUARDED_BY(mu_) = 0;       // queues with outstanding_ > 0
+  uint64_t contended_until_ns_ GUARDED_BY(mu_) = 0;
   uint64_t outstanding_ GUARDED_BY(mu_) = 0;  // sum of every queue's outstanding_
   size_t num_queues_ GUARDED_BY(mu_) = 0;
   bool sq_unflushed_ GUARDED_BY(mu_) = false;  // published SQEs the kernel has not taken
@@ -469,7 +488,7 @@ void Engine::Impl::Submit(IoQueue& queue, std::unique_ptr<IoRequest> request) {
   queued.PushBack(r);
   queue.head_ = queued.head;
   queue.tail_ = queued.tail;
-  ++queue.outstanding_;
+  if (queue.outstanding_++ == 0) ++busy_queues_;
   ++outstanding_;
   queue.stats_.queued.fetch_add(1, std::memory_order_relaxed);
   if (was_empty) scheduler_.Enqueue(*queue.flow_, DemandOf(*r));
@@ -496,8 +515,13 @@ void Engine::Impl::Dispatch() {
   wake_at_ns_ = 0;
   if (resume_.empty() && scheduler_.backlogged() > 0) {
     const uint64_t now = clock_.NowNs();
+    if (busy_queues_ >= 2) contended_until_ns_ = now + kContentionMemoryNs;
+    const bool capped = contended_in_flight_cost_ > 0 && now < contended_until_ns_;
     while (in_flight_ < max_in_flight_ && io_uring_sq_space_left(ring) > 0) {
-      const Scheduler::Pick pick = scheduler_.PickNext(now, &wake_at_ns_);
+      const Scheduler::Pick pick =
+          capped && in_flight_cost_ >= contended_in_flight_cost_
+              ? scheduler_.PickNextAllowed(now, &wake_at_ns_, &Impl::HasNothingInRing)
+              : scheduler_.PickNext(now, &wake_at_ns_);
       if (!pick.flow) break;
       auto* queue = static_cast<IoQueue*>(pick.flow->owner());
       if (pick.throttled_ns > 0) {
@@ -506,6 +530,8 @@ void Engine::Impl::Dispatch() {
       IoRequest* r = PopHead(*queue);
       queue->stats_.in_flight.fetch_add(1, std::memory_order_relaxed);
       ++in_flight_;
+      ++queue->in_ring_;
+      in_flight_cost_ += CostOf(*r);
       PrepSqe(io_uring_get_sqe(ring), *r);
       ++prepared;
     }
@@ -694,6 +720,10 @@ bool Engine::Impl::RunCompletionRound() {
   {
     MutexLock lock(mu_);
     in_flight_ -= num_finished;
+    for (unsigned i = 0; i < num_finished; ++i) {
+      in_flight_cost_ -= CostOf(*finished[i].request);
+      --finished[i].queue->in_ring_;
+    }
     resume_.Append(resume);
     Dispatch();
   }
@@ -717,7 +747,10 @@ void Engine::Impl::CompleteAll(Finished* finished, unsigned count) {
   bool queue_idle = false;
   for (unsigned i = 0; i < count; ++i) {
     // Last touch of the queue: once its count is 0, ~IoQueue may free it.
-    if (--finished[i].queue->outstanding_ == 0) queue_idle = true;
+    if (--finished[i].queue->outstanding_ == 0) {
+      queue_idle = true;
+      --busy_queues_;
+    }
   }
   outstanding_ -= count;
   if (queue_idle) idle_cv_.notify_all();

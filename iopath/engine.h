@@ -73,10 +73,13 @@ class IoQueue {
   IoRequest* head_ = nullptr;  // requests waiting for the dispatcher, FIFO via next_in_queue
   IoRequest* tail_ = nullptr;
   uint64_t outstanding_ = 0;  // queued + in the ring + completing (until Complete returns)
+  uint64_t in_ring_ = 0;      // requests holding a ring slot
   bool registered_ = false;
   IoLimits limits_;
   std::unique_ptr<Flow> flow_;  // the queue as the scheduler sees it
 };
+
+inline constexpr uint64_t kDefaultContendedInFlightCost = 64 << 10;
 
 struct EngineOptions {
   unsigned ring_entries = 256;   // SQ size; the CQ is twice this
@@ -88,6 +91,18 @@ struct EngineOptions {
   // Fair-sharing cost of a request: this many bytes plus its length (see
   // iopath/scheduler.h for why).
   uint64_t op_cost_bytes = kDefaultOpCostBytes;
+  // While two or more queues have requests outstanding (and for 50 ms after),
+  // the ring takes more requests only from queues with none in it once it
+  // holds this much cost; 0: no cap. The device serves what is in the ring in
+  // its own order, so a victim's small read waits behind every large write
+  // already dispatched; the cap keeps that backlog short and lets the
+  // scheduler decide who goes next, while a queue doing one request at a time
+  // is never held back by it. A queue alone is not capped (docs/isolation.md
+  // has the trade-off measured).
+  uint64_t contended_in_flight_cost = kDefaultContendedInFlightCost;
+  // kFifo turns fair sharing off: arrival order across volumes and no
+  // in-flight cap (contended_in_flight_cost is ignored). Limits still apply.
+  IoPolicy policy = IoPolicy::kFair;
 };
 
 class Engine {

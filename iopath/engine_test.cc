@@ -674,6 +674,40 @@ TEST_F(EngineTest, InvalidLimitsAreRefusedAndChangeNothing) {
   EXPECT_EQ(queue_->limits(), ReadIops(50));
 }
 
+// While two queues have requests outstanding, the ring takes no more than
+// contended_in_flight_cost, except one request of a queue with none in it; a
+// queue alone is not capped.
+TEST(EngineInFlightCap, CapsTheRingOnlyWhileQueuesContend) {
+  for (const IoPolicy policy : {IoPolicy::kFair, IoPolicy::kFifo}) {
+    ENGINE_OR_SKIP(engine, Engine::Create(EngineOptions{
+                               .contended_in_flight_cost = kDefaultOpCostBytes + 1,
+                               .policy = policy}));
+    auto a = engine->CreateQueue("a");
+    auto b = engine->CreateQueue("b");
+    Pipe pipe;
+    char bufs[8];
+    Countdown done(8);
+    auto read_pipe = [&](IoQueue& q, int i) {
+      engine->Submit(q, MakeRequest(IoOp::kRead, pipe.read_end.get(), 0, &bufs[i], 1,
+                                    [&](IoResult) { done.Done(); }));
+    };
+    // Alone: all four blocking reads go into the ring.
+    for (int i = 0; i < 4; ++i) read_pipe(*a, i);
+    EXPECT_EQ(a->stats().in_flight.load(), 4u);
+    // Contended and over the cap: b, with nothing in the ring, still gets one
+    // request in; the rest wait.
+    for (int i = 4; i < 8; ++i) read_pipe(*b, i);
+    if (policy == IoPolicy::kFair) {
+      EXPECT_EQ(b->stats().in_flight.load(), 1u);
+      EXPECT_EQ(b->stats().queued.load(), 3u);
+    } else {
+      EXPECT_EQ(b->stats().in_flight.load(), 4u) << "fifo has no cap";
+    }
+    ASSERT_EQ(::write(pipe.write_end.get(), "12345678", 8), 8);
+    EXPECT_TRUE(done.Wait());
+  }
+}
+
 TEST(EngineWaitBound, RequestsQueuedLongerThanTheBoundFailWithEtimedout) {
   ENGINE_OR_SKIP(engine, Engine::Create(EngineOptions{.max_queue_wait_ns = 300'000'000}));
   auto queue = engine->CreateQueue("slow");

@@ -114,10 +114,12 @@ Status SetIoLimit(IoLimits* limits, std::string_view key, std::string_view value
       limit.burst_seconds = static_cast<uint32_t>(*n);
       return Status::Ok();
     }
-    Result<uint64_t> n = l.bytes ? ParseSize(value) : ParseCount(key, value);
-    if (!n.ok()) {
-      return Status::Error(EINVAL, std::string(key) + ": " + n.status().context());
+    Result<uint64_t> n = ParseCount(key, value);
+    if (l.bytes) {
+      n = ParseSize(value);
+      if (!n.ok()) return Status::Error(EINVAL, std::string(key) + ": " + n.status().context());
     }
+    if (!n.ok()) return n.status();
     (field == Field::kRate ? limit.rate : limit.burst_rate) = *n;
     return Status::Ok();
   }

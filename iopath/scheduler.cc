@@ -96,13 +96,14 @@ void Scheduler::Configure(Flow& flow, const IoLimits& limits, uint64_t now_ns) {
 }
 
 void Scheduler::MakeEligible(Flow& flow) {
-  flow.start_tag_ = TagMax(flow.finish_tag_, virtual_time_);
+  flow.start_tag_ = options_.policy == IoPolicy::kFifo ? flow.head_.enqueue_ns
+                                                        : TagMax(flow.finish_tag_, virtual_time_);
   flow.state_ = Flow::State::kEligible;
   eligible_.Push(&flow);
 }
 
 void Scheduler::Enqueue(Flow& flow, const Demand& head) {
-  flow.head_ = head;
+  flow.head_ = head;  // before MakeEligible: FIFO orders by its enqueue time
   if (flow.state_ == Flow::State::kIdle) MakeEligible(flow);
 }
 
@@ -131,7 +132,7 @@ uint64_t Scheduler::EndThrottled(Flow& flow, uint64_t now_ns) {
   return now_ns > since ? now_ns - since : 0;
 }
 
-Scheduler::Pick Scheduler::PickNext(uint64_t now_ns, uint64_t* wake_at_ns) {
+void Scheduler::ReleaseThrottled(uint64_t now_ns) {
   // Throttled flows whose wait is over rejoin at the current virtual time: no
   // credit for the service they could not take.
   while (!throttled_.empty() && throttled_.top()->eligible_at_ns_ <= now_ns) {
@@ -139,24 +140,55 @@ Scheduler::Pick Scheduler::PickNext(uint64_t now_ns, uint64_t* wake_at_ns) {
     throttled_.Erase(flow);
     MakeEligible(*flow);
   }
+}
+
+void Scheduler::HoldBack(Flow& flow, uint64_t wait_ns, uint64_t now_ns) {
+  eligible_.Erase(&flow);
+  if (flow.throttled_since_ns_ == 0) flow.throttled_since_ns_ = now_ns;
+  flow.eligible_at_ns_ = now_ns + wait_ns;
+  flow.state_ = Flow::State::kThrottled;
+  throttled_.Push(&flow);
+}
+
+Scheduler::Pick Scheduler::Admit(Flow& flow, uint64_t now_ns) {
+  eligible_.Erase(&flow);
+  const Demand& head = flow.head_;
+  OpsThrottle(flow, head.direction).Charge(1, now_ns);
+  if (head.bytes > 0) BytesThrottle(flow, head.direction).Charge(head.bytes, now_ns);
+  if (options_.policy == IoPolicy::kFair) {
+    virtual_time_ = flow.start_tag_;
+    flow.finish_tag_ = flow.start_tag_ + CostTag(flow, head);
+  }
+  flow.state_ = Flow::State::kIdle;
+  return Pick{&flow, EndThrottled(flow, now_ns)};
+}
+
+Scheduler::Pick Scheduler::PickNext(uint64_t now_ns, uint64_t* wake_at_ns) {
+  ReleaseThrottled(now_ns);
   while (!eligible_.empty()) {
     Flow* flow = eligible_.top();
-    eligible_.Erase(flow);
     const uint64_t wait = HeadWaitNs(*flow, now_ns);
-    if (wait > 0) {
-      if (flow->throttled_since_ns_ == 0) flow->throttled_since_ns_ = now_ns;
-      flow->eligible_at_ns_ = now_ns + wait;
-      flow->state_ = Flow::State::kThrottled;
-      throttled_.Push(flow);
-      continue;
+    if (wait == 0) return Admit(*flow, now_ns);
+    HoldBack(*flow, wait, now_ns);
+  }
+  if (!throttled_.empty()) *wake_at_ns = throttled_.top()->eligible_at_ns_;
+  return Pick{};
+}
+
+Scheduler::Pick Scheduler::PickNextAllowed(uint64_t now_ns, uint64_t* wake_at_ns,
+                                          FlowFilter allowed) {
+  ReleaseThrottled(now_ns);
+  for (;;) {
+    Flow* best = nullptr;
+    for (Flow* flow : eligible_.flows()) {
+      if (allowed(*flow) && (best == nullptr || TagBefore(flow->start_tag_, best->start_tag_))) {
+        best = flow;
+      }
     }
-    const Demand& head = flow->head_;
-    OpsThrottle(*flow, head.direction).Charge(1, now_ns);
-    if (head.bytes > 0) BytesThrottle(*flow, head.direction).Charge(head.bytes, now_ns);
-    virtual_time_ = flow->start_tag_;
-    flow->finish_tag_ = flow->start_tag_ + CostTag(*flow, head);
-    flow->state_ = Flow::State::kIdle;
-    return Pick{flow, EndThrottled(*flow, now_ns)};
+    if (best == nullptr) break;
+    const uint64_t wait = HeadWaitNs(*best, now_ns);
+    if (wait == 0) return Admit(*best, now_ns);
+    HoldBack(*best, wait, now_ns);  // then look again without it
   }
   if (!throttled_.empty()) *wake_at_ns = throttled_.top()->eligible_at_ns_;
   return Pick{};

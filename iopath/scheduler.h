@@ -112,8 +112,14 @@ class Flow {
   uint64_t throttled_since_ns_ = 0;  // 0: the head is not known to be throttled
 };
 
+// kFair: start-time fair queuing, as above. kFifo: eligible heads go in
+// arrival order whatever their volume (limits still apply): no fair sharing,
+// for measuring what it buys.
+enum class IoPolicy : uint8_t { kFair, kFifo };
+
 struct SchedulerOptions {
   uint64_t op_cost_bytes = kDefaultOpCostBytes;
+  IoPolicy policy = IoPolicy::kFair;
 };
 
 class Scheduler {
@@ -139,6 +145,13 @@ class Scheduler {
   // unchanged). Never returns a throttled flow.
   Pick PickNext(uint64_t now_ns, uint64_t* wake_at_ns);
 
+  // PickNext() restricted to the flows `allowed` accepts (others stay
+  // backlogged, untouched). O(backlogged flows): for when the owner must
+  // hold most flows back, which the engine does only while its ring is at the
+  // contended in-flight cap.
+  using FlowFilter = bool (*)(const Flow& flow);
+  Pick PickNextAllowed(uint64_t now_ns, uint64_t* wake_at_ns, FlowFilter allowed);
+
   // A backlogged flow whose head was enqueued at or before `deadline_ns`, taken
   // off the backlog (the owner fails that request and Enqueues the next), or
   // nullptr. *throttled_ns gets the time that head spent throttled.
@@ -158,6 +171,12 @@ class Scheduler {
   uint64_t EndThrottled(Flow& flow, uint64_t now_ns);
   // Puts a flow on the eligible heap at the current virtual time.
   void MakeEligible(Flow& flow);
+  // Moves throttled flows whose wait is over to the eligible heap.
+  void ReleaseThrottled(uint64_t now_ns);
+  // Moves an eligible flow over its limits to the throttled heap.
+  void HoldBack(Flow& flow, uint64_t wait_ns, uint64_t now_ns);
+  // Takes an eligible flow within its limits off the backlog and charges it.
+  Pick Admit(Flow& flow, uint64_t now_ns);
 
   const SchedulerOptions options_;
   uint64_t virtual_time_ = 0;

@@ -124,6 +124,19 @@ TEST(SchedulerTest, ManyFlowsShareInProportionToTheirWeights) {
   }
 }
 
+TEST(SchedulerTest, FifoPolicyServesInArrivalOrderIgnoringWeights) {
+  ManualClock clock;
+  Scheduler s(SchedulerOptions{kDefaultOpCostBytes, IoPolicy::kFifo});
+  Source heavy, light;
+  s.Configure(heavy.flow, Weight(kMaxWeight), clock.NowNs());
+  s.Configure(light.flow, Weight(1), clock.NowNs());
+  s.Enqueue(light.flow, Demand{IoDirection::kRead, 4096, 100});
+  s.Enqueue(heavy.flow, Demand{IoDirection::kRead, 4096, 200});
+  uint64_t wake = 0;
+  EXPECT_EQ(s.PickNext(clock.NowNs(), &wake).flow, &light.flow);  // it came first
+  EXPECT_EQ(s.PickNext(clock.NowNs(), &wake).flow, &heavy.flow);
+}
+
 // Equal weights, 4 KiB against 128 KiB requests: the cost model gives each the
 // same share of cost, not of requests.
 TEST(SchedulerTest, SmallAndLargeRequestsShareByCost) {

@@ -21,6 +21,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <thread>
 
 #include "agent/loop_device.h"
@@ -227,6 +228,67 @@ TEST_F(AgentDaemonTest, CliEndToEnd) {
   EXPECT_FALSE(Exists(dirs_->socket()));
 }
 
+TEST_F(AgentDaemonTest, CliIoLimits) {
+  auto devices = Loops(1);
+  ASSERT_TRUE(dirs_->WriteConfig(devices).ok());
+  ASSERT_TRUE(daemon_->Start());
+  auto limits_of = [&](const std::string& name) {
+    CommandResult r = daemon_->Ctl({"volume", "inspect", name});
+    EXPECT_TRUE(r.ok()) << r.Summary();
+    const size_t at = r.out.find("I/O limits: ");
+    if (at == std::string::npos) return "(no I/O limits line in:\n" + r.out + ")";
+    return r.out.substr(at + 12, r.out.find('\n', at) - at - 12);
+  };
+
+  CommandResult r = daemon_->Ctl({"volume", "create", "db", "--size", "32Mi", "--read-iops", "500",
+                                  "--write-bps", "100Mi", "--weight", "200"});
+  ASSERT_TRUE(r.ok()) << r.Summary();
+  EXPECT_NE(r.out.find("read-iops=500 write-bps=100Mi weight=200"), std::string::npos) << r.out;
+  EXPECT_EQ(limits_of("db"), "read-iops=500 write-bps=100Mi weight=200");
+  r = daemon_->Ctl({"-o", "json", "volume", "inspect", "db"});
+  ASSERT_TRUE(r.ok()) << r.Summary();
+  for (const char* field : {"\"io_limits\"", "\"read_iops\"", "\"rate\": \"500\"", "\"rate\": \"104857600\"",
+                            "\"weight\": 200", "\"io_stats\"", "\"throttled_seconds\"", "\"queued\""}) {
+    EXPECT_NE(r.out.find(field), std::string::npos) << field << " not in\n" << r.out;
+  }
+  // Create again: with other limits it is a conflict; without, a no-op.
+  ExpectFails(daemon_->Ctl({"volume", "create", "db", "--size", "32Mi", "--read-iops", "1"}), 1,
+              "AlreadyExists: volume db already exists with I/O limits");
+  EXPECT_TRUE(daemon_->Ctl({"volume", "create", "db", "--size", "32Mi"}).ok());
+
+  // set-limits merges into what is there; 0 removes one limit.
+  ASSERT_TRUE(daemon_->Ctl({"volume", "set-limits", "db", "--write-iops", "100"}).ok());
+  EXPECT_EQ(limits_of("db"), "read-iops=500 write-iops=100 write-bps=100Mi weight=200");
+  ASSERT_TRUE(daemon_->Ctl({"volume", "set-limits", "db", "--read-iops", "0"}).ok());
+  EXPECT_EQ(limits_of("db"), "write-iops=100 write-bps=100Mi weight=200");
+
+  // Bad values and bad combinations: exit 2, nothing changed.
+  ExpectFails(daemon_->Ctl({"volume", "set-limits", "db", "--write-iops-burst", "50"}), 2,
+              "invalid I/O limits for volume db: write-iops-burst (50) must be above write-iops (100)");
+  ExpectFails(daemon_->Ctl({"volume", "set-limits", "db", "--weight", "heavy"}), 2, "--weight: 'heavy'");
+  ExpectFails(daemon_->Ctl({"volume", "set-limits", "db", "--write-bps", "fast"}), 2, "--write-bps");
+  ExpectFails(daemon_->Ctl({"volume", "set-limits", "db"}), 2, "give at least one limit");
+  ExpectFails(daemon_->Ctl({"volume", "create", "x", "--size", "8Mi", "--read-iops-burst", "9"}), 2,
+              "invalid I/O limits: read-iops-burst is set but read-iops is not");
+  EXPECT_EQ(limits_of("db"), "write-iops=100 write-bps=100Mi weight=200");
+  ExpectFails(daemon_->Ctl({"volume", "inspect", "x"}), 1, "NotFound");
+  ExpectFails(daemon_->Ctl({"volume", "set-limits", "nope", "--read-iops", "5"}), 1, "NotFound: no volume named nope");
+
+  // --unlimited drops every rate limit, keeps the weight; flags given with it apply.
+  r = daemon_->Ctl({"volume", "set-limits", "db", "--unlimited", "--read-bps", "20Mi", "--read-bps-burst", "40Mi"});
+  ASSERT_TRUE(r.ok()) << r.Summary();
+  EXPECT_NE(r.out.find("read-bps=20Mi read-bps-burst=40Mi weight=200"), std::string::npos) << r.out;
+
+  // The limits survive a restart of the agent.
+  const int status = daemon_->Stop();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << DescribeWaitStatus(status);
+  ASSERT_TRUE(daemon_->Start());
+  EXPECT_EQ(limits_of("db"), "read-bps=20Mi read-bps-burst=40Mi weight=200");
+  r = daemon_->Ctl({"volume", "set-limits", "db", "--unlimited", "--weight", "100"});
+  ASSERT_TRUE(r.ok()) << r.Summary();
+  EXPECT_EQ(limits_of("db"), "unlimited weight=100");
+}
+
 TEST_F(AgentDaemonTest, Kill9InTheMiddleOfWritesThenRestart) {
   auto devices = Loops(1);
   ASSERT_TRUE(dirs_->WriteConfig(devices).ok());
@@ -425,7 +487,7 @@ TEST_F(AgentDaemonTest, PrometheusMetrics) {
   ASSERT_TRUE(daemon_->Start());
   ASSERT_TRUE(daemon_->Ctl({"volume", "create", "metered", "--size", "32Mi"}).ok());
   ASSERT_TRUE(WriteFile(dirs_->publish() + "/metered/f", RandomBytes(1, 2 * kMi)).ok());
-  const std::string body = HttpGet(port, "/metrics");
+  std::string body = HttpGet(port, "/metrics");
   ASSERT_EQ(body.rfind("HTTP/1.1 200", 0), 0u) << body;
   EXPECT_NE(body.find("localvol_volume_capacity_bytes{volume=\"metered\""), std::string::npos) << body;
   EXPECT_NE(body.find("} 33554432\n"), std::string::npos) << body;
@@ -433,11 +495,27 @@ TEST_F(AgentDaemonTest, PrometheusMetrics) {
   EXPECT_NE(body.find("localvol_disk_size_bytes{disk="), std::string::npos);
   EXPECT_NE(body.find("localvol_disk_allocated_bytes{disk="), std::string::npos);
   // The data path counted the write.
-  const std::string key = "localvol_volume_write_bytes_total{volume=\"metered\"";
-  const size_t at = body.find(key);
-  ASSERT_NE(at, std::string::npos) << body;
-  const size_t value_at = body.find("} ", at) + 2;
-  EXPECT_GE(std::stoull(body.substr(value_at)), 2 * kMi) << body.substr(at, 200);
+  auto value_of = [&](const std::string& prefix, const std::string& with) -> double {
+    std::istringstream in(body);
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind(prefix, 0) == 0 && line.find(with) != std::string::npos) {
+        return std::stod(line.substr(line.rfind(' ') + 1));
+      }
+    }
+    ADD_FAILURE() << "no " << prefix << "..." << with << " in\n" << body;
+    return -1;
+  };
+  EXPECT_GE(value_of("localvol_volume_io_bytes_total{volume=\"metered\"", "direction=\"write\"}"), 2.0 * kMi);
+  EXPECT_GE(value_of("localvol_volume_io_ops_total{volume=\"metered\"", "direction=\"write\"}"), 1);
+  EXPECT_GE(value_of("localvol_volume_io_latency_seconds_count{volume=\"metered\"", "}"), 1);
+  EXPECT_GE(value_of("localvol_volume_io_latency_seconds_bucket{volume=\"metered\"", "le=\"+Inf\"}"), 1);
+  EXPECT_EQ(value_of("localvol_volume_io_weight{volume=\"metered\"", "}"), 100);
+  // Limits set live show at the next scrape.
+  ASSERT_TRUE(daemon_->Ctl({"volume", "set-limits", "metered", "--read-bps", "10Mi", "--weight", "40"}).ok());
+  body = HttpGet(port, "/metrics");
+  EXPECT_EQ(value_of("localvol_volume_io_limit{volume=\"metered\"", "kind=\"read_bps\"}"), 10.0 * kMi);
+  EXPECT_EQ(value_of("localvol_volume_io_weight{volume=\"metered\"", "}"), 40);
   EXPECT_EQ(HttpGet(port, "/nope").rfind("HTTP/1.1 404", 0), 0u);
 }
 

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 
 #include "base/mount_table.h"
@@ -16,6 +17,20 @@ namespace localvol::testing {
 namespace {
 
 using UnmountTest = InProcessVolumeTest;
+
+// Descriptors of this process open on something under `dir`.
+int FdsUnder(const std::string& dir) {
+  int n = 0;
+  for (int fd = 0; fd < 4096; ++fd) {
+    char link[64], target[4096];
+    std::snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    const ssize_t len = readlink(link, target, sizeof target - 1);
+    if (len <= 0) continue;
+    target[len] = '\0';
+    n += std::strncmp(target, dir.c_str(), dir.size()) == 0;
+  }
+  return n;
+}
 
 TEST_F(UnmountTest, BusyVolumeIsAbortedAfterTheGracePeriod) {
   const std::string path = volume_->mountpoint() + "/held";
@@ -36,6 +51,9 @@ TEST_F(UnmountTest, BusyVolumeIsAbortedAfterTheGracePeriod) {
   char c;
   EXPECT_EQ(pread(fd, &c, 1, 0), -1);
   EXPECT_EQ(errno, ENOTCONN);
+  // The aborted connection never releases the held file; the server closed
+  // its backing file anyway, or it would keep the disk busy.
+  EXPECT_EQ(FdsUnder(dirs_.backing + "/"), 0);
   close(fd);
   // Aborting mounts the FUSE control filesystem if it must, and leaves the
   // system as it found it.

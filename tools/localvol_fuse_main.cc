@@ -2,6 +2,9 @@
 //
 //   localvol-fuse SOURCE_DIR MOUNTPOINT --capacity SIZE [--inodes N] [--foreground]
 //                 [--name NAME] [--threads N] [--cache-timeout SECONDS] [--log-level LEVEL]
+//                 [--read-iops N] [--write-bps SIZE] [--read-iops-burst N] ... [--weight W]
+//
+// The I/O limit flags are the settings of iopath/io_limits.h (IoLimitKeys()).
 //
 // Without --foreground it detaches once the volume is mounted, and its exit
 // status tells whether the mount succeeded. SIGINT/SIGTERM unmount cleanly.
@@ -10,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <charconv>
 #include <cstring>
@@ -31,8 +35,11 @@ using localvol::Status;
 constexpr const char* kUsage =
     "usage: localvol-fuse SOURCE_DIR MOUNTPOINT --capacity SIZE [--inodes N] [--foreground]\n"
     "                     [--name NAME] [--threads N] [--cache-timeout SECONDS]\n"
-    "                     [--log-level LEVEL]\n"
-    "  SIZE: bytes, or with a suffix such as 500M or 10Gi\n";
+    "                     [--log-level LEVEL] [I/O limits]\n"
+    "  SIZE: bytes, or with a suffix such as 500M or 10Gi\n"
+    "  I/O limits: --{read,write}-{iops,bps} RATE, --{read,write}-{iops,bps}-burst RATE,\n"
+    "              --{read,write}-{iops,bps}-burst-seconds S (1..3600), --weight W (1..10000);\n"
+    "              *-bps rates are bytes/s and take size suffixes\n";
 
 struct Args {
   std::string source;
@@ -44,7 +51,17 @@ struct Args {
   unsigned threads = 8;
   double cache_timeout_s = 3600;
   std::string log_level = "info";
+  localvol::iopath::IoLimits io_limits;
 };
+
+// "--read-iops" -> "read-iops" if it names an I/O limit setting.
+std::optional<std::string> IoLimitKey(const std::string& arg) {
+  if (arg.rfind("--", 0) != 0) return std::nullopt;
+  const std::string key = arg.substr(2);
+  const auto& keys = localvol::iopath::IoLimitKeys();
+  if (std::find(keys.begin(), keys.end(), key) == keys.end()) return std::nullopt;
+  return key;
+}
 
 Result<uint64_t> ParseCount(const std::string& flag, const std::string& text) {
   uint64_t v = 0;
@@ -107,6 +124,11 @@ Result<Args> ParseArgs(int argc, char** argv) {
                                          "' (trace, debug, info, warn, error, off)");
       }
       args.log_level = *v;
+    } else if (auto key = IoLimitKey(arg)) {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      Status set = localvol::iopath::SetIoLimit(&args.io_limits, *key, *v);
+      if (!set.ok()) return Status::Error(EINVAL, "--" + set.context());
     } else if (arg == "--foreground" || arg == "-f") {
       args.foreground = true;
     } else if (arg == "--help" || arg == "-h") {
@@ -122,6 +144,9 @@ Result<Args> ParseArgs(int argc, char** argv) {
                                      std::to_string(positional.size()) + " arguments");
   }
   if (!have_capacity) return Status::Error(EINVAL, "--capacity is required");
+  if (Status s = localvol::iopath::ValidateIoLimits(args.io_limits); !s.ok()) {
+    return Status::Error(EINVAL, "I/O limits: --" + s.context());
+  }
   args.source = positional[0];
   args.mountpoint = positional[1];
   return args;
@@ -162,6 +187,7 @@ int Serve(const Args& args, int ready_fd) {
   options.engine = engine->get();
   options.max_threads = args.threads;
   options.cache_timeout_s = args.cache_timeout_s;
+  options.io_limits = args.io_limits;
   auto volume = localvol::fuse::Volume::Mount(options);
   if (!volume.ok()) {
     log->error("{}", volume.status().ToString());

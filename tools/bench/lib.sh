@@ -13,6 +13,8 @@
 #                                device image in $work (/var/tmp, the real
 #                                       disk), losetup --direct-io=on: no
 #                                       second page cache under XFS
+#   bench_attach_profile PROFILE SIZE
+#                           -> only the loop device ($dev), unformatted
 #   bench_drop_disk          stops the servers, unmounts and detaches the
 #                            current disk so another one can be made
 #   bench_track_pid PID      a FUSE server (bindfs, mergerfs, ...) started in
@@ -85,7 +87,9 @@ bench_make_disk() {
   mount "$dev" "$work/disk"
 }
 
-bench_make_disk_profile() {
+# Attaches a loop device for PROFILE over a fresh image of SIZE -> $dev,
+# $bench_img. Nothing is formatted: for the agent, which formats its disks.
+bench_attach_profile() {
   local profile=$1 size=$2
   case $profile in
     fast)
@@ -101,6 +105,10 @@ bench_make_disk_profile() {
       ;;
     *) echo "unknown disk profile '$profile' (fast or device)" >&2; return 1 ;;
   esac
+}
+
+bench_make_disk_profile() {
+  bench_attach_profile "$1" "$2"
   mkfs.xfs -q -f "$dev"
   mkdir -p "$work/disk"
   mount "$dev" "$work/disk"

@@ -14,9 +14,9 @@
 # buffered loop device over an image in /dev/shm, so the "disk" is RAM and
 # only the CPU cost of each path shows.
 #
-# Targets, all on the same XFS, each in its own directory: raw XFS, a
-# localvol volume (quota on, capacity above what the tests write), bindfs and
-# mergerfs. Each test runs on every target before the next test starts, in a
+# Targets, all on the same XFS, each in its own directory: raw XFS (a), a
+# localvol volume (b: quota on, capacity above what the tests write), the same
+# with I/O limits configured but never binding (c), bindfs and mergerfs (d). Each test runs on every target before the next test starts, in a
 # rotating order; caches are dropped before every run; the figures are medians
 # over the rounds. The results go to tools/bench/results/<timestamp>/ (fio JSON
 # of every run, results.json, the report); the table and chart go to
@@ -103,14 +103,21 @@ for profile in $profiles; do
   out=$results/$profile
   loopdev=$(basename "$dev")
   disk_note="$disk_size image in $(dirname "$bench_img"), $dev with direct-io=$(losetup -n -O DIO "$dev" | tr -d ' '), read_ahead_kb=$(cat /sys/block/$loopdev/queue/read_ahead_kb) (as losetup left it)"
-  mkdir -p "$out" "$work/disk/raw" "$work/disk/localvol" "$work/disk/bindfs" "$work/disk/mergerfs" \
-    "$work/mnt/localvol" "$work/mnt/bindfs" "$work/mnt/mergerfs"
+  mkdir -p "$out" "$work/disk/raw" "$work/disk/localvol" "$work/disk/limited" "$work/disk/bindfs" \
+    "$work/disk/mergerfs" "$work/mnt/localvol" "$work/mnt/limited" "$work/mnt/bindfs" "$work/mnt/mergerfs"
 
   # (b) a localvol volume, quota on (capacity well above what the tests write).
   "$bench_fuse" "$work/disk/localvol" "$work/mnt/localvol" --capacity "$capacity" --foreground \
     >"$out/localvol-fuse.log" 2>&1 &
   vol_pid=$!; bench_track_pid "$vol_pid"
   wait_mounted "$work/mnt/localvol" "$vol_pid" localvol-fuse
+  # (c) the same kind of volume with every I/O limit configured, far above
+  # anything the tests reach: what checking and charging the buckets costs.
+  "$bench_fuse" "$work/disk/limited" "$work/mnt/limited" --capacity "$capacity" --foreground \
+    --read-iops 100000000 --write-iops 100000000 --read-bps 1000Gi --write-bps 1000Gi \
+    >"$out/localvol-fuse-limited.log" 2>&1 &
+  lim_pid=$!; bench_track_pid "$lim_pid"
+  wait_mounted "$work/mnt/limited" "$lim_pid" localvol-fuse
   # (d) bindfs: multithreaded (its default is one thread), and O_DIRECT
   # forwarded to the backing file (its default drops O_DIRECT, so a direct read
   # would be served from the backing file's page cache).
@@ -130,6 +137,7 @@ for profile in $profiles; do
     --disk-note "$disk_note" \
     --target "raw=$work/disk/raw" \
     --target "localvol=$work/mnt/localvol,backing=$work/disk/localvol,pid=$vol_pid" \
+    --target "limited=$work/mnt/limited,backing=$work/disk/limited,pid=$lim_pid" \
     --target "bindfs=$work/mnt/bindfs,backing=$work/disk/bindfs,pid=$bind_pid" \
     --target "mergerfs=$work/mnt/mergerfs,backing=$work/disk/mergerfs,pid=$merge_pid"
   bench_drop_disk

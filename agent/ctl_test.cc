@@ -1,0 +1,113 @@
+// localvolctl's command line without an agent: the socket names nothing, so
+// an invocation that gets past its own checks fails with "cannot reach" (exit
+// 3). A usage error (exit 2) therefore proves nothing was sent.
+#include "agent/ctl.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "iopath/io_limits.h"
+
+namespace localvol::agent {
+namespace {
+
+struct Outcome {
+  int code;
+  std::string out, err;
+};
+
+Outcome Ctl(std::vector<std::string> args) {
+  const std::string socket = "/tmp/localvol-ctl-test-" + std::to_string(::getpid()) + ".sock";
+  args.insert(args.begin(), {"localvolctl", "--socket", socket, "--timeout", "5"});
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  std::ostringstream out, err;
+  const int code = RunCtl(static_cast<int>(argv.size()), argv.data(), out, err);
+  return {code, out.str(), err.str()};
+}
+
+std::vector<std::string> Create(std::vector<std::string> flags) {
+  std::vector<std::string> args = {"volume", "create", "db", "--size", "1Gi"};
+  args.insert(args.end(), flags.begin(), flags.end());
+  return args;
+}
+
+std::vector<std::string> SetLimits(std::vector<std::string> flags) {
+  std::vector<std::string> args = {"volume", "set-limits", "db"};
+  args.insert(args.end(), flags.begin(), flags.end());
+  return args;
+}
+
+TEST(CtlTest, BadIoLimitValuesAreUsageErrorsNamingTheFlag) {
+  const struct {
+    std::vector<std::string> args;
+    std::vector<std::string> mentions;
+  } cases[] = {
+      {Create({"--read-iops", "lots"}), {"--read-iops", "'lots'", "not a non-negative integer"}},
+      {Create({"--write-bps", "12XB"}), {"--write-bps", "12XB"}},
+      {Create({"--read-iops", "-1"}), {"--read-iops"}},
+      {Create({"--weight", "0"}), {"weight", "1..10000"}},
+      {Create({"--weight", "10001"}), {"weight"}},
+      {Create({"--write-iops-burst-seconds", "0"}), {"--write-iops-burst-seconds", "1..3600"}},
+      // Fine one by one, not together.
+      {Create({"--read-iops", "100", "--read-iops-burst", "50"}), {"read-iops-burst (50) must be above read-iops (100)"}},
+      {Create({"--read-bps-burst", "1Mi"}), {"read-bps-burst is set but read-bps is not"}},
+      {SetLimits({"--read-iops", "x"}), {"--read-iops", "'x'"}},
+      {SetLimits({"--weight", "0"}), {"weight"}},
+      {SetLimits({"--write-bps", "1.5Gi"}), {"--write-bps", "1.5Gi"}},
+  };
+  for (const auto& c : cases) {
+    Outcome r = Ctl(c.args);
+    std::string cmd;
+    for (const auto& a : c.args) cmd += a + " ";
+    EXPECT_EQ(r.code, 2) << cmd << "\n" << r.err;
+    for (const auto& m : c.mentions) {
+      EXPECT_NE(r.err.find(m), std::string::npos) << cmd << ": '" << m << "' not in: " << r.err;
+    }
+    EXPECT_EQ(r.err.find("cannot reach"), std::string::npos) << cmd << ": it contacted the agent";
+  }
+}
+
+TEST(CtlTest, UnknownLimitFlagIsAUsageError) {
+  Outcome r = Ctl(Create({"--reed-iops", "5"}));
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("reed-iops"), std::string::npos) << r.err;
+}
+
+TEST(CtlTest, SetLimitsWithoutAnyLimitIsAUsageError) {
+  Outcome r = Ctl(SetLimits({}));
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("give at least one limit"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--unlimited"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--help"), std::string::npos) << r.err;
+}
+
+TEST(CtlTest, ValidLimitsReachForTheAgent) {
+  for (const auto& args : {Create({"--read-iops", "500", "--read-iops-burst", "2000", "--write-bps", "100Mi",
+                                   "--weight", "300"}),
+                           SetLimits({"--read-iops", "0"}), SetLimits({"--unlimited"}),
+                           SetLimits({"--unlimited", "--weight", "50"}),
+                           // Checked as a whole only once merged with the current limits.
+                           SetLimits({"--read-iops-burst", "900"})}) {
+    Outcome r = Ctl(args);
+    EXPECT_EQ(r.code, 3) << args[1] << ": " << r.err;
+    EXPECT_NE(r.err.find("cannot reach"), std::string::npos) << r.err;
+  }
+}
+
+TEST(CtlTest, EveryLimitKeyIsAFlag) {
+  for (const char* cmd : {"create", "set-limits"}) {
+    Outcome r = Ctl({"volume", cmd, "--help"});
+    EXPECT_EQ(r.code, 0) << r.err;
+    for (const auto& key : iopath::IoLimitKeys()) {
+      EXPECT_NE(r.out.find("--" + key + " "), std::string::npos) << cmd << " lacks --" << key << ":\n" << r.out;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace localvol::agent

@@ -506,9 +506,9 @@ Result<VolumeInfo> VolumeManager::Resize(const std::string& name, uint64_t capac
   uint64_t free = 0;
   {
     MutexLock lock(mu_);
-    auto it = vols_.find(name);
-    if (it == vols_.end()) return Status::Error(ENOENT, "no volume named " + name + "; see 'localvolctl volume list'");
-    vol = it->second.get();
+    auto found = FindLocked(name);
+    if (!found.ok()) return found.status();
+    vol = *found;
     old_rec = *vol->disk->manifest.Find(name);
     manifest = vol->disk->manifest;
     const uint64_t alloc = AllocatedLocked(vol->disk);
@@ -561,9 +561,9 @@ Result<VolumeInfo> VolumeManager::SetIoLimits(const std::string& name, const iop
   DiskManifest manifest;
   {
     MutexLock lock(mu_);
-    auto it = vols_.find(name);
-    if (it == vols_.end()) return Status::Error(ENOENT, "no volume named " + name + "; see 'localvolctl volume list'");
-    vol = it->second.get();
+    auto found = FindLocked(name);
+    if (!found.ok()) return found.status();
+    vol = *found;
     manifest = vol->disk->manifest;
   }
   if (!vol->fs) {
@@ -599,9 +599,9 @@ Status VolumeManager::Delete(const std::string& name) {
   DiskManifest manifest;
   {
     MutexLock lock(mu_);
-    auto it = vols_.find(name);
-    if (it == vols_.end()) return Status::Error(ENOENT, "no volume named " + name + "; see 'localvolctl volume list'");
-    vol = it->second.get();
+    auto found = FindLocked(name);
+    if (!found.ok()) return found.status();
+    vol = *found;
     manifest = vol->disk->manifest;
   }
   uint64_t used = 0;
@@ -717,9 +717,17 @@ Result<VolumeInfo> VolumeManager::Get(const std::string& name) const {
   if (Status s = ValidateVolumeName(name); !s.ok()) return s;
   const auto mounts = ReadMountTable();
   MutexLock lock(mu_);
+  auto found = FindLocked(name);
+  if (!found.ok()) return found.status();
+  return Describe(**found, mounts);
+}
+
+Result<VolumeManager::Vol*> VolumeManager::FindLocked(const std::string& name) const {
   auto it = vols_.find(name);
-  if (it == vols_.end()) return Status::Error(ENOENT, "no volume named " + name + "; see 'localvolctl volume list'");
-  return Describe(*it->second, mounts);
+  if (it == vols_.end()) {
+    return Status::Error(ENOENT, "no volume named " + name + "; see 'localvolctl volume list'");
+  }
+  return it->second.get();
 }
 
 std::vector<VolumeInfo> VolumeManager::List() const {

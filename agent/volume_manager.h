@@ -203,6 +203,8 @@ class VolumeManager {
 
   VolumeInfo Describe(const Vol& vol, const std::vector<MountInfo>& mounts) const REQUIRES(mu_);
   uint64_t AllocatedLocked(const AttachedDisk* disk) const REQUIRES(mu_);
+  // The volume called `name`, or ENOENT with a message that says so.
+  Result<Vol*> FindLocked(const std::string& name) const REQUIRES(mu_);
   Result<AttachedDisk*> PickDisk(const CreateVolumeParams& params) const REQUIRES(mu_);
   void CreateEngines() REQUIRES(ops_mu_);
   // Why `disk` cannot serve volumes, or null if it can.

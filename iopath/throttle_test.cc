@@ -35,6 +35,16 @@ size_t CountIn(const std::vector<uint64_t>& times, uint64_t from, uint64_t to) {
   return n;
 }
 
+// When the burst ended: ns after `start` of the first 100 ms window with fewer
+// than `below` admissions (the run's end if none).
+uint64_t BurstEndNs(const std::vector<uint64_t>& times, uint64_t start, uint64_t end,
+                    size_t below) {
+  for (uint64_t from = start; from < end; from += kSecond / 10) {
+    if (CountIn(times, from, from + kSecond / 10) < below) return from - start;
+  }
+  return end - start;
+}
+
 TEST(ThrottleTest, UnlimitedNeverWaits) {
   Throttle t;
   EXPECT_FALSE(t.limited());
@@ -107,14 +117,7 @@ TEST(ThrottleTest, BurstRunsAtBurstRateForBurstSecondsThenFallsToTheRate) {
     EXPECT_NEAR(n / 100.0, 1.0, 0.02) << "second " << s;
   }
   // Drain time: the first 100 ms window below twice the limit.
-  uint64_t drained_at = 0;
-  for (uint64_t w = 0; w < 200; ++w) {
-    const uint64_t from = start + w * kSecond / 10;
-    if (CountIn(admitted, from, from + kSecond / 10) < 20) {
-      drained_at = from - start;
-      break;
-    }
-  }
+  const uint64_t drained_at = BurstEndNs(admitted, start, start + 20 * kSecond, 20);
   EXPECT_NEAR(static_cast<double>(drained_at) / kSecond, 5.0, 0.15);
 }
 
@@ -129,14 +132,7 @@ TEST(ThrottleTest, BurstRefillsAtTheRateWhileIdle) {
     clock.Advance(static_cast<uint64_t>(45 * fraction * kSecond));
     const uint64_t start = clock.NowNs();
     auto admitted = RunGreedy(t, clock, 1, start + 10 * kSecond);
-    uint64_t burst_ns = 0;
-    for (uint64_t w = 0; w < 100; ++w) {
-      const uint64_t from = start + w * kSecond / 10;
-      if (CountIn(admitted, from, from + kSecond / 10) < 20) {
-        burst_ns = from - start;
-        break;
-      }
-    }
+    const uint64_t burst_ns = BurstEndNs(admitted, start, start + 10 * kSecond, 20);
     EXPECT_NEAR(static_cast<double>(burst_ns) / kSecond, 5.0 * fraction, 0.15)
         << "after idling for " << fraction << " of the refill time";
   }

@@ -455,6 +455,16 @@ void Engine::Impl::Unregister(IoQueue& queue) {
         queue.name_, queue.outstanding_);
     std::abort();
   }
+  if (queue.outstanding_ > 0) {
+    // The volume is going away: its queued requests are still served (each
+    // completes exactly once) but no longer held to its limits, so that an
+    // unmount does not wait for a low limit to drain them.
+    IoLimits unlimited;
+    unlimited.weight = queue.limits_.weight;
+    scheduler_.Configure(*queue.flow_, unlimited, clock_.NowNs());
+    queue.limits_ = unlimited;
+    Dispatch();
+  }
   while (queue.outstanding_ > 0) idle_cv_.wait(mu_);
   scheduler_.Remove(*queue.flow_);
   queue.registered_ = false;

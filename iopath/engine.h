@@ -44,8 +44,9 @@ namespace localvol::iopath {
 class Engine;
 
 // One volume's queue in front of the ring. Created by Engine::CreateQueue().
-// The destructor waits until every request submitted through this queue has
-// completed, then detaches the queue from the engine. Thread-safe.
+// The destructor lifts the queue's limits, waits until every request submitted
+// through this queue has completed, then detaches the queue from the engine.
+// Thread-safe.
 class IoQueue {
  public:
   ~IoQueue();

@@ -665,6 +665,21 @@ TEST_F(EngineTest, RaisingTheLimitReleasesQueuedRequestsAtOnce) {
   EXPECT_EQ(queue_->limits(), ReadIops(100'000));
 }
 
+TEST_F(EngineTest, DestroyingAThrottledQueueDoesNotWaitForItsLimit) {
+  file_.Fill(Pattern(16, 6));
+  ASSERT_TRUE(queue_->SetLimits(ReadIops(1)).ok());
+  Countdown done(6);
+  std::vector<int> errors;
+  std::mutex mu;
+  SubmitReads(*engine_, *queue_, file_, 6, done, &errors, &mu);
+  const auto start = std::chrono::steady_clock::now();
+  queue_.reset();  // at 1 op/s the five queued reads would take 5 s
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1s);
+  ASSERT_TRUE(done.Wait());
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_EQ(std::count(errors.begin(), errors.end(), 0), 6) << "every read is still served";
+}
+
 TEST_F(EngineTest, InvalidLimitsAreRefusedAndChangeNothing) {
   ASSERT_TRUE(queue_->SetLimits(ReadIops(50)).ok());
   IoLimits bad = ReadIops(50);

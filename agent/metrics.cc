@@ -173,37 +173,36 @@ std::string RenderMetrics(const std::vector<VolumeInfo>& volumes, const std::vec
       {"read_bps", &iopath::IoLimits::read_bps},
       {"write_bps", &iopath::IoLimits::write_bps},
   };
-  w.Family("localvol_volume_io_limit", "gauge",
-           "Sustained I/O limit of the volume: operations per second for kind read_iops and "
-           "write_iops, bytes per second for read_bps and write_bps. No sample: no limit.");
-  for (const auto& v : volumes) {
-    for (const auto& k : kLimits) {
-      const iopath::RateLimit& r = v.io_limits.*k.member;
-      if (r.limited()) {
-        w.Sample("localvol_volume_io_limit", VolumeLabels(v) + ",kind=\"" + k.kind + "\"", r.rate);
-      }
-    }
-  }
-  w.Family("localvol_volume_io_burst_limit", "gauge",
-           "Burst rate of an I/O limit of the volume (units as localvol_volume_io_limit). No "
-           "sample: no burst.");
-  for (const auto& v : volumes) {
-    for (const auto& k : kLimits) {
-      const iopath::RateLimit& r = v.io_limits.*k.member;
-      if (r.burst_rate > 0) {
-        w.Sample("localvol_volume_io_burst_limit", VolumeLabels(v) + ",kind=\"" + k.kind + "\"",
-                 r.burst_rate);
-      }
-    }
-  }
-  w.Family("localvol_volume_io_burst_seconds", "gauge",
-           "How long a full burst of an I/O limit of the volume lasts at its burst rate.");
-  for (const auto& v : volumes) {
-    for (const auto& k : kLimits) {
-      const iopath::RateLimit& r = v.io_limits.*k.member;
-      if (r.burst_rate > 0) {
-        w.Sample("localvol_volume_io_burst_seconds", VolumeLabels(v) + ",kind=\"" + k.kind + "\"",
-                 r.burst_seconds);
+  // One family per field of a limit; a limit (or burst) that is not set has
+  // no sample.
+  struct LimitGauge {
+    const char* name;
+    const char* help;
+    bool (*present)(const iopath::RateLimit&);
+    uint64_t (*value)(const iopath::RateLimit&);
+  };
+  static const LimitGauge kLimitGauges[] = {
+      {"localvol_volume_io_limit",
+       "Sustained I/O limit of the volume: operations per second for kind read_iops and "
+       "write_iops, bytes per second for read_bps and write_bps. No sample: no limit.",
+       [](const iopath::RateLimit& r) { return r.limited(); },
+       [](const iopath::RateLimit& r) { return r.rate; }},
+      {"localvol_volume_io_burst_limit",
+       "Burst rate of an I/O limit of the volume (units as localvol_volume_io_limit). No "
+       "sample: no burst.",
+       [](const iopath::RateLimit& r) { return r.burst_rate > 0; },
+       [](const iopath::RateLimit& r) { return r.burst_rate; }},
+      {"localvol_volume_io_burst_seconds",
+       "How long a full burst of an I/O limit of the volume lasts at its burst rate.",
+       [](const iopath::RateLimit& r) { return r.burst_rate > 0; },
+       [](const iopath::RateLimit& r) { return uint64_t{r.burst_seconds}; }},
+  };
+  for (const auto& g : kLimitGauges) {
+    w.Family(g.name, "gauge", g.help);
+    for (const auto& v : volumes) {
+      for (const auto& k : kLimits) {
+        const iopath::RateLimit& r = v.io_limits.*k.member;
+        if (g.present(r)) w.Sample(g.name, VolumeLabels(v) + ",kind=\"" + k.kind + "\"", g.value(r));
       }
     }
   }

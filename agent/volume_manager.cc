@@ -499,18 +499,14 @@ Result<VolumeInfo> VolumeManager::Resize(const std::string& name, uint64_t capac
     return Status::Error(EINVAL, "size " + std::to_string(capacity) + " is too small; a volume needs at least 1Mi");
   }
   MutexLock ops(ops_mu_);
-  if (shut_down_ || !started_) return Status::Error(ESHUTDOWN, "localvold is stopping; retry once it runs again");
-  Vol* vol = nullptr;
-  VolumeRecord old_rec;
   DiskManifest manifest;
+  auto found = FindForChange(name, &manifest);
+  if (!found.ok()) return found.status();
+  Vol* vol = *found;
+  const VolumeRecord old_rec = *manifest.Find(name);
   uint64_t free = 0;
   {
     MutexLock lock(mu_);
-    auto found = FindLocked(name);
-    if (!found.ok()) return found.status();
-    vol = *found;
-    old_rec = *vol->disk->manifest.Find(name);
-    manifest = vol->disk->manifest;
     const uint64_t alloc = AllocatedLocked(vol->disk);
     free = vol->disk->Allocatable() > alloc ? vol->disk->Allocatable() - alloc : 0;
   }
@@ -556,16 +552,10 @@ Result<VolumeInfo> VolumeManager::SetIoLimits(const std::string& name, const iop
     return Status::Error(EINVAL, "invalid I/O limits for volume " + name + ": " + s.context());
   }
   MutexLock ops(ops_mu_);
-  if (shut_down_ || !started_) return Status::Error(ESHUTDOWN, "localvold is stopping; retry once it runs again");
-  Vol* vol = nullptr;
   DiskManifest manifest;
-  {
-    MutexLock lock(mu_);
-    auto found = FindLocked(name);
-    if (!found.ok()) return found.status();
-    vol = *found;
-    manifest = vol->disk->manifest;
-  }
+  auto found = FindForChange(name, &manifest);
+  if (!found.ok()) return found.status();
+  Vol* vol = *found;
   if (!vol->fs) {
     return Status::Error(EBUSY, "volume " + name + " is not served (" + vol->error +
                                     "); fix that and restart localvold before changing its limits");
@@ -594,16 +584,10 @@ Result<VolumeInfo> VolumeManager::SetIoLimits(const std::string& name, const iop
 Status VolumeManager::Delete(const std::string& name) {
   if (Status s = ValidateVolumeName(name); !s.ok()) return s;
   MutexLock ops(ops_mu_);
-  if (shut_down_ || !started_) return Status::Error(ESHUTDOWN, "localvold is stopping; retry once it runs again");
-  Vol* vol = nullptr;
   DiskManifest manifest;
-  {
-    MutexLock lock(mu_);
-    auto found = FindLocked(name);
-    if (!found.ok()) return found.status();
-    vol = *found;
-    manifest = vol->disk->manifest;
-  }
+  auto found = FindForChange(name, &manifest);
+  if (!found.ok()) return found.status();
+  Vol* vol = *found;
   uint64_t used = 0;
   if (vol->fs) {
     used = vol->fs->Usage().used_bytes;
@@ -720,6 +704,16 @@ Result<VolumeInfo> VolumeManager::Get(const std::string& name) const {
   auto found = FindLocked(name);
   if (!found.ok()) return found.status();
   return Describe(**found, mounts);
+}
+
+Result<VolumeManager::Vol*> VolumeManager::FindForChange(const std::string& name,
+                                                         DiskManifest* manifest) {
+  if (shut_down_ || !started_) return Status::Error(ESHUTDOWN, "localvold is stopping; retry once it runs again");
+  MutexLock lock(mu_);
+  auto found = FindLocked(name);
+  if (!found.ok()) return found.status();
+  *manifest = (*found)->disk->manifest;
+  return found;
 }
 
 Result<VolumeManager::Vol*> VolumeManager::FindLocked(const std::string& name) const {

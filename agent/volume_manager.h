@@ -205,6 +205,10 @@ class VolumeManager {
   uint64_t AllocatedLocked(const AttachedDisk* disk) const REQUIRES(mu_);
   // The volume called `name`, or ENOENT with a message that says so.
   Result<Vol*> FindLocked(const std::string& name) const REQUIRES(mu_);
+  // For an operation that changes a volume: ESHUTDOWN while stopping, else
+  // FindLocked(), with a copy of its disk's manifest to edit and commit.
+  Result<Vol*> FindForChange(const std::string& name, DiskManifest* manifest)
+      REQUIRES(ops_mu_) EXCLUDES(mu_);
   Result<AttachedDisk*> PickDisk(const CreateVolumeParams& params) const REQUIRES(mu_);
   void CreateEngines() REQUIRES(ops_mu_);
   // Why `disk` cannot serve volumes, or null if it can.

@@ -310,7 +310,9 @@ struct Engine::Impl {
   void TakeOverdue(uint64_t now_ns, RequestList* out) REQUIRES(mu_);
   // The scheduler filter while the ring is at the contended cap (called under mu_).
   static bool HasNothingInRing(const Flow& flow) NO_THREAD_SAFETY_ANALYSIS {
-    return static_cast<const IoQueue*>(flow.owner())->in_ring_ == 0;
+    // stats_.in_flight changes only under mu_, so this read is exact.
+    return static_cast<const IoQueue*>(flow.owner())->stats_.in_flight.load(
+               std::memory_order_relaxed) == 0;
   }
   // A request's cost in the scheduler's cost model.
   uint64_t CostOf(const IoRequest& r) const { return op_cost_bytes_ + DemandOf(r).bytes; }
@@ -540,7 +542,6 @@ void Engine::Impl::Dispatch() {
       IoRequest* r = PopHead(*queue);
       queue->stats_.in_flight.fetch_add(1, std::memory_order_relaxed);
       ++in_flight_;
-      ++queue->in_ring_;
       in_flight_cost_ += CostOf(*r);
       PrepSqe(io_uring_get_sqe(ring), *r);
       ++prepared;
@@ -715,7 +716,6 @@ bool Engine::Impl::RunCompletionRound() {
       resume.PushBack(r);
     } else {
       finished[num_finished++] = Finished{r, r->queue_, result};
-      r->queue_->stats_.in_flight.fetch_sub(1, std::memory_order_relaxed);
     }
     if (again_exhausted && ShouldLog(again_exhausted_)) {
       log_->warn("{} on fd {} still got EAGAIN after {} retries, failing it with EIO ({} so far)",
@@ -732,7 +732,7 @@ bool Engine::Impl::RunCompletionRound() {
     in_flight_ -= num_finished;
     for (unsigned i = 0; i < num_finished; ++i) {
       in_flight_cost_ -= CostOf(*finished[i].request);
-      --finished[i].queue->in_ring_;
+      finished[i].queue->stats_.in_flight.fetch_sub(1, std::memory_order_relaxed);
     }
     resume_.Append(resume);
     Dispatch();

@@ -74,7 +74,6 @@ class IoQueue {
   IoRequest* head_ = nullptr;  // requests waiting for the dispatcher, FIFO via next_in_queue
   IoRequest* tail_ = nullptr;
   uint64_t outstanding_ = 0;  // queued + in the ring + completing (until Complete returns)
-  uint64_t in_ring_ = 0;      // requests holding a ring slot
   bool registered_ = false;
   IoLimits limits_;
   std::unique_ptr<Flow> flow_;  // the queue as the scheduler sees it

@@ -48,6 +48,7 @@ struct IoQueueStats {
   std::atomic<uint64_t> errors{0};
   std::atomic<uint64_t> timed_out{0};
   std::atomic<uint64_t> throttled_ns{0};
+  // queued and in_flight are written under the engine mutex only.
   std::atomic<uint64_t> queued{0};
   std::atomic<uint64_t> in_flight{0};
   std::array<std::atomic<uint64_t>, kLatencyBuckets> latency_count{};

@@ -31,6 +31,7 @@ thread_local bool thread_prepared = false;
 Status PrepareThreadForCredentialSwitch() {
   if (thread_prepared) return Status::Ok();
   if (unshare(CLONE_FS) != 0) return Status::FromErrno("unshare(CLONE_FS) for a FUSE worker");
+  umask(0);  // the state CallerCredentials starts from and returns to
   thread_prepared = true;
   return Status::Ok();
 }
@@ -39,8 +40,12 @@ CallerCredentials::CallerCredentials(fuse_req_t req, bool with_groups) {
   status_ = PrepareThreadForCredentialSwitch();
   if (!status_.ok()) return;
   const fuse_ctx* ctx = fuse_req_ctx(req);
+  // Between switches a worker thread is root, with no supplementary groups
+  // and umask 0. Only what differs from that is switched, and switched back:
+  // each switch costs a syscall or two, and a create is a handful of them.
+  // Root's groups never matter: it passes every permission check anyway.
   std::vector<gid_t> groups;
-  if (with_groups) {
+  if (with_groups && ctx->uid != 0) {
     gid_t small[32];
     int n = fuse_req_getgroups(req, 32, small);
     if (n > 32) {
@@ -54,24 +59,39 @@ CallerCredentials::CallerCredentials(fuse_req_t req, bool with_groups) {
     if (n <= 32) groups.assign(small, small + n);
     groups.resize(static_cast<size_t>(n));
   }
-  switched_ = true;  // from here on the destructor restores root
-  if (SetThreadGroups(groups.size(), groups.data()) != 0) {
-    status_ = Status::FromErrno("setgroups for caller");
-    return;
+  if (!groups.empty()) {
+    restore_groups_ = true;
+    if (SetThreadGroups(groups.size(), groups.data()) != 0) {
+      status_ = Status::FromErrno("setgroups for caller");
+      return;
+    }
   }
-  if (!SetFsGid(ctx->gid) || !SetFsUid(ctx->uid)) {
-    status_ = Status::Error(EPERM, "switch fsuid/fsgid to caller");
-    return;
+  if (ctx->gid != 0) {
+    restore_gid_ = true;
+    if (!SetFsGid(ctx->gid)) {
+      status_ = Status::Error(EPERM, "switch fsgid to caller");
+      return;
+    }
   }
-  umask(ctx->umask);
+  if (ctx->uid != 0) {
+    restore_uid_ = true;
+    if (!SetFsUid(ctx->uid)) {
+      status_ = Status::Error(EPERM, "switch fsuid to caller");
+      return;
+    }
+  }
+  if (ctx->umask != 0) {
+    restore_umask_ = true;
+    umask(ctx->umask);
+  }
 }
 
 CallerCredentials::~CallerCredentials() {
-  if (!switched_) return;
-  SetFsUid(0);
-  SetFsGid(0);
-  SetThreadGroups(0, nullptr);
-  umask(0);
+  // Going back to root cannot fail for a process that could leave it.
+  if (restore_uid_) syscall(SYS_setfsuid, 0);
+  if (restore_gid_) syscall(SYS_setfsgid, 0);
+  if (restore_groups_) SetThreadGroups(0, nullptr);
+  if (restore_umask_) umask(0);
 }
 
 }  // namespace localvol::fuse

@@ -38,7 +38,11 @@ class CallerCredentials {
 
  private:
   Status status_;
-  bool switched_ = false;
+  // What the constructor changed, and the destructor puts back.
+  bool restore_groups_ = false;
+  bool restore_gid_ = false;
+  bool restore_uid_ = false;
+  bool restore_umask_ = false;
 };
 
 // Prepares the calling thread for CallerCredentials (its own fs_struct).

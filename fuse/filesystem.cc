@@ -19,6 +19,7 @@
 
 #include "base/logging.h"
 #include "fuse/caller_credentials.h"
+#include "fuse/protocol_extensions.h"
 #include "fuse/usage_store.h"
 #include "iopath/engine.h"
 
@@ -152,18 +153,8 @@ class AllocatingRequest final : public iopath::IoRequest {
         buffer_(std::move(buffer)) {
     buf = buffer_.data();
   }
-  // The writer, for the setgid rule that the FUSE kernel leaves to the server.
-  void SetWriter(uid_t uid, gid_t gid) {
-    writer_uid_ = uid;
-    writer_gid_ = gid;
-  }
-
   void Complete(iopath::IoResult r) noexcept override {
-    struct stat st;
-    fs_->quota().Settle(reservation_, fs_->TakeAllocationDelta(*inode_, fd, &st), 0);
-    if (op == iopath::IoOp::kWrite && r.bytes > 0 && st.st_nlink != 0) {
-      fs_->DropSetgidAfterWrite(req_, *inode_, fd, st, writer_uid_, writer_gid_);
-    }
+    fs_->quota().Settle(reservation_, fs_->TakeAllocationDelta(*inode_, fd), 0);
     if (r.err != 0) {
       fuse_reply_err(req_, r.err);
     } else if (op == iopath::IoOp::kWrite) {
@@ -179,8 +170,6 @@ class AllocatingRequest final : public iopath::IoRequest {
   Inode* inode_;
   Reservation reservation_;
   PooledBuffer buffer_;
-  uid_t writer_uid_ = 0;
-  gid_t writer_gid_ = 0;
 };
 
 class SyncRequest final : public iopath::IoRequest {
@@ -383,7 +372,7 @@ void Filesystem::KeepOpenUntilForgotten(const struct stat& victim) {
   }
 }
 
-int64_t Filesystem::TakeAllocationDelta(Inode& inode, int fd, struct stat* st_out) {
+int64_t Filesystem::TakeAllocationDelta(Inode& inode, int fd) {
   std::optional<PathFd> pinned;
   if (fd < 0) {
     auto p = Pin(inode);
@@ -392,13 +381,8 @@ int64_t Filesystem::TakeAllocationDelta(Inode& inode, int fd, struct stat* st_ou
     fd = pinned->get();
   }
   MutexLock lock(inode.alloc_mu);
-  struct stat local;
-  struct stat& st = st_out != nullptr ? *st_out : local;
-  if (fstat(fd, &st) != 0) {
-    st.st_nlink = 0;
-    st.st_mode = 0;
-    return 0;
-  }
+  struct stat st;
+  if (fstat(fd, &st) != 0) return 0;
   const uint64_t now = static_cast<uint64_t>(st.st_blocks) * 512;
   const int64_t delta = static_cast<int64_t>(now) - static_cast<int64_t>(inode.charged_bytes);
   inode.charged_bytes = now;
@@ -409,24 +393,40 @@ void Filesystem::SettleAllocation(Inode& inode, int fd, Reservation& reservation
   quota_->Settle(reservation, TakeAllocationDelta(inode, fd), 0);
 }
 
-void Filesystem::DropSetgidAfterWrite(fuse_req_t req, Inode& inode, int fd,
-                                      const struct stat& st, uid_t writer_uid,
-                                      gid_t writer_gid) {
-  // The kernel already cleared setuid, and setgid when group-execute is set,
-  // before the write. Linux (since 6.2) also drops a setgid bit without
-  // group-execute when the writer is not in the file's group, but the FUSE
-  // kernel module leaves that case to servers with handle_killpriv_v2, which
-  // libfuse 3.14 cannot negotiate; so it is done here.
-  if ((st.st_mode & (S_ISGID | S_IXGRP)) != S_ISGID || writer_uid == 0) return;
-  if (writer_gid == st.st_gid) return;
-  gid_t groups[64];
-  const int n = fuse_req_getgroups(req, 64, groups);
-  for (int i = 0; i < n && i < 64; ++i) {
-    if (groups[i] == st.st_gid) return;
+namespace {
+
+// Whether the caller of `req` may keep a setgid bit of group `gid` (Linux's
+// in_group_or_capable): a member of the group, or root.
+bool CallerMayKeepSetgid(fuse_req_t req, gid_t gid) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  if (ctx->uid == 0 || ctx->gid == gid) return true;
+  gid_t groups[256];
+  const int n = fuse_req_getgroups(req, 256, groups);
+  for (int i = 0; i < std::min(n, 256); ++i) {
+    if (groups[i] == gid) return true;
   }
-  if (fchmod(fd, st.st_mode & 07777 & ~S_ISGID) != 0) return;
+  return false;
+}
+
+}  // namespace
+
+void Filesystem::KillSuidSgidIfAsked(fuse_req_t req, Inode& inode, int fd) {
+  if (!protocol::RequestKillsSuidgid()) return;
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return;
+  mode_t kill = st.st_mode & S_ISUID;
+  if ((st.st_mode & S_ISGID) && ((st.st_mode & S_IXGRP) || !CallerMayKeepSetgid(req, st.st_gid))) {
+    kill |= S_ISGID;
+  }
+  if (kill == 0) return;
+  // Through /proc so that an O_PATH fd works too; the server acts as root.
+  if (fchmodat(AT_FDCWD, ProcPath(fd).c_str(), st.st_mode & 07777 & ~kill, 0) != 0) {
+    GetLogger("fuse")->warn("could not clear setuid/setgid: {}", std::strerror(errno));
+    return;
+  }
+  // The kernel caches the mode for long and exec and permission checks use
+  // the cached one: make it read the new mode.
   if (session_ != nullptr) {
-    // The kernel caches attributes for long: make it read the new mode.
     fuse_lowlevel_notify_inval_inode(session_, reinterpret_cast<fuse_ino_t>(&inode), -1, 0);
   }
 }
@@ -609,9 +609,22 @@ void Filesystem::Init(fuse_conn_info* conn) {
   // Locks are kept by the kernel: every process on the node reaches the volume
   // through this one mount, so kernel-local flock/fcntl locks are node-wide.
   conn->want &= ~(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
-  // write(2) must see ENOSPC: no writeback cache, no server-side killpriv
-  // (the kernel clears setuid/setgid on write with a SETATTR).
+  // write(2) must see ENOSPC: no writeback cache.
   conn->want &= ~(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_HANDLE_KILLPRIV);
+  // The server clears setuid/setgid (killpriv v2) instead of the kernel
+  // asking it, before every write, whether the file has security.capability;
+  // see fuse/protocol_extensions.h. (v1 is the older, coarser contract.)
+  if (protocol::KernelOffers(protocol::Feature::kKillPrivV2)) {
+    protocol::Request(protocol::Feature::kKillPrivV2);
+  } else {
+    GetLogger("fuse")->warn(
+        "kernel lacks FUSE killpriv v2: every write costs a security.capability lookup, and a "
+        "setgid bit without group-execute survives writes by non-members");
+  }
+  if (protocol::KernelOffers(protocol::Feature::kDirectIoAllowMmap)) {
+    protocol::Request(protocol::Feature::kDirectIoAllowMmap);
+    direct_io_for_o_direct_ = true;
+  }
   conn->max_write = config_.max_write;
   conn->max_read = config_.max_write;
   // Async direct I/O and readahead travel as background requests, of which
@@ -669,6 +682,9 @@ void Filesystem::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int 
   auto pinned = Pin(inode);
   if (!pinned.ok()) return fail(pinned.err());
   const int path_fd = pinned->get();
+  // A truncate or chown drops setuid/setgid first; a mode in the same request
+  // is the caller's explicit choice instead.
+  if (!(to_set & FUSE_SET_ATTR_MODE)) KillSuidSgidIfAsked(req, inode, path_fd);
   // The kernel has already checked permissions (default_permissions); the
   // server acts as root. Ownership first: chown clears setuid/setgid on
   // files, and a mode sent in the same request must be the final word.
@@ -830,7 +846,10 @@ void Filesystem::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mod
         return (void)fuse_reply_err(req, fd.err());
       }
       file_fd = fd->Release();
-      if (flags & O_TRUNC) quota_->Adjust(TakeAllocationDelta(*inode, file_fd), 0);
+      if (flags & O_TRUNC) {
+        KillSuidSgidIfAsked(req, *inode, file_fd);
+        quota_->Adjust(TakeAllocationDelta(*inode, file_fd), 0);
+      }
       e = existing;
     }
   }
@@ -841,6 +860,7 @@ void Filesystem::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mod
   auto* handle = new FileHandle{UniqueFd(file_fd), reinterpret_cast<Inode*>(e.ino)};
   fi->fh = reinterpret_cast<uint64_t>(handle);
   fi->keep_cache = 1;
+  fi->direct_io = direct_io_for_o_direct_ && (flags & O_DIRECT);
   fi->noflush = 1;
   AddHandle(handle);
   if (fuse_reply_create(req, &e, fi) != 0) {
@@ -928,11 +948,15 @@ void Filesystem::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (!path_fd.ok()) return (void)fuse_reply_err(req, path_fd.err());
   auto fd = OpenAt(proc_self_fd_.get(), std::to_string(path_fd->get()), flags);
   if (!fd.ok()) return (void)fuse_reply_err(req, fd.err());
-  if (flags & O_TRUNC) quota_->Adjust(TakeAllocationDelta(inode, fd->get()), 0);
+  if (flags & O_TRUNC) {
+    KillSuidSgidIfAsked(req, inode, fd->get());
+    quota_->Adjust(TakeAllocationDelta(inode, fd->get()), 0);
+  }
   auto* handle = new FileHandle{std::move(fd).value(), &inode};
   fi->fh = reinterpret_cast<uint64_t>(handle);
   // Page cache survives reopen: only this server changes the backing file.
   fi->keep_cache = 1;
+  fi->direct_io = direct_io_for_o_direct_ && (flags & O_DIRECT);
   fi->noflush = 1;
   AddHandle(handle);
   if (fuse_reply_open(req, fi) != 0) DropHandle(handle);
@@ -984,13 +1008,13 @@ void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t s
   const size_t admitted = AdmitWrite(handle->fd.get(), static_cast<uint64_t>(off), size,
                                      &reservation);
   if (admitted == 0 && size != 0) return (void)fuse_reply_err(req, ENOSPC);
+  // Before the data changes, as the kernel orders it for its own filesystems.
+  KillSuidSgidIfAsked(req, *handle->inode, handle->fd.get());
   // libfuse reuses `buf` once this returns, and O_DIRECT needs alignment: copy.
   PooledBuffer data = buffers_.Get(admitted);
   std::memcpy(data.data(), buf, admitted);
   auto request = std::make_unique<AllocatingRequest>(req, this, handle->inode,
                                                      std::move(reservation), std::move(data));
-  const fuse_ctx* ctx = fuse_req_ctx(req);
-  request->SetWriter(ctx->uid, ctx->gid);
   request->op = iopath::IoOp::kWrite;
   request->fd = handle->fd.get();
   request->offset = static_cast<uint64_t>(off);

@@ -176,12 +176,7 @@ class Filesystem {
   Quota& quota() { return *quota_; }
   // Allocation change of `inode` since it was last charged; records the new
   // value. `fd` is any open fd of the inode, or -1 to use its O_PATH fd.
-  // With `st_out`, also returns the stat it took (st_nlink 0 if it failed).
-  int64_t TakeAllocationDelta(Inode& inode, int fd = -1, struct stat* st_out = nullptr);
-  // Applies the setgid-without-group-execute rule of a kernel write, which
-  // the FUSE kernel module does not apply for us. `st` is the file after the write.
-  void DropSetgidAfterWrite(fuse_req_t req, Inode& inode, int fd, const struct stat& st,
-                            uid_t writer_uid, gid_t writer_gid);
+  int64_t TakeAllocationDelta(Inode& inode, int fd = -1);
   // Settles `reservation` against the allocation change of `inode` observed
   // now through `fd`, an open fd of that inode.
   void SettleAllocation(Inode& inode, int fd, Reservation& reservation);
@@ -235,10 +230,19 @@ class Filesystem {
   // (like a kernel filesystem that fills up); returns the admitted length, 0 for ENOSPC.
   size_t AdmitWrite(int fd, uint64_t offset, size_t len, Reservation* reservation);
   static std::string ProcPath(int fd);
+  // When the kernel asks for it (protocol::RequestKillsSuidgid), clears the
+  // setuid/setgid bits of `inode` as Linux does before a write, truncate or
+  // chown: setuid always, setgid when group-execute is set or the caller is
+  // not in the file's group. `fd` is any fd of the inode, O_PATH included.
+  void KillSuidSgidIfAsked(fuse_req_t req, Inode& inode, int fd);
 
   UniqueFd proc_self_fd_;
   UniqueFd handle_mount_fd_;  // the root, O_RDONLY: the mount fd for open_by_handle_at
   fuse_session* session_ = nullptr;
+  // O_DIRECT opens get FOPEN_DIRECT_IO, which lets their writes run in
+  // parallel; only where the kernel keeps shared mappings of such files
+  // working (FUSE_DIRECT_IO_ALLOW_MMAP). Set by Init, before any open.
+  bool direct_io_for_o_direct_ = false;
   std::unique_ptr<Inode> root_;
   Quota* quota_;
   iopath::Engine* engine_;

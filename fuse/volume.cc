@@ -25,6 +25,7 @@
 #include "base/size.h"
 #include "base/unique_fd.h"
 #include "fuse/filesystem.h"
+#include "fuse/protocol_extensions.h"
 #include "fuse/quota.h"
 #include "fuse/usage_store.h"
 #include "iopath/engine.h"
@@ -253,6 +254,10 @@ Result<std::unique_ptr<Volume>> Volume::Mount(const VolumeOptions& options) {
   if (fuse_session_mount(impl->session, impl->mountpoint.c_str()) != 0) {
     return Status::Error(EIO, "mount FUSE filesystem at " + impl->mountpoint +
                                   " failed (is /dev/fuse available and are you root?)");
+  }
+  if (Status s = protocol::Install(impl->session); !s.ok()) {
+    fuse_session_unmount(impl->session);
+    return s;
   }
   // Read from the mount table: a FUSE mount cannot answer stat() before its
   // server runs. The connection is named by the mount's minor device number.

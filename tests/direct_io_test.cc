@@ -10,9 +10,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/support/in_process_volume.h"
@@ -112,6 +116,74 @@ TEST_F(DirectIoTest, UnalignedDirectIoFailsLikeXfs) {
   ASSERT_GE(fd, 0);
   EXPECT_EQ(pwrite(fd, buf_, 100, 1), -1);
   EXPECT_EQ(errno, EINVAL);
+  close(fd);
+}
+
+// Direct writes to one file inside its size reach the server concurrently
+// (FOPEN_PARALLEL_DIRECT_WRITES) instead of one at a time under the inode
+// lock. A write-IOPS limit of 2 holds requests in the volume's queue; if the
+// kernel serialized the writers, the queue would never hold more than one.
+TEST_F(DirectIoTest, DirectWritesToOneFileRunInParallel) {
+  ASSERT_NO_FATAL_FAILURE(WriteThrough("p", 0));
+  iopath::IoLimits limits;
+  limits.write_iops.rate = 2;
+  ASSERT_TRUE(volume_->volume().SetIoLimits(limits).ok());
+  int fd = open(Mounted("p").c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  constexpr int kWriters = 3;
+  std::vector<std::thread> writers;
+  std::atomic<int> failed{0};
+  for (int i = 0; i < kWriters; ++i) {
+    writers.emplace_back([&, i] {
+      if (pwrite(fd, buf_, 4096, static_cast<off_t>(i) * 65536) != 4096) ++failed;
+    });
+  }
+  uint64_t most_queued = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (most_queued < 2 && std::chrono::steady_clock::now() < deadline) {
+    most_queued = std::max(most_queued, volume_->volume().IoStats().queued);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  for (auto& w : writers) w.join();
+  close(fd);
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_GE(most_queued, 2u) << "direct writes to one file were serialized";
+}
+
+// A direct write through one descriptor is seen by a buffered reader of the
+// same file whose pages are cached (keep_cache): the kernel drops them.
+TEST_F(DirectIoTest, DirectWriteIsSeenByABufferedReaderWithCachedPages) {
+  ASSERT_NO_FATAL_FAILURE(WriteThrough("c", 0));
+  int reader = open(Mounted("c").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(reader, 0);
+  char got[4096];
+  ASSERT_EQ(pread(reader, got, sizeof got, 0), 4096);
+  ASSERT_EQ(got[0], 'd');
+  int writer = open(Mounted("c").c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC);
+  ASSERT_GE(writer, 0);
+  std::memset(buf_, 'n', 4096);
+  ASSERT_EQ(pwrite(writer, buf_, 4096, 0), 4096);
+  close(writer);
+  ASSERT_EQ(pread(reader, got, sizeof got, 0), 4096);
+  close(reader);
+  EXPECT_EQ(got[0], 'n');
+  EXPECT_EQ(got[4095], 'n');
+}
+
+// A file opened O_DIRECT can still be mapped shared, as on XFS, and the
+// mapping sees what direct writes through the same descriptor stored.
+TEST_F(DirectIoTest, FileOpenedDirectCanBeMappedShared) {
+  ASSERT_NO_FATAL_FAILURE(WriteThrough("m", 0));
+  int fd = open(Mounted("m").c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  std::memset(buf_, 'q', 4096);
+  ASSERT_EQ(pwrite(fd, buf_, 4096, 8192), 4096);
+  void* map = mmap(nullptr, 16384, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ASSERT_NE(map, MAP_FAILED) << strerror(errno);
+  const char* bytes = static_cast<const char*>(map);
+  EXPECT_EQ(bytes[0], 'd');
+  EXPECT_EQ(bytes[8192], 'q');
+  munmap(map, 16384);
   close(fd);
 }
 

@@ -1425,6 +1425,62 @@ TEST_P(OwnershipTest, NonRootTruncateClearsSuid) {
   EXPECT_EQ(Content(f), "co");
 }
 
+TEST_P(OwnershipTest, NonRootOpenWithTruncateClearsSuid) {
+  MakeFile(P("f"), 0644, "content");
+  ASSERT_SYS_OK(::chown(P("f").c_str(), 1000, 1000));
+  ASSERT_SYS_OK(::chmod(P("f").c_str(), 06777));
+  std::string f = P("f");
+  EXPECT_RESULT_OK(AsUser(kUserB, [&] {
+    int fd = ::open(f.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
+    if (fd >= 0) ::close(fd);
+    return Sys(fd);
+  }));
+  EXPECT_MODE(f, 0777);
+  EXPECT_EQ(Content(f), "");
+}
+
+// exec and permission checks use the mode the kernel has cached, not a fresh
+// one: after a write drops setuid, even a query for the mode alone (which a
+// FUSE mount may answer from its cache) must see it gone.
+TEST_P(OwnershipTest, ModeCachedByTheKernelLosesSuidWithTheWrite) {
+  MakeFile(P("f"), 0644, "content");
+  ASSERT_SYS_OK(::chown(P("f").c_str(), 1000, 1000));
+  ASSERT_SYS_OK(::chmod(P("f").c_str(), 06777));
+  std::string f = P("f");
+  auto cached_mode = [&] {
+    struct statx stx {};
+    EXPECT_EQ(::statx(AT_FDCWD, f.c_str(), AT_SYMLINK_NOFOLLOW, STATX_MODE, &stx), 0);
+    return static_cast<mode_t>(stx.stx_mode & 07777);
+  };
+  ASSERT_EQ(Octal(cached_mode()), Octal(06777));
+  EXPECT_RESULT_OK(AsUser(kUserB, [&] {
+    int fd = ::open(f.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return Sys(fd);
+    SysResult r = Sys(::pwrite(fd, "x", 1, 0));
+    ::close(fd);
+    return r;
+  }));
+  EXPECT_EQ(Octal(cached_mode()), Octal(0777));
+}
+
+// A write drops file capabilities (security.capability) whoever writes, as
+// on a kernel filesystem: the new content must not run with the old content's
+// privileges.
+TEST_P(OwnershipTest, WriteDropsFileCapabilities) {
+  MakeFile(P("f"), 0755, "content");
+  std::string f = P("f");
+  // VFS_CAP_REVISION_2 granting CAP_NET_RAW (bit 13), permitted and effective.
+  const uint32_t caps[5] = {0x02000001u, 1u << 13, 0, 0, 0};
+  ASSERT_SYS_OK(::setxattr(f.c_str(), "security.capability", caps, sizeof caps, 0));
+  ASSERT_GT(::getxattr(f.c_str(), "security.capability", nullptr, 0), 0);
+  int fd = ::open(f.c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::pwrite(fd, "x", 1, 0), 1);
+  ::close(fd);
+  EXPECT_EQ(::getxattr(f.c_str(), "security.capability", nullptr, 0), -1);
+  EXPECT_EQ(errno, ENODATA);
+}
+
 // ---------------------------------------------------------------------------
 // POSIX ACLs
 

@@ -1,0 +1,182 @@
+#include "fuse/protocol_extensions.h"
+
+#include <linux/fuse.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+
+namespace localvol::fuse::protocol {
+namespace {
+
+// Newer than Debian 12's <linux/fuse.h> (protocol 7.38); the value is ABI.
+constexpr uint64_t kInitDirectIoAllowMmap = 1ull << 36;  // protocol 7.39
+
+// What the layer knows about the request this thread is handling.
+struct CurrentRequest {
+  uint32_t opcode = 0;
+  uint64_t unique = 0;
+  bool kill_suidgid = false;
+  uint64_t init_offered = 0;    // FUSE_INIT: the kernel's flags | flags2 << 32
+  uint64_t init_requested = 0;  // FUSE_INIT: what the init callback asked for
+};
+thread_local CurrentRequest current;
+
+uint64_t InitFlag(Feature feature) {
+  switch (feature) {
+    case Feature::kKillPrivV2:
+      return FUSE_HANDLE_KILLPRIV_V2;
+    case Feature::kDirectIoAllowMmap:
+      return kInitDirectIoAllowMmap;
+  }
+  return 0;
+}
+
+// Reads a field of the request body, if the request is long enough to hold it.
+template <typename T>
+bool BodyField(const char* request, size_t length, size_t offset, T* out) {
+  if (length < sizeof(fuse_in_header) + offset + sizeof(T)) return false;
+  std::memcpy(out, request + sizeof(fuse_in_header) + offset, sizeof(T));
+  return true;
+}
+
+void Inspect(const char* request, size_t length) {
+  current = CurrentRequest{};
+  if (length < sizeof(fuse_in_header)) return;
+  fuse_in_header header;
+  std::memcpy(&header, request, sizeof header);
+  current.opcode = header.opcode;
+  current.unique = header.unique;
+  uint32_t flags = 0;
+  switch (header.opcode) {
+    case FUSE_WRITE:
+      if (BodyField(request, length, offsetof(fuse_write_in, write_flags), &flags)) {
+        current.kill_suidgid = flags & FUSE_WRITE_KILL_SUIDGID;
+      }
+      break;
+    case FUSE_SETATTR:
+      if (BodyField(request, length, offsetof(fuse_setattr_in, valid), &flags)) {
+        current.kill_suidgid = flags & FATTR_KILL_SUIDGID;
+      }
+      break;
+    case FUSE_OPEN:
+      if (BodyField(request, length, offsetof(fuse_open_in, open_flags), &flags)) {
+        current.kill_suidgid = flags & FUSE_OPEN_KILL_SUIDGID;
+      }
+      break;
+    case FUSE_CREATE:
+      if (BodyField(request, length, offsetof(fuse_create_in, open_flags), &flags)) {
+        current.kill_suidgid = flags & FUSE_OPEN_KILL_SUIDGID;
+      }
+      break;
+    case FUSE_INIT: {
+      uint32_t flags2 = 0;
+      if (BodyField(request, length, offsetof(fuse_init_in, flags), &flags)) {
+        current.init_offered = flags;
+      }
+      if ((flags & FUSE_INIT_EXT) &&
+          BodyField(request, length, offsetof(fuse_init_in, flags2), &flags2)) {
+        current.init_offered |= static_cast<uint64_t>(flags2) << 32;
+      }
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+// The reply payload (everything after the header) when libfuse sent it as
+// one buffer, as it does for INIT, OPEN and CREATE.
+char* Payload(iovec* iov, int count, size_t* length) {
+  if (count != 2) return nullptr;
+  *length = iov[1].iov_len;
+  return static_cast<char*>(iov[1].iov_base);
+}
+
+void AmendInitReply(iovec* iov, int count) {
+  const uint64_t granted = current.init_offered & current.init_requested;
+  size_t length = 0;
+  char* out = Payload(iov, count, &length);
+  if (granted == 0 || out == nullptr) return;
+  // libfuse writes flags2 only when the kernel sent FUSE_INIT_EXT, and every
+  // flag above bit 31 is offered only with it.
+  uint32_t flags, flags2;
+  if (length < offsetof(fuse_init_out, flags2) + sizeof flags2) return;
+  std::memcpy(&flags, out + offsetof(fuse_init_out, flags), sizeof flags);
+  std::memcpy(&flags2, out + offsetof(fuse_init_out, flags2), sizeof flags2);
+  flags |= static_cast<uint32_t>(granted);
+  flags2 |= static_cast<uint32_t>(granted >> 32);
+  std::memcpy(out + offsetof(fuse_init_out, flags), &flags, sizeof flags);
+  std::memcpy(out + offsetof(fuse_init_out, flags2), &flags2, sizeof flags2);
+}
+
+// OPEN replies carry a fuse_open_out; CREATE replies a fuse_entry_out and then
+// the fuse_open_out: either way it is the last thing in the payload.
+void AmendOpenReply(iovec* iov, int count) {
+  size_t length = 0;
+  char* out = Payload(iov, count, &length);
+  if (out == nullptr || length < sizeof(fuse_open_out)) return;
+  char* open_out = out + length - sizeof(fuse_open_out);
+  uint32_t open_flags;
+  std::memcpy(&open_flags, open_out + offsetof(fuse_open_out, open_flags), sizeof open_flags);
+  // The server handles concurrent writes to one file (the backing filesystem
+  // orders them); the kernel still serializes those that extend the file.
+  if (open_flags & FOPEN_DIRECT_IO) open_flags |= FOPEN_PARALLEL_DIRECT_WRITES;
+  std::memcpy(open_out + offsetof(fuse_open_out, open_flags), &open_flags, sizeof open_flags);
+}
+
+ssize_t ReadRequest(int fd, void* buf, size_t len, void* /*userdata*/) {
+  ssize_t n = read(fd, buf, len);
+  if (n > 0) {
+    Inspect(static_cast<const char*>(buf), static_cast<size_t>(n));
+  } else {
+    current = CurrentRequest{};
+  }
+  return n;
+}
+
+ssize_t WriteReply(int fd, iovec* iov, int count, void* /*userdata*/) {
+  if (count >= 1 && iov[0].iov_len >= sizeof(fuse_out_header)) {
+    fuse_out_header header;
+    std::memcpy(&header, iov[0].iov_base, sizeof header);
+    // unique 0 is a notification, never a reply.
+    if (header.unique != 0 && header.unique == current.unique && header.error == 0) {
+      if (current.opcode == FUSE_INIT) {
+        AmendInitReply(iov, count);
+      } else if (current.opcode == FUSE_OPEN || current.opcode == FUSE_CREATE) {
+        AmendOpenReply(iov, count);
+      }
+    }
+  }
+  return writev(fd, iov, count);
+}
+
+}  // namespace
+
+Status Install(fuse_session* session) {
+  static const fuse_custom_io kIo = {
+      .writev = WriteReply,
+      .read = ReadRequest,
+      .splice_receive = nullptr,
+      .splice_send = nullptr,
+  };
+  const int fd = fuse_session_fd(session);
+  if (int rc = fuse_session_custom_io(session, &kIo, fd); rc != 0) {
+    return Status::Error(-rc, "install FUSE protocol extensions");
+  }
+  return Status::Ok();
+}
+
+bool KernelOffers(Feature feature) {
+  return current.opcode == FUSE_INIT && (current.init_offered & InitFlag(feature)) != 0;
+}
+
+void Request(Feature feature) {
+  if (current.opcode == FUSE_INIT) current.init_requested |= InitFlag(feature);
+}
+
+bool RequestKillsSuidgid() { return current.kill_suidgid; }
+
+}  // namespace localvol::fuse::protocol

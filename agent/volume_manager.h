@@ -129,7 +129,7 @@ using EngineFactory =
 
 struct VolumeManagerOptions {
   std::string publish_dir;
-  unsigned fuse_threads = 8;  // per volume, at most
+  unsigned fuse_threads = fuse::DefaultWorkerThreads();  // per volume, at most
   iopath::EngineOptions engine_options;  // for the default factory
   EngineFactory make_engine;  // empty: iopath::Engine::Create(engine_options)
 };

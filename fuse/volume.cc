@@ -75,6 +75,10 @@ void RaiseOpenFileLimit() {
 
 }  // namespace
 
+unsigned DefaultWorkerThreads() {
+  return std::max(4u, 2 * std::max(1u, std::thread::hardware_concurrency()));
+}
+
 uint64_t DefaultInodeLimit(uint64_t capacity_bytes) {
   return std::max<uint64_t>(1024, capacity_bytes / (16 * 1024));
 }

@@ -4,14 +4,21 @@
 // Threading model
 //   * Submitter threads (FUSE workers, or a Complete() that chains work) call
 //     Submit(). Under mu_ they append the request to its IoQueue and run
-//     Dispatch(), which moves queued requests into SQEs and calls
-//     io_uring_submit once for the batch. Nothing here waits for the disk.
+//     Dispatch(), which moves queued requests into SQEs and publishes them to
+//     the kernel; then, with mu_ released, one io_uring_enter submits the
+//     batch (Enter()). Nothing here waits for the disk.
 //   * The completion thread ("iopath-cq", CompletionLoop) owns the CQ. It waits
 //     for CQEs without holding mu_, decides for each whether the request is
 //     finished or must go back to the ring (short transfer, -EAGAIN), refills
 //     the ring under mu_, and then calls Complete() with no lock held.
 //   * The ring is shared: its SQ half is touched only under mu_ (by whichever
-//     thread dispatches), its CQ half only by the completion thread. liburing
+//     thread dispatches), its CQ half only by the completion thread. The one
+//     exception is io_uring_enter itself, which runs outside mu_: for a direct
+//     read or write on XFS the kernel issues the bio inside that call, several
+//     microseconds that other submitters and the completion thread would
+//     otherwise spend waiting for mu_. The kernel serializes submissions, and
+//     an enter that finds fewer published SQEs than it asked for submits what
+//     is there, so concurrent enters submit every SQE exactly once. liburing
 //     keeps the two halves independent, and waiting for CQEs never touches the
 //     SQ because the timed wait uses IORING_FEAT_EXT_ARG (checked at startup)
 //     instead of a timeout SQE.
@@ -53,9 +60,9 @@
 //
 // io_uring_submit failure
 //   The SQEs are already published to the kernel when io_uring_enter fails
-//   (-EAGAIN, -EBUSY), so they are neither lost nor failed: sq_unflushed_ is
-//   set and the next Dispatch(), or the completion thread within
-//   kSubmitRetryInterval, submits them again. Each request still completes
+//   (-EAGAIN, -EBUSY), so they are neither lost nor failed: Enter() retries
+//   once under mu_, and if that fails too sq_unflushed_ is set and the next
+//   enter, or the completion thread within kSubmitRetryInterval, submits them. Each request still completes
 //   exactly once.
 //
 // Throttling and the wait bound
@@ -298,10 +305,19 @@ struct Engine::Impl {
 
   // Moves work into the ring: first continuations (they hold a slot already),
   // then new requests while fewer than max_in_flight_ are in flight, in the
-  // order the scheduler admits them. One io_uring_submit per call. Records in
+  // order the scheduler admits them, and publishes the SQEs. Records in
   // wake_at_ns_ when a throttled queue becomes eligible, and wakes the
-  // completion thread if it would sleep past that.
-  void Dispatch() REQUIRES(mu_);
+  // completion thread if it would sleep past that. Returns how many published
+  // SQEs await submission: pass it to Enter() once mu_ is released.
+  [[nodiscard]] unsigned Dispatch() REQUIRES(mu_);
+  // Makes the SQEs prepared so far visible to the kernel; returns how many
+  // it has not consumed yet. liburing 2.3 has no public call for this half of
+  // io_uring_submit (it maps the SQ array one to one at setup, so publishing
+  // is the tail store alone); this is that half, so that the other, the
+  // io_uring_enter, can run without mu_.
+  unsigned PublishSq() REQUIRES(mu_);
+  // io_uring_enter for `to_submit` published SQEs, without mu_.
+  void Enter(unsigned to_submit) EXCLUDES(mu_);
   // Takes the oldest request off `queue` and hands its next one to the
   // scheduler.
   IoRequest* PopHead(IoQueue& queue) REQUIRES(mu_);
@@ -316,8 +332,9 @@ struct Engine::Impl {
   }
   // A request's cost in the scheduler's cost model.
   uint64_t CostOf(const IoRequest& r) const { return op_cost_bytes_ + DemandOf(r).bytes; }
-  // Posts a NOP so that the completion thread re-evaluates its wait.
-  void WakeCompletionThread() REQUIRES(mu_);
+  // Prepares a NOP so that the completion thread re-evaluates its wait;
+  // returns the number of SQEs prepared (0 when the SQ is full).
+  unsigned WakeCompletionThread() REQUIRES(mu_);
   void PrepSqe(io_uring_sqe* sqe, IoRequest& r) const;
   // Runs Complete() for `count` finished requests with no lock held, then
   // releases them from their queues' outstanding counts.
@@ -465,7 +482,7 @@ void Engine::Impl::Unregister(IoQueue& queue) {
     unlimited.weight = queue.limits_.weight;
     scheduler_.Configure(*queue.flow_, unlimited, clock_.NowNs());
     queue.limits_ = unlimited;
-    Dispatch();
+    if (Dispatch() > 0) FlushSq();  // about to wait: submit under mu_
   }
   while (queue.outstanding_ > 0) idle_cv_.wait(mu_);
   scheduler_.Remove(*queue.flow_);
@@ -474,10 +491,14 @@ void Engine::Impl::Unregister(IoQueue& queue) {
 }
 
 void Engine::Impl::SetLimits(IoQueue& queue, const IoLimits& limits) {
-  MutexLock lock(mu_);
-  scheduler_.Configure(*queue.flow_, limits, clock_.NowNs());
-  queue.limits_ = limits;
-  Dispatch();  // a throttled queue may be eligible now, or later than planned
+  unsigned to_submit;
+  {
+    MutexLock lock(mu_);
+    scheduler_.Configure(*queue.flow_, limits, clock_.NowNs());
+    queue.limits_ = limits;
+    to_submit = Dispatch();  // a throttled queue may be eligible now, or later than planned
+  }
+  Enter(to_submit);
 }
 
 IoLimits Engine::Impl::GetLimits(const IoQueue& queue) {
@@ -494,17 +515,21 @@ void Engine::Impl::Submit(IoQueue& queue, std::unique_ptr<IoRequest> request) {
   r->queue_ = &queue;
   r->submit_ns = clock_.NowNs();
 
-  MutexLock lock(mu_);
-  RequestList queued{queue.head_, queue.tail_};
-  const bool was_empty = queued.empty();
-  queued.PushBack(r);
-  queue.head_ = queued.head;
-  queue.tail_ = queued.tail;
-  if (queue.outstanding_++ == 0) ++busy_queues_;
-  ++outstanding_;
-  queue.stats_.queued.fetch_add(1, std::memory_order_relaxed);
-  if (was_empty) scheduler_.Enqueue(*queue.flow_, DemandOf(*r));
-  Dispatch();
+  unsigned to_submit;
+  {
+    MutexLock lock(mu_);
+    RequestList queued{queue.head_, queue.tail_};
+    const bool was_empty = queued.empty();
+    queued.PushBack(r);
+    queue.head_ = queued.head;
+    queue.tail_ = queued.tail;
+    if (queue.outstanding_++ == 0) ++busy_queues_;
+    ++outstanding_;
+    queue.stats_.queued.fetch_add(1, std::memory_order_relaxed);
+    if (was_empty) scheduler_.Enqueue(*queue.flow_, DemandOf(*r));
+    to_submit = Dispatch();
+  }
+  Enter(to_submit);
 }
 
 IoRequest* Engine::Impl::PopHead(IoQueue& queue) {
@@ -517,7 +542,7 @@ IoRequest* Engine::Impl::PopHead(IoQueue& queue) {
   return r;
 }
 
-void Engine::Impl::Dispatch() {
+unsigned Engine::Impl::Dispatch() {
   io_uring* ring = ring_.get();
   unsigned prepared = 0;
   while (!resume_.empty() && io_uring_sq_space_left(ring) > 0) {
@@ -551,19 +576,37 @@ void Engine::Impl::Dispatch() {
     constexpr uint64_t kWakeSlackNs = 20'000;
     if (wake_at_ns_ != 0 && !wake_posted_ && wake_at_ns_ + kWakeSlackNs < cq_deadline_ns_ &&
         std::this_thread::get_id() != completion_thread_.get_id()) {
-      WakeCompletionThread();
-      ++prepared;
+      prepared += WakeCompletionThread();
     }
   }
-  if (prepared > 0 || sq_unflushed_) FlushSq();
+  // SQEs another thread published are its to enter.
+  return prepared > 0 ? PublishSq() : 0;
 }
 
-void Engine::Impl::WakeCompletionThread() {
-  if (io_uring_sq_space_left(ring_.get()) == 0) return;  // it wakes within kIdleWakeupNs
+unsigned Engine::Impl::PublishSq() {
+  io_uring_sq& sq = ring_.get()->sq;
+  const unsigned tail = sq.sqe_tail;
+  if (sq.sqe_head != tail) {
+    sq.sqe_head = tail;
+    io_uring_smp_store_release(sq.ktail, tail);  // the SQEs before the tail
+  }
+  return tail - io_uring_smp_load_acquire(sq.khead);
+}
+
+void Engine::Impl::Enter(unsigned to_submit) {
+  if (to_submit == 0) return;
+  if (io_uring_enter(ring_.get()->ring_fd, to_submit, 0, 0, nullptr) >= 0) return;
+  MutexLock lock(mu_);
+  FlushSq();  // counts, logs and, if it fails again, leaves the retry to later
+}
+
+unsigned Engine::Impl::WakeCompletionThread() {
+  if (io_uring_sq_space_left(ring_.get()) == 0) return 0;  // it wakes within kIdleWakeupNs
   io_uring_sqe* sqe = io_uring_get_sqe(ring_.get());
   io_uring_prep_nop(sqe);
   io_uring_sqe_set_data(sqe, nullptr);
   wake_posted_ = true;
+  return 1;
 }
 
 void Engine::Impl::TakeOverdue(uint64_t now_ns, RequestList* out) {
@@ -652,6 +695,7 @@ void Engine::Impl::CompletionLoop() noexcept {
 bool Engine::Impl::RunCompletionRound() {
   __kernel_timespec timeout{};
   RequestList overdue;
+  unsigned to_submit = 0;
   {
     MutexLock lock(mu_);
     if (stopping_ && outstanding_ == 0) return false;
@@ -661,7 +705,7 @@ bool Engine::Impl::RunCompletionRound() {
       TakeOverdue(now, &overdue);
       next_overdue_check_ns_ = now + kOverdueCheckIntervalNs;
     }
-    if (wake_at_ns_ != 0 && now >= wake_at_ns_) Dispatch();  // throttled requests now eligible
+    if (wake_at_ns_ != 0 && now >= wake_at_ns_) to_submit = Dispatch();  // throttled ones now eligible
     uint64_t wait_ns = sq_unflushed_ ? kSubmitRetryIntervalNs : kIdleWakeupNs;
     if (wake_at_ns_ != 0) wait_ns = std::min(wait_ns, wake_at_ns_ > now ? wake_at_ns_ - now : 0);
     if (scheduler_.backlogged() > 0 && next_overdue_check_ns_ > now) {
@@ -672,6 +716,7 @@ bool Engine::Impl::RunCompletionRound() {
     cq_deadline_ns_ = now + wait_ns;
     wake_posted_ = false;
   }
+  Enter(to_submit);
   if (!overdue.empty()) {
     Finished failed[kCqeBatch];
     unsigned count = 0;
@@ -735,8 +780,9 @@ bool Engine::Impl::RunCompletionRound() {
       finished[i].queue->stats_.in_flight.fetch_sub(1, std::memory_order_relaxed);
     }
     resume_.Append(resume);
-    Dispatch();
+    to_submit = Dispatch();
   }
+  Enter(to_submit);
   CompleteAll(finished, num_finished);
   return true;
 }

@@ -37,6 +37,7 @@ constexpr const char* kUsage =
     "                     [--name NAME] [--threads N] [--cache-timeout SECONDS]\n"
     "                     [--log-level LEVEL] [I/O limits]\n"
     "  SIZE: bytes, or with a suffix such as 500M or 10Gi\n"
+    "  --threads N: FUSE worker threads (default: 2 per CPU, at least 4)\n"
     "  I/O limits: --{read,write}-{iops,bps} RATE, --{read,write}-{iops,bps}-burst RATE,\n"
     "              --{read,write}-{iops,bps}-burst-seconds S (1..3600), --weight W (1..10000);\n"
     "              *-bps rates are bytes/s and take size suffixes\n";
@@ -48,7 +49,7 @@ struct Args {
   uint64_t inodes = 0;
   bool foreground = false;
   std::string name;
-  unsigned threads = 8;
+  unsigned threads = localvol::fuse::DefaultWorkerThreads();
   double cache_timeout_s = 3600;
   std::string log_level = "info";
   localvol::iopath::IoLimits io_limits;

@@ -1010,9 +1010,14 @@ void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t s
   if (admitted == 0 && size != 0) return (void)fuse_reply_err(req, ENOSPC);
   // Before the data changes, as the kernel orders it for its own filesystems.
   KillSuidSgidIfAsked(req, *handle->inode, handle->fd.get());
-  // libfuse reuses `buf` once this returns, and O_DIRECT needs alignment: copy.
-  PooledBuffer data = buffers_.Get(admitted);
-  std::memcpy(data.data(), buf, admitted);
+  // The data must outlive this call and be aligned for O_DIRECT: normally it
+  // was received into such a buffer; otherwise libfuse reuses `buf` once this
+  // returns, so copy it.
+  PooledBuffer data = protocol::TakeWritePayload();
+  if (data.data() == nullptr) {
+    data = buffers_.Get(admitted);
+    std::memcpy(data.data(), buf, admitted);
+  }
   auto request = std::make_unique<AllocatingRequest>(req, this, handle->inode,
                                                      std::move(reservation), std::move(data));
   request->op = iopath::IoOp::kWrite;

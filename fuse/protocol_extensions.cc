@@ -4,6 +4,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
@@ -14,11 +15,27 @@ namespace {
 // Newer than Debian 12's <linux/fuse.h> (protocol 7.38); the value is ABI.
 constexpr uint64_t kInitDirectIoAllowMmap = 1ull << 36;  // protocol 7.39
 
+// Every request starts with these; a WRITE's data follows them directly.
+constexpr size_t kWriteHeaderSize = sizeof(fuse_in_header) + sizeof(fuse_write_in);
+
+// Where write payloads are received. Process-wide and never destroyed: a
+// worker thread's spare buffer (below) may outlive any one volume's objects.
+BufferPool& PayloadPool() {
+  static BufferPool* pool = new BufferPool;
+  return *pool;
+}
+
+// The buffer this thread's next request is read into after its first 80
+// bytes. A WRITE keeps it (TakeWritePayload); any other request is moved back
+// behind its header, where libfuse expects it.
+thread_local PooledBuffer spare_payload;
+
 // What the layer knows about the request this thread is handling.
 struct CurrentRequest {
   uint32_t opcode = 0;
   uint64_t unique = 0;
   bool kill_suidgid = false;
+  bool payload_in_spare = false;  // a WRITE whose data is in spare_payload
   uint64_t init_offered = 0;    // FUSE_INIT: the kernel's flags | flags2 << 32
   uint64_t init_requested = 0;  // FUSE_INIT: what the init callback asked for
 };
@@ -128,11 +145,35 @@ void AmendOpenReply(iovec* iov, int count) {
 }
 
 ssize_t ReadRequest(int fd, void* buf, size_t len, void* /*userdata*/) {
-  ssize_t n = read(fd, buf, len);
-  if (n > 0) {
-    Inspect(static_cast<const char*>(buf), static_cast<size_t>(n));
-  } else {
+  char* head = static_cast<char*>(buf);
+  if (len <= kWriteHeaderSize) {
+    ssize_t n = read(fd, buf, len);
     current = CurrentRequest{};
+    if (n > 0) Inspect(head, static_cast<size_t>(n));
+    return n;
+  }
+  // Header and write_in into libfuse's buffer, what follows into the spare
+  // buffer, and anything beyond its capacity into the rest of libfuse's
+  // buffer: together exactly `len` bytes, the size the kernel requires.
+  const size_t spare_len = std::min(len - kWriteHeaderSize, BufferPool::kMaxPooledSize);
+  if (spare_payload.capacity() < spare_len) spare_payload = PayloadPool().Get(spare_len);
+  iovec iov[3] = {{head, kWriteHeaderSize},
+                  {spare_payload.data(), spare_len},
+                  {head + kWriteHeaderSize + spare_len, len - kWriteHeaderSize - spare_len}};
+  const ssize_t n = readv(fd, iov, iov[2].iov_len > 0 ? 3 : 2);
+  current = CurrentRequest{};
+  if (n <= 0) return n;
+  const size_t got = static_cast<size_t>(n);
+  // Every field Inspect reads lies within the first 80 bytes.
+  Inspect(head, std::min(got, kWriteHeaderSize));
+  if (got <= kWriteHeaderSize) return n;
+  const size_t in_spare = std::min(got - kWriteHeaderSize, spare_len);
+  if (current.opcode == FUSE_WRITE && got - kWriteHeaderSize <= spare_len) {
+    current.payload_in_spare = true;
+  } else {
+    // Not a write, or a write too large for the spare buffer: put the bytes
+    // back in one piece behind the header.
+    std::memcpy(head + kWriteHeaderSize, spare_payload.data(), in_spare);
   }
   return n;
 }
@@ -178,5 +219,11 @@ void Request(Feature feature) {
 }
 
 bool RequestKillsSuidgid() { return current.kill_suidgid; }
+
+PooledBuffer TakeWritePayload() {
+  if (!current.payload_in_spare) return PooledBuffer();
+  current.payload_in_spare = false;
+  return std::move(spare_payload);
+}
 
 }  // namespace localvol::fuse::protocol

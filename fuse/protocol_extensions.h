@@ -17,6 +17,12 @@
 //  - FOPEN_PARALLEL_DIRECT_WRITES (kernel 6.2): direct writes to one file
 //    inside its size run concurrently instead of one at a time.
 //
+// It also receives each WRITE's data straight into a page-aligned buffer the
+// server can hand to the backing file as it is, O_DIRECT included, where
+// libfuse would put it right behind the 80-byte request header (unaligned),
+// to be copied once more. TakeWritePayload() gives the Write handler that
+// buffer.
+//
 // The layer is libfuse's custom I/O hook (fuse_session_custom_io): it reads
 // each request's header before libfuse does, and amends the INIT and OPEN/
 // CREATE replies on their way out. Everything it learns about a request lives
@@ -32,6 +38,7 @@
 #include <cstdint>
 
 #include "base/status.h"
+#include "fuse/buffer_pool.h"
 
 namespace localvol::fuse::protocol {
 
@@ -53,5 +60,11 @@ void Request(Feature feature);
 // truncates and O_TRUNC opens that means the caller lacks CAP_FSETID; for a
 // chown it is always set.
 bool RequestKillsSuidgid();
+
+// Inside a WRITE callback only: the request's data, received into an aligned
+// buffer of its own (the `buf` libfuse passes does not hold it then). Empty
+// when the data is in libfuse's buffer after all (a write larger than
+// BufferPool::kMaxPooledSize).
+PooledBuffer TakeWritePayload();
 
 }  // namespace localvol::fuse::protocol

@@ -30,6 +30,19 @@ BufferPool& PayloadPool() {
 // behind its header, where libfuse expects it.
 thread_local PooledBuffer spare_payload;
 
+// Where the requests that can ask the server to clear setuid/setgid say so.
+struct KillFlag {
+  uint32_t opcode;
+  size_t offset;  // of the flags word in the request body
+  uint32_t bit;
+};
+constexpr KillFlag kKillFlags[] = {
+    {FUSE_WRITE, offsetof(fuse_write_in, write_flags), FUSE_WRITE_KILL_SUIDGID},
+    {FUSE_SETATTR, offsetof(fuse_setattr_in, valid), FATTR_KILL_SUIDGID},
+    {FUSE_OPEN, offsetof(fuse_open_in, open_flags), FUSE_OPEN_KILL_SUIDGID},
+    {FUSE_CREATE, offsetof(fuse_create_in, open_flags), FUSE_OPEN_KILL_SUIDGID},
+};
+
 // What the layer knows about the request this thread is handling.
 struct CurrentRequest {
   uint32_t opcode = 0;
@@ -67,40 +80,20 @@ void Inspect(const char* request, size_t length) {
   current.opcode = header.opcode;
   current.unique = header.unique;
   uint32_t flags = 0;
-  switch (header.opcode) {
-    case FUSE_WRITE:
-      if (BodyField(request, length, offsetof(fuse_write_in, write_flags), &flags)) {
-        current.kill_suidgid = flags & FUSE_WRITE_KILL_SUIDGID;
-      }
-      break;
-    case FUSE_SETATTR:
-      if (BodyField(request, length, offsetof(fuse_setattr_in, valid), &flags)) {
-        current.kill_suidgid = flags & FATTR_KILL_SUIDGID;
-      }
-      break;
-    case FUSE_OPEN:
-      if (BodyField(request, length, offsetof(fuse_open_in, open_flags), &flags)) {
-        current.kill_suidgid = flags & FUSE_OPEN_KILL_SUIDGID;
-      }
-      break;
-    case FUSE_CREATE:
-      if (BodyField(request, length, offsetof(fuse_create_in, open_flags), &flags)) {
-        current.kill_suidgid = flags & FUSE_OPEN_KILL_SUIDGID;
-      }
-      break;
-    case FUSE_INIT: {
-      uint32_t flags2 = 0;
-      if (BodyField(request, length, offsetof(fuse_init_in, flags), &flags)) {
-        current.init_offered = flags;
-      }
-      if ((flags & FUSE_INIT_EXT) &&
-          BodyField(request, length, offsetof(fuse_init_in, flags2), &flags2)) {
-        current.init_offered |= static_cast<uint64_t>(flags2) << 32;
-      }
-      break;
+  for (const KillFlag& k : kKillFlags) {
+    if (k.opcode == header.opcode && BodyField(request, length, k.offset, &flags)) {
+      current.kill_suidgid = (flags & k.bit) != 0;
     }
-    default:
-      break;
+  }
+  if (header.opcode == FUSE_INIT) {
+    uint32_t flags2 = 0;
+    if (BodyField(request, length, offsetof(fuse_init_in, flags), &flags)) {
+      current.init_offered = flags;
+    }
+    if ((flags & FUSE_INIT_EXT) &&
+        BodyField(request, length, offsetof(fuse_init_in, flags2), &flags2)) {
+      current.init_offered |= static_cast<uint64_t>(flags2) << 32;
+    }
   }
 }
 

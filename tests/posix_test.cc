@@ -1382,6 +1382,13 @@ TEST_P(OwnershipTest, StickyDirectoryProtectsOtherUsersFiles) {
   EXPECT_RESULT_OK(AsUser(kUserC, [&] { return Sys(::unlink(b.c_str())); }));
 }
 
+// A file holding "content", owned by uid/gid 1000, mode 06777.
+void MakeSetIdFile(const std::string& path) {
+  MakeFile(path, 0644, "content");
+  ASSERT_SYS_OK(::chown(path.c_str(), 1000, 1000));
+  ASSERT_SYS_OK(::chmod(path.c_str(), 06777));
+}
+
 TEST_P(OwnershipTest, NonRootWriteClearsSuidAndSgid) {
   auto setup = [&](const std::string& name, uid_t uid, mode_t mode) {
     MakeFile(P(name), 0644, "content");
@@ -1416,20 +1423,16 @@ TEST_P(OwnershipTest, NonRootWriteClearsSuidAndSgid) {
 }
 
 TEST_P(OwnershipTest, NonRootTruncateClearsSuid) {
-  MakeFile(P("f"), 0644, "content");
-  ASSERT_SYS_OK(::chown(P("f").c_str(), 1000, 1000));
-  ASSERT_SYS_OK(::chmod(P("f").c_str(), 06777));
-  std::string f = P("f");
+  const std::string f = P("f");
+  ASSERT_NO_FATAL_FAILURE(MakeSetIdFile(f));
   EXPECT_RESULT_OK(AsUser(kUserB, [&] { return Sys(::truncate(f.c_str(), 2)); }));
   EXPECT_MODE(f, 0777);
   EXPECT_EQ(Content(f), "co");
 }
 
 TEST_P(OwnershipTest, NonRootOpenWithTruncateClearsSuid) {
-  MakeFile(P("f"), 0644, "content");
-  ASSERT_SYS_OK(::chown(P("f").c_str(), 1000, 1000));
-  ASSERT_SYS_OK(::chmod(P("f").c_str(), 06777));
-  std::string f = P("f");
+  const std::string f = P("f");
+  ASSERT_NO_FATAL_FAILURE(MakeSetIdFile(f));
   EXPECT_RESULT_OK(AsUser(kUserB, [&] {
     int fd = ::open(f.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
     if (fd >= 0) ::close(fd);
@@ -1443,10 +1446,8 @@ TEST_P(OwnershipTest, NonRootOpenWithTruncateClearsSuid) {
 // one: after a write drops setuid, even a query for the mode alone (which a
 // FUSE mount may answer from its cache) must see it gone.
 TEST_P(OwnershipTest, ModeCachedByTheKernelLosesSuidWithTheWrite) {
-  MakeFile(P("f"), 0644, "content");
-  ASSERT_SYS_OK(::chown(P("f").c_str(), 1000, 1000));
-  ASSERT_SYS_OK(::chmod(P("f").c_str(), 06777));
-  std::string f = P("f");
+  const std::string f = P("f");
+  ASSERT_NO_FATAL_FAILURE(MakeSetIdFile(f));
   auto cached_mode = [&] {
     struct statx stx {};
     EXPECT_EQ(::statx(AT_FDCWD, f.c_str(), AT_SYMLINK_NOFOLLOW, STATX_MODE, &stx), 0);

@@ -977,7 +977,7 @@ void Filesystem::Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   request->fd = HandleOf<FileHandle>(fi)->fd.get();
   request->offset = static_cast<uint64_t>(off);
   request->len = size;
-  engine_->Submit(*queue_, std::move(request));
+  engine_->SubmitOrRun(*queue_, std::move(request));
 }
 
 size_t Filesystem::AdmitWrite(int fd, uint64_t offset, size_t len, Reservation* reservation) {
@@ -1024,7 +1024,7 @@ void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t s
   request->fd = handle->fd.get();
   request->offset = static_cast<uint64_t>(off);
   request->len = admitted;
-  engine_->Submit(*queue_, std::move(request));
+  engine_->SubmitOrRun(*queue_, std::move(request));
 }
 
 void Filesystem::Fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {

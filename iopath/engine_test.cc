@@ -15,6 +15,7 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <numeric>
 #include <random>
 #include <string>
 #include <thread>
@@ -612,6 +613,85 @@ void SubmitReads(Engine& engine, IoQueue& queue, const TempFile& file, int n, Co
   }
 }
 
+// ---------------------------------------------------------------------------
+// SubmitOrRun: the I/O of an idle disk on the caller's thread
+
+TEST_F(EngineTest, SubmitOrRunOnAnIdleDiskCompletesOnTheCallersThread) {
+  const std::vector<char> data = Pattern(4096, 3);
+  file_.Fill(data);
+  std::vector<char> buf(4096, 0);
+  std::thread::id where;
+  IoResult result{0, kTimedOut};
+  engine_->SubmitOrRun(*queue_, MakeRequest(IoOp::kRead, file_.fd(), 0, buf.data(), buf.size(),
+                                            [&](IoResult r) {
+                                              where = std::this_thread::get_id();
+                                              result = r;
+                                            }));
+  // Complete() ran before SubmitOrRun returned, on this thread.
+  EXPECT_EQ(where, std::this_thread::get_id());
+  EXPECT_EQ(result, (IoResult{4096, 0}));
+  EXPECT_EQ(buf, data);
+  const IoStatsSnapshot s = queue_->stats().Snapshot();
+  EXPECT_EQ(s.read_ops, 1u);
+  EXPECT_EQ(s.read_bytes, 4096u);
+  EXPECT_EQ(s.in_flight, 0u);
+  EXPECT_EQ(std::accumulate(s.latency_count.begin(), s.latency_count.end(), uint64_t{0}), 1u);
+}
+
+TEST_F(EngineTest, SubmitOrRunSendsLargeRequestsThroughTheRing) {
+  const std::vector<char> data = Pattern(128 << 10, 6);
+  file_.Fill(data);
+  std::vector<char> buf(data.size(), 0);
+  std::promise<std::thread::id> where;
+  engine_->SubmitOrRun(*queue_, MakeRequest(IoOp::kRead, file_.fd(), 0, buf.data(), buf.size(),
+                                            [&](IoResult) {
+                                              where.set_value(std::this_thread::get_id());
+                                            }));
+  auto id = where.get_future();
+  ASSERT_EQ(id.wait_for(kWaitTimeout), std::future_status::ready);
+  EXPECT_NE(id.get(), std::this_thread::get_id()) << "a 128 KiB read held the caller";
+  EXPECT_EQ(buf, data);
+}
+
+TEST_F(EngineTest, SubmitOrRunUsesTheRingWhileOtherIoIsInFlight) {
+  file_.Fill(Pattern(16, 4));
+  Pipe pipe;
+  char pipe_buf[1];
+  std::promise<IoResult> blocker;
+  engine_->Submit(*queue_, MakeRequest(IoOp::kRead, pipe.read_end.get(), 0, pipe_buf, 1,
+                                       [&](IoResult r) { blocker.set_value(r); }));
+  char c = 0;
+  std::promise<std::thread::id> where;
+  engine_->SubmitOrRun(*queue_, MakeRequest(IoOp::kRead, file_.fd(), 0, &c, 1, [&](IoResult) {
+    where.set_value(std::this_thread::get_id());
+  }));
+  auto id = where.get_future();
+  ASSERT_EQ(id.wait_for(kWaitTimeout), std::future_status::ready);
+  EXPECT_NE(id.get(), std::this_thread::get_id()) << "ran here although the disk was busy";
+  ASSERT_EQ(::write(pipe.write_end.get(), "x", 1), 1);
+  auto unblocked = blocker.get_future();
+  ASSERT_EQ(unblocked.wait_for(kWaitTimeout), std::future_status::ready);
+}
+
+TEST_F(EngineTest, SubmitOrRunLeavesAThrottledRequestInItsQueue) {
+  file_.Fill(Pattern(16, 5));
+  // A full bucket holds a tenth of a second: one op goes at once, the next
+  // 0.4 s later.
+  ASSERT_TRUE(queue_->SetLimits(ReadIops(2)).ok());
+  char c = 0;
+  Run(IoOp::kRead, file_.fd(), 0, &c, 1);
+  std::promise<std::thread::id> where;
+  const auto start = std::chrono::steady_clock::now();
+  engine_->SubmitOrRun(*queue_, MakeRequest(IoOp::kRead, file_.fd(), 0, &c, 1, [&](IoResult) {
+    where.set_value(std::this_thread::get_id());
+  }));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 30ms) << "SubmitOrRun waited for the limit";
+  auto id = where.get_future();
+  ASSERT_EQ(id.wait_for(kWaitTimeout), std::future_status::ready);
+  EXPECT_NE(id.get(), std::this_thread::get_id());
+  EXPECT_EQ(queue_->stats().read_ops.load(), 2u);
+}
+
 TEST_F(EngineTest, ThrottledRequestsWaitInTheQueueNotInSubmit) {
   file_.Fill(Pattern(16, 1));
   ASSERT_TRUE(queue_->SetLimits(ReadIops(20)).ok());  // 2 ops of credit, then one per 50 ms
@@ -824,6 +904,26 @@ TEST_F(EngineFaultTest, ShortTransfersAreContinuedToCompletion) {
   EXPECT_EQ(back, data);
   EXPECT_EQ(queue_->stats().read_bytes.load(), len);
   EXPECT_EQ(queue_->stats().write_bytes.load(), len);
+}
+
+TEST_F(EngineFaultTest, SubmitOrRunContinuesShortTransfersLikeTheRing) {
+  constexpr size_t kCap = 4096;
+  if (!Start(kCap)) return;
+  const size_t len = (60 << 10) + 100;
+  std::vector<char> data = Pattern(len, 9);
+  IoResult result{0, kTimedOut};
+  engine_->SubmitOrRun(*queue_, MakeRequest(IoOp::kWrite, file_.fd(), 0, data.data(), len,
+                                            [&](IoResult r) { result = r; }));
+  EXPECT_EQ(result, (IoResult{len, 0}));
+  EXPECT_EQ(script_.cqes.load(), static_cast<int>((len + kCap - 1) / kCap))
+      << "each call should move at most the cap, through the same result filter";
+  EXPECT_EQ(file_.Contents(0, len), data);
+  // A failure midway ends it as the ring would: a short write.
+  script_.cqes = 0;
+  script_.rewrite = [](int n, int res) { return n == 3 ? -EIO : res; };
+  engine_->SubmitOrRun(*queue_, MakeRequest(IoOp::kWrite, file_.fd(), 0, data.data(), len,
+                                            [&](IoResult r) { result = r; }));
+  EXPECT_EQ(result, (IoResult{2 * kCap, 0}));
 }
 
 TEST_F(EngineFaultTest, ContinuedReadStopsAtEof) {

@@ -540,10 +540,7 @@ void Filesystem::ForgetAll() {
     MutexLock lock(handles_mu_);
     unreleased.swap(open_handles_);
   }
-  for (OpenHandle* handle : unreleased) {
-    CountOpenHandle(*handle->inode, -1);
-    delete handle;
-  }
+  for (OpenHandle* handle : unreleased) DropHandle(handle);
   if (!unreleased.empty()) {
     GetLogger("fuse")->debug("closed {} file(s) the kernel did not release before unmount",
                              unreleased.size());
@@ -858,11 +855,7 @@ void Filesystem::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mod
     return (void)fuse_reply_err(req, err);
   }
   auto* handle = new FileHandle{UniqueFd(file_fd), reinterpret_cast<Inode*>(e.ino)};
-  fi->fh = reinterpret_cast<uint64_t>(handle);
-  fi->keep_cache = 1;
-  fi->direct_io = direct_io_for_o_direct_ && (flags & O_DIRECT);
-  fi->noflush = 1;
-  AddHandle(handle);
+  SetOpenReply(fi, handle, flags);
   if (fuse_reply_create(req, &e, fi) != 0) {
     // The kernel gave up on the request (interrupted); nobody will release it.
     DropHandle(handle);
@@ -953,13 +946,17 @@ void Filesystem::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     quota_->Adjust(TakeAllocationDelta(inode, fd->get()), 0);
   }
   auto* handle = new FileHandle{std::move(fd).value(), &inode};
+  SetOpenReply(fi, handle, flags);
+  if (fuse_reply_open(req, fi) != 0) DropHandle(handle);
+}
+
+void Filesystem::SetOpenReply(fuse_file_info* fi, FileHandle* handle, int flags) {
   fi->fh = reinterpret_cast<uint64_t>(handle);
   // Page cache survives reopen: only this server changes the backing file.
   fi->keep_cache = 1;
   fi->direct_io = direct_io_for_o_direct_ && (flags & O_DIRECT);
   fi->noflush = 1;
   AddHandle(handle);
-  if (fuse_reply_open(req, fi) != 0) DropHandle(handle);
 }
 
 void Filesystem::Release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {

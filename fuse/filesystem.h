@@ -190,6 +190,9 @@ class Filesystem {
   void AddHandle(OpenHandle* handle) EXCLUDES(handles_mu_);
   // Unregisters, uncounts and deletes.
   void DropHandle(OpenHandle* handle) EXCLUDES(handles_mu_);
+  // The open flags of a file open or create reply (`flags` as the backing
+  // file was opened with), and the handle registered.
+  void SetOpenReply(fuse_file_info* fi, FileHandle* handle, int flags);
 
   Inode& GetInode(fuse_ino_t ino);
   // Pins the inode's O_PATH fd open, reopening it by handle if the cache

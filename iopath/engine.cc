@@ -62,8 +62,8 @@
 //   The SQEs are already published to the kernel when io_uring_enter fails
 //   (-EAGAIN, -EBUSY), so they are neither lost nor failed: Enter() retries
 //   once under mu_, and if that fails too sq_unflushed_ is set and the next
-//   enter, or the completion thread within kSubmitRetryInterval, submits them. Each request still completes
-//   exactly once.
+//   enter, or the completion thread within kSubmitRetryInterval, submits
+//   them. Each request still completes exactly once.
 //
 // Throttling and the wait bound
 //   Dispatch() stops taking new requests when the Scheduler has none eligible,
@@ -336,6 +336,12 @@ struct Engine::Impl {
   // Takes the oldest request off `queue` and hands its next one to the
   // scheduler.
   IoRequest* PopHead(IoQueue& queue) REQUIRES(mu_);
+  // Takes the head of the queue the scheduler picked into flight: off its
+  // queue, counted with its cost in in_flight_ and in its queue's gauge, and
+  // the time it was held back charged to the queue.
+  IoRequest* TakeIntoFlight(const Scheduler::Pick& pick) REQUIRES(mu_);
+  // Undoes TakeIntoFlight's counts for a finished request.
+  void LeaveFlight(const IoRequest& r, IoQueue& queue) REQUIRES(mu_);
   // Fails (into `out`) every queued request that has waited longer than
   // max_queue_wait_ns_.
   void TakeOverdue(uint64_t now_ns, RequestList* out) REQUIRES(mu_);
@@ -550,12 +556,9 @@ void Engine::Impl::Submit(IoQueue& queue, std::unique_ptr<IoRequest> request,
     if (may_run_here && (r->op == IoOp::kRead || r->op == IoOp::kWrite) &&
         r->len <= kRunHereMaxBytes && in_flight_ == 0 && resume_.empty() &&
         scheduler_.backlogged() == 1 && queue.head_ == r) {
-      const Scheduler::Pick pick = scheduler_.PickNext(clock_.NowNs(), &wake_at_ns_);
+      const Scheduler::Pick pick = scheduler_.PickNext(r->submit_ns, &wake_at_ns_);
       if (pick.flow == queue.flow_.get()) {
-        PopHead(queue);
-        queue.stats_.in_flight.fetch_add(1, std::memory_order_relaxed);
-        ++in_flight_;
-        in_flight_cost_ += CostOf(*r);
+        TakeIntoFlight(pick);  // r: the queue's only request
         run_here = true;
       }
     }
@@ -563,6 +566,24 @@ void Engine::Impl::Submit(IoQueue& queue, std::unique_ptr<IoRequest> request,
   }
   if (run_here) return RunHere(r);
   Enter(to_submit);
+}
+
+IoRequest* Engine::Impl::TakeIntoFlight(const Scheduler::Pick& pick) {
+  auto* queue = static_cast<IoQueue*>(pick.flow->owner());
+  if (pick.throttled_ns > 0) {
+    queue->stats_.throttled_ns.fetch_add(pick.throttled_ns, std::memory_order_relaxed);
+  }
+  IoRequest* r = PopHead(*queue);
+  queue->stats_.in_flight.fetch_add(1, std::memory_order_relaxed);
+  ++in_flight_;
+  in_flight_cost_ += CostOf(*r);
+  return r;
+}
+
+void Engine::Impl::LeaveFlight(const IoRequest& r, IoQueue& queue) {
+  --in_flight_;
+  in_flight_cost_ -= CostOf(r);
+  queue.stats_.in_flight.fetch_sub(1, std::memory_order_relaxed);
 }
 
 void Engine::Impl::LogAgainExhausted(const IoRequest& r) {
@@ -590,9 +611,7 @@ void Engine::Impl::RunHere(IoRequest* r) {
   unsigned to_submit;
   {
     MutexLock lock(mu_);
-    --in_flight_;
-    in_flight_cost_ -= CostOf(*r);
-    queue->stats_.in_flight.fetch_sub(1, std::memory_order_relaxed);
+    LeaveFlight(*r, *queue);
     to_submit = Dispatch();  // what arrived meanwhile went to the queues
   }
   Enter(to_submit);
@@ -628,15 +647,7 @@ unsigned Engine::Impl::Dispatch() {
               ? scheduler_.PickNextAllowed(now, &wake_at_ns_, &Impl::HasNothingInRing)
               : scheduler_.PickNext(now, &wake_at_ns_);
       if (!pick.flow) break;
-      auto* queue = static_cast<IoQueue*>(pick.flow->owner());
-      if (pick.throttled_ns > 0) {
-        queue->stats_.throttled_ns.fetch_add(pick.throttled_ns, std::memory_order_relaxed);
-      }
-      IoRequest* r = PopHead(*queue);
-      queue->stats_.in_flight.fetch_add(1, std::memory_order_relaxed);
-      ++in_flight_;
-      in_flight_cost_ += CostOf(*r);
-      PrepSqe(io_uring_get_sqe(ring), *r);
+      PrepSqe(io_uring_get_sqe(ring), *TakeIntoFlight(pick));
       ++prepared;
     }
     // Sleeping past the moment a throttled request may go would throttle it
@@ -838,10 +849,8 @@ bool Engine::Impl::RunCompletionRound() {
   // they run.
   {
     MutexLock lock(mu_);
-    in_flight_ -= num_finished;
     for (unsigned i = 0; i < num_finished; ++i) {
-      in_flight_cost_ -= CostOf(*finished[i].request);
-      finished[i].queue->stats_.in_flight.fetch_sub(1, std::memory_order_relaxed);
+      LeaveFlight(*finished[i].request, *finished[i].queue);
     }
     resume_.Append(resume);
     to_submit = Dispatch();

@@ -171,6 +171,33 @@ IoResult RunOne(Engine& engine, IoQueue& queue, IoOp op, int fd, uint64_t offset
   return result.get();
 }
 
+// Reads `len` bytes at offset 0 of `fd` into `buf` through SubmitOrRun()
+// (`or_run`) or Submit(); the future holds the thread Complete() ran on.
+std::future<std::thread::id> ReadOnSomeThread(Engine& engine, IoQueue& queue, bool or_run, int fd,
+                                              void* buf, size_t len) {
+  auto where = std::make_shared<std::promise<std::thread::id>>();
+  std::future<std::thread::id> future = where->get_future();
+  auto request = MakeRequest(IoOp::kRead, fd, 0, buf, len, [where](IoResult) {
+    where->set_value(std::this_thread::get_id());
+  });
+  if (or_run) {
+    engine.SubmitOrRun(queue, std::move(request));
+  } else {
+    engine.Submit(queue, std::move(request));
+  }
+  return future;
+}
+
+// Whether Complete() ran on another thread than this one; fails the test if
+// it did not run in time.
+bool CompletedElsewhere(std::future<std::thread::id> where) {
+  if (where.wait_for(kWaitTimeout) != std::future_status::ready) {
+    ADD_FAILURE() << "the request did not complete within the timeout";
+    return false;
+  }
+  return where.get() != std::this_thread::get_id();
+}
+
 bool LacksKernelSupport(int err) { return err == ENOSYS || err == EPERM || err == EOPNOTSUPP; }
 
 // Declares `var` as a std::unique_ptr<Engine> built by `expr`; skips the test
@@ -515,13 +542,7 @@ TEST_F(EngineTest, IoQueueDestructorWaitsForOutstandingRequests) {
 
 TEST_F(EngineTest, CompleteRunsOnTheCompletionThread) {
   char c = 0;
-  std::promise<std::thread::id> where;
-  engine_->Submit(*queue_, MakeRequest(IoOp::kRead, file_.fd(), 0, &c, 1, [&](IoResult) {
-    where.set_value(std::this_thread::get_id());
-  }));
-  auto id = where.get_future();
-  ASSERT_EQ(id.wait_for(kWaitTimeout), std::future_status::ready);
-  EXPECT_NE(id.get(), std::this_thread::get_id());
+  EXPECT_TRUE(CompletedElsewhere(ReadOnSomeThread(*engine_, *queue_, false, file_.fd(), &c, 1)));
 }
 
 TEST_F(EngineTest, StatsCountOpsAndBytesPerQueue) {
@@ -642,14 +663,9 @@ TEST_F(EngineTest, SubmitOrRunSendsLargeRequestsThroughTheRing) {
   const std::vector<char> data = Pattern(128 << 10, 6);
   file_.Fill(data);
   std::vector<char> buf(data.size(), 0);
-  std::promise<std::thread::id> where;
-  engine_->SubmitOrRun(*queue_, MakeRequest(IoOp::kRead, file_.fd(), 0, buf.data(), buf.size(),
-                                            [&](IoResult) {
-                                              where.set_value(std::this_thread::get_id());
-                                            }));
-  auto id = where.get_future();
-  ASSERT_EQ(id.wait_for(kWaitTimeout), std::future_status::ready);
-  EXPECT_NE(id.get(), std::this_thread::get_id()) << "a 128 KiB read held the caller";
+  EXPECT_TRUE(CompletedElsewhere(
+      ReadOnSomeThread(*engine_, *queue_, true, file_.fd(), buf.data(), buf.size())))
+      << "a 128 KiB read held the caller";
   EXPECT_EQ(buf, data);
 }
 
@@ -661,13 +677,8 @@ TEST_F(EngineTest, SubmitOrRunUsesTheRingWhileOtherIoIsInFlight) {
   engine_->Submit(*queue_, MakeRequest(IoOp::kRead, pipe.read_end.get(), 0, pipe_buf, 1,
                                        [&](IoResult r) { blocker.set_value(r); }));
   char c = 0;
-  std::promise<std::thread::id> where;
-  engine_->SubmitOrRun(*queue_, MakeRequest(IoOp::kRead, file_.fd(), 0, &c, 1, [&](IoResult) {
-    where.set_value(std::this_thread::get_id());
-  }));
-  auto id = where.get_future();
-  ASSERT_EQ(id.wait_for(kWaitTimeout), std::future_status::ready);
-  EXPECT_NE(id.get(), std::this_thread::get_id()) << "ran here although the disk was busy";
+  EXPECT_TRUE(CompletedElsewhere(ReadOnSomeThread(*engine_, *queue_, true, file_.fd(), &c, 1)))
+      << "ran here although the disk was busy";
   ASSERT_EQ(::write(pipe.write_end.get(), "x", 1), 1);
   auto unblocked = blocker.get_future();
   ASSERT_EQ(unblocked.wait_for(kWaitTimeout), std::future_status::ready);
@@ -680,15 +691,10 @@ TEST_F(EngineTest, SubmitOrRunLeavesAThrottledRequestInItsQueue) {
   ASSERT_TRUE(queue_->SetLimits(ReadIops(2)).ok());
   char c = 0;
   Run(IoOp::kRead, file_.fd(), 0, &c, 1);
-  std::promise<std::thread::id> where;
   const auto start = std::chrono::steady_clock::now();
-  engine_->SubmitOrRun(*queue_, MakeRequest(IoOp::kRead, file_.fd(), 0, &c, 1, [&](IoResult) {
-    where.set_value(std::this_thread::get_id());
-  }));
+  auto where = ReadOnSomeThread(*engine_, *queue_, true, file_.fd(), &c, 1);
   EXPECT_LT(std::chrono::steady_clock::now() - start, 30ms) << "SubmitOrRun waited for the limit";
-  auto id = where.get_future();
-  ASSERT_EQ(id.wait_for(kWaitTimeout), std::future_status::ready);
-  EXPECT_NE(id.get(), std::this_thread::get_id());
+  EXPECT_TRUE(CompletedElsewhere(std::move(where)));
   EXPECT_EQ(queue_->stats().read_ops.load(), 2u);
 }
 

@@ -127,7 +127,8 @@ Config Parse(const YAML::Node& root) {
   if (!root.IsMap()) throw ConfigError("", "the configuration must be a YAML map of keys", LineOf(root));
   CheckKeys(root, "",
             {"disks", "filesystem", "publish_dir", "state_dir", "reserve", "socket", "log_level",
-             "metrics_port", "embedded_disk_size", "io_scheduler", "io_contended_in_flight"});
+             "metrics_port", "embedded_disk_size", "io_scheduler", "io_contended_in_flight",
+             "fuse_io_uring"});
   if (const auto disks = root["disks"]) {
     if (!disks.IsNull()) {
       if (!disks.IsSequence()) throw ConfigError("disks", "expected a list of devices", LineOf(disks));
@@ -193,6 +194,7 @@ Config Parse(const YAML::Node& root) {
       throw ConfigError("io_scheduler", "expected fair or fifo, not '" + s + "'", LineOf(n));
     }
   }
+  if (const auto n = root["fuse_io_uring"]) c.fuse_io_uring = Bool(n, "fuse_io_uring");
   if (const auto n = root["io_contended_in_flight"]) {
     c.io_contended_in_flight = Size(n, "io_contended_in_flight");
   }

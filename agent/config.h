@@ -21,6 +21,10 @@
 //                                 # more only from volumes with nothing in it once it
 //                                 # holds this much cost (bytes + 32Ki per request);
 //                                 # 0: no cap. See docs/isolation.md.
+//   fuse_io_uring: false          # true: volumes take FUSE requests through
+//                                 # io_uring where the kernel offers it (fuse
+//                                 # module parameter enable_uring); see
+//                                 # fuse/kernel_ring.h and docs/performance.md.
 //
 // Every key is optional. An unknown key, a value of the wrong type or an
 // invalid value is an error whose message names the key ("disks[1].wipe: ...").
@@ -72,6 +76,7 @@ struct Config {
   uint64_t embedded_disk_size = 10ull << 30;
   iopath::IoPolicy io_scheduler = iopath::IoPolicy::kFair;
   uint64_t io_contended_in_flight = iopath::kDefaultContendedInFlightCost;
+  bool fuse_io_uring = false;
 };
 
 // Parses YAML text. `source` names the text in messages (usually the path).

@@ -29,6 +29,7 @@ TEST(ConfigTest, EmptyFileGivesDefaults) {
   EXPECT_EQ(c->reserve.For(1000), 50u);
   EXPECT_EQ(c->io_scheduler, iopath::IoPolicy::kFair);
   EXPECT_EQ(c->io_contended_in_flight, 64u << 10);
+  EXPECT_FALSE(c->fuse_io_uring);
 }
 
 TEST(ConfigTest, FullConfig) {
@@ -49,6 +50,7 @@ metrics_port: 0
 embedded_disk_size: 2Gi
 io_scheduler: fifo
 io_contended_in_flight: 1Mi
+fuse_io_uring: true
 )",
                        "test.yaml");
   ASSERT_TRUE(c.ok()) << c.status().ToString();
@@ -66,6 +68,7 @@ io_contended_in_flight: 1Mi
   EXPECT_EQ(c->embedded_disk_size, 2ull << 30);
   EXPECT_EQ(c->io_scheduler, iopath::IoPolicy::kFifo);
   EXPECT_EQ(c->io_contended_in_flight, 1u << 20);
+  EXPECT_TRUE(c->fuse_io_uring);
 }
 
 TEST(ConfigTest, ErrorsNameTheKey) {
@@ -89,6 +92,7 @@ TEST(ConfigTest, ErrorsNameTheKey) {
       {"log_level: loud\n", "log_level: expected trace"},
       {"io_scheduler: cfq\n", "io_scheduler: expected fair or fifo, not 'cfq'"},
       {"io_contended_in_flight: lots\n", "io_contended_in_flight: invalid size"},
+      {"fuse_io_uring: maybe\n", "fuse_io_uring: expected true or false"},
       {"publish_dir: relative/path\n", "publish_dir: expected an absolute path"},
       {"embedded_disk_size: 10Mi\n", "embedded_disk_size: must be at least 512Mi"},
       {"embedded_disk_size: 10Qi\n", "embedded_disk_size: invalid size"},

@@ -170,6 +170,7 @@ Result<std::unique_ptr<fuse::Volume>> VolumeManager::MountVolume(const Vol& vol,
   o.engine = engine->second.get();
   o.io_limits = rec.io_limits;
   o.max_threads = options_.fuse_threads;
+  o.fuse_io_uring = options_.fuse_io_uring;
   return fuse::Volume::Mount(o);
 }
 

@@ -130,6 +130,7 @@ using EngineFactory =
 struct VolumeManagerOptions {
   std::string publish_dir;
   unsigned fuse_threads = fuse::DefaultWorkerThreads();  // per volume, at most
+  bool fuse_io_uring = false;  // fuse::VolumeOptions::fuse_io_uring, for every volume
   iopath::EngineOptions engine_options;  // for the default factory
   EngineFactory make_engine;  // empty: iopath::Engine::Create(engine_options)
 };

@@ -26,8 +26,16 @@ PooledBuffer& PooledBuffer::operator=(PooledBuffer&& o) noexcept {
   return *this;
 }
 
+PooledBuffer PooledBuffer::Borrow(char* data, size_t capacity) {
+  PooledBuffer view;
+  view.data_ = data;
+  view.capacity_ = capacity;
+  view.size_class_ = kBorrowed;
+  return view;
+}
+
 PooledBuffer::~PooledBuffer() {
-  if (data_ == nullptr) return;
+  if (data_ == nullptr || size_class_ == kBorrowed) return;
   if (size_class_ >= 0 && pool_ != nullptr) {
     pool_->Put(data_, size_class_);
   } else {
@@ -50,7 +58,7 @@ PooledBuffer BufferPool::Get(size_t size) {
   if (size > kMaxPooledSize) {
     buffer.capacity_ = (size + kMinSize - 1) / kMinSize * kMinSize;
     buffer.data_ = AllocateAligned(buffer.capacity_);
-    buffer.size_class_ = -1;
+    buffer.size_class_ = PooledBuffer::kUnpooled;
     return buffer;
   }
   int size_class = 0;

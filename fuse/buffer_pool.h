@@ -27,6 +27,11 @@ class PooledBuffer {
   PooledBuffer& operator=(const PooledBuffer&) = delete;
   ~PooledBuffer();
 
+  // A view of `capacity` bytes at `data` that belong to someone else (a FUSE
+  // ring entry), who keeps them valid and unused until this is destroyed.
+  // Destroying it frees nothing.
+  static PooledBuffer Borrow(char* data, size_t capacity);
+
   char* data() const { return data_; }
   size_t capacity() const { return capacity_; }
 
@@ -35,7 +40,9 @@ class PooledBuffer {
   BufferPool* pool_ = nullptr;
   char* data_ = nullptr;
   size_t capacity_ = 0;
-  int size_class_ = 0;
+  int size_class_ = 0;  // kUnpooled, kBorrowed, or an index into the pool's lists
+  static constexpr int kUnpooled = -1;
+  static constexpr int kBorrowed = -2;
 };
 
 class BufferPool {

@@ -622,6 +622,16 @@ void Filesystem::Init(fuse_conn_info* conn) {
     protocol::Request(protocol::Feature::kDirectIoAllowMmap);
     direct_io_for_o_direct_ = true;
   }
+  if (config_.start_kernel_ring) {
+    if (protocol::KernelOffers(protocol::Feature::kOverIoUring)) {
+      protocol::Request(protocol::Feature::kOverIoUring);
+      config_.start_kernel_ring();
+    } else {
+      GetLogger("fuse")->warn(
+          "FUSE over io_uring was asked for but the kernel does not offer it (Linux 6.14 or "
+          "later with /sys/module/fuse/parameters/enable_uring set); serving /dev/fuse");
+    }
+  }
   conn->max_write = config_.max_write;
   conn->max_read = config_.max_write;
   // Async direct I/O and readahead travel as background requests, of which
@@ -970,11 +980,13 @@ void Filesystem::Release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 void Filesystem::Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                       fuse_file_info* fi) {
-  auto request = std::make_unique<ReadRequest>(req, buffers_.Get(size));
+  PooledBuffer buffer = protocol::TakeReplyBuffer(size);
+  if (buffer.data() == nullptr) buffer = buffers_.Get(size);
+  auto request = std::make_unique<ReadRequest>(req, std::move(buffer));
   request->fd = HandleOf<FileHandle>(fi)->fd.get();
   request->offset = static_cast<uint64_t>(off);
   request->len = size;
-  engine_->SubmitOrRun(*queue_, std::move(request));
+  SubmitData(std::move(request));
 }
 
 size_t Filesystem::AdmitWrite(int fd, uint64_t offset, size_t len, Reservation* reservation) {
@@ -1021,7 +1033,15 @@ void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t s
   request->fd = handle->fd.get();
   request->offset = static_cast<uint64_t>(off);
   request->len = admitted;
-  engine_->SubmitOrRun(*queue_, std::move(request));
+  SubmitData(std::move(request));
+}
+
+void Filesystem::SubmitData(std::unique_ptr<iopath::IoRequest> request) {
+  if (protocol::ThreadHasOthersWaiting()) {
+    engine_->Submit(*queue_, std::move(request));
+  } else {
+    engine_->SubmitOrRun(*queue_, std::move(request));
+  }
 }
 
 void Filesystem::Fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {

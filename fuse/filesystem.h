@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <atomic>
 #include <unordered_map>
@@ -44,6 +45,7 @@
 namespace localvol::iopath {
 class Engine;
 class IoQueue;
+class IoRequest;
 }  // namespace localvol::iopath
 
 namespace localvol::fuse {
@@ -112,6 +114,10 @@ struct FilesystemConfig {
   uint32_t max_write = 1 << 20;
   uint32_t max_background = 64;   // background FUSE requests in flight
   uint64_t block_size = 4096;     // allocation unit of the backing filesystem
+  // When set, Init asks the kernel for FUSE over io_uring and, if granted,
+  // calls this (on the session's loop thread, before the INIT reply is sent)
+  // to start serving the ring; see fuse/kernel_ring.h.
+  std::function<void()> start_kernel_ring;
 };
 
 class Filesystem {
@@ -232,6 +238,9 @@ class Filesystem {
   // Reserves space for writing [offset, offset+len). May admit only a prefix
   // (like a kernel filesystem that fills up); returns the admitted length, 0 for ENOSPC.
   size_t AdmitWrite(int fd, uint64_t offset, size_t len, Reservation* reservation);
+  // A data read or write: on the calling thread when the engine finds the
+  // disk idle, unless other requests wait for this thread.
+  void SubmitData(std::unique_ptr<iopath::IoRequest> request);
   static std::string ProcPath(int fd);
   // When the kernel asks for it (protocol::RequestKillsSuidgid), clears the
   // setuid/setgid bits of `inode` as Linux does before a write, truncate or

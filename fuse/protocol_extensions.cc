@@ -8,12 +8,16 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
+#include <utility>
+
+#include "fuse/kernel_ring.h"
 
 namespace localvol::fuse::protocol {
 namespace {
 
 // Newer than Debian 12's <linux/fuse.h> (protocol 7.38); the value is ABI.
 constexpr uint64_t kInitDirectIoAllowMmap = 1ull << 36;  // protocol 7.39
+constexpr uint64_t kInitOverIoUring = 1ull << 41;        // protocol 7.42
 
 // Every request starts with these; a WRITE's data follows them directly.
 constexpr size_t kWriteHeaderSize = sizeof(fuse_in_header) + sizeof(fuse_write_in);
@@ -51,6 +55,12 @@ struct CurrentRequest {
   bool payload_in_spare = false;  // a WRITE whose data is in spare_payload
   uint64_t init_offered = 0;    // FUSE_INIT: the kernel's flags | flags2 << 32
   uint64_t init_requested = 0;  // FUSE_INIT: what the init callback asked for
+  // A request from a ring entry: the entry's payload buffer, and whether a
+  // WRITE's data is in it. Either is handed out at most once.
+  char* ring_payload = nullptr;
+  size_t ring_payload_capacity = 0;
+  bool write_data_in_ring_payload = false;
+  bool others_waiting = false;  // a ring request with more behind it on this thread
 };
 thread_local CurrentRequest current;
 
@@ -60,6 +70,8 @@ uint64_t InitFlag(Feature feature) {
       return FUSE_HANDLE_KILLPRIV_V2;
     case Feature::kDirectIoAllowMmap:
       return kInitDirectIoAllowMmap;
+    case Feature::kOverIoUring:
+      return kInitOverIoUring;
   }
   return 0;
 }
@@ -184,6 +196,8 @@ ssize_t WriteReply(int fd, iovec* iov, int count, void* /*userdata*/) {
       }
     }
   }
+  ssize_t written = 0;
+  if (KernelRing::TryCommit(fd, iov, count, &written)) return written;
   return writev(fd, iov, count);
 }
 
@@ -214,9 +228,34 @@ void Request(Feature feature) {
 bool RequestKillsSuidgid() { return current.kill_suidgid; }
 
 PooledBuffer TakeWritePayload() {
+  if (current.write_data_in_ring_payload) {
+    current.write_data_in_ring_payload = false;
+    return PooledBuffer::Borrow(std::exchange(current.ring_payload, nullptr),
+                                current.ring_payload_capacity);
+  }
   if (!current.payload_in_spare) return PooledBuffer();
   current.payload_in_spare = false;
   return std::move(spare_payload);
 }
+
+PooledBuffer TakeReplyBuffer(size_t size) {
+  if (current.opcode != FUSE_READ || current.ring_payload == nullptr ||
+      size > current.ring_payload_capacity) {
+    return PooledBuffer();
+  }
+  return PooledBuffer::Borrow(std::exchange(current.ring_payload, nullptr),
+                              current.ring_payload_capacity);
+}
+
+void BeginRingRequest(const char* request, size_t header_len, char* payload,
+                      size_t payload_capacity, bool write_data_in_payload, bool others_waiting) {
+  Inspect(request, header_len);
+  current.ring_payload = payload;
+  current.ring_payload_capacity = payload_capacity;
+  current.write_data_in_ring_payload = write_data_in_payload;
+  current.others_waiting = others_waiting;
+}
+
+bool ThreadHasOthersWaiting() { return current.others_waiting; }
 
 }  // namespace localvol::fuse::protocol

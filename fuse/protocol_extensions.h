@@ -45,6 +45,9 @@ namespace localvol::fuse::protocol {
 enum class Feature : uint32_t {
   kKillPrivV2 = 1u << 0,
   kDirectIoAllowMmap = 1u << 1,
+  // FUSE_OVER_IO_URING (kernel 6.14): requests may come through io_uring
+  // entries (fuse/kernel_ring.h) instead of read(2) on /dev/fuse.
+  kOverIoUring = 1u << 2,
 };
 
 // Puts the layer under `session`, which must be mounted and not yet served.
@@ -66,5 +69,25 @@ bool RequestKillsSuidgid();
 // when the data is in libfuse's buffer after all (a write larger than
 // BufferPool::kMaxPooledSize).
 PooledBuffer TakeWritePayload();
+
+// Inside a READ callback only: where the reply's data can be produced so that
+// it needs no copy on its way to the kernel (the payload buffer of the ring
+// entry the request came in), at least `size` bytes. Empty when there is no
+// such place (the request came from /dev/fuse); then any buffer will do.
+PooledBuffer TakeReplyBuffer(size_t size);
+
+// For KernelRing, before it hands a request from a ring entry to libfuse:
+// `request` holds the fuse_in_header and the opcode's struct (`header_len`
+// bytes). `payload` is the entry's payload buffer, which stays untouched
+// until the request is answered; for a WRITE (`write_data_in_payload`) it
+// holds the data, which is then not behind the header.
+// `others_waiting`: the ring thread has more requests ready behind this one.
+void BeginRingRequest(const char* request, size_t header_len, char* payload,
+                      size_t payload_capacity, bool write_data_in_payload, bool others_waiting);
+
+// Inside any callback: whether the thread must not wait for the disk because
+// other requests wait for it. A ring queue's thread serves its requests one
+// after the other; a /dev/fuse worker is one of a pool that grows on demand.
+bool ThreadHasOthersWaiting();
 
 }  // namespace localvol::fuse::protocol

@@ -25,6 +25,7 @@
 #include "base/size.h"
 #include "base/unique_fd.h"
 #include "fuse/filesystem.h"
+#include "fuse/kernel_ring.h"
 #include "fuse/protocol_extensions.h"
 #include "fuse/quota.h"
 #include "fuse/usage_store.h"
@@ -98,6 +99,7 @@ struct Volume::Impl {
   std::condition_variable loop_done_cv;
   bool loop_done = false;  // guarded by mu
   bool torn_down = false;  // guarded by mu
+  std::unique_ptr<KernelRing> kernel_ring;  // guarded by mu; set by the init callback
 
   void RunLoop(unsigned max_threads) {
     fuse_loop_config* config = fuse_loop_cfg_create();
@@ -241,6 +243,20 @@ Result<std::unique_ptr<Volume>> Volume::Mount(const VolumeOptions& options) {
   config.entry_timeout_s = opt.cache_timeout_s;
   config.attr_timeout_s = opt.cache_timeout_s;
   config.cache_listings = opt.cache_timeout_s > 0;
+  if (opt.fuse_io_uring) {
+    Impl* raw = impl.get();
+    const size_t payload = std::max<size_t>(config.max_write, 8192);
+    config.start_kernel_ring = [raw, payload] {
+      auto ring = KernelRing::Start(raw->session, raw->options.fuse_io_uring_depth, payload);
+      if (!ring.ok()) {
+        GetLogger("fuse")->warn("volume {}: FUSE over io_uring: {}; serving /dev/fuse",
+                                raw->options.name, ring.status().ToString());
+        return;
+      }
+      std::lock_guard<std::mutex> lock(raw->mu);
+      raw->kernel_ring = std::move(ring).value();
+    };
+  }
   impl->fs = std::make_unique<Filesystem>(std::move(root_path_fd).value(), root_stat,
                                           impl->quota.get(), opt.engine, impl->queue.get(),
                                           config);
@@ -313,6 +329,17 @@ Status Volume::Unmount() {
   // The mount is gone and no worker runs. Let in-flight I/O finish (the queue
   // waits for it), settle every inode, then record the exact usage.
   impl.queue.reset();
+  // Every ring request has been answered now, and the connection is gone.
+  std::unique_ptr<KernelRing> ring;
+  {
+    std::lock_guard<std::mutex> lock(impl.mu);
+    ring = std::move(impl.kernel_ring);
+  }
+  if (ring) {
+    log->info("volume {}: {} requests came through FUSE over io_uring", impl.options.name,
+              ring->requests_served());
+    ring.reset();
+  }
   impl.fs->ForgetAll();
   fuse_session_destroy(impl.session);
   impl.session = nullptr;
@@ -357,6 +384,11 @@ VolumeIoStats Volume::IoStats() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   if (impl_->torn_down || !impl_->queue) return {};
   return impl_->queue->stats().Snapshot();
+}
+
+uint64_t Volume::KernelRingRequests() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->kernel_ring ? impl_->kernel_ring->requests_served() : 0;
 }
 
 VolumeUsage Volume::Usage() const {

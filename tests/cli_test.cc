@@ -126,6 +126,13 @@ TEST_F(CliTest, MalformedInodeCount) {
   }
 }
 
+TEST_F(CliTest, BadIoUringDepth) {
+  for (const std::string bad : {"--io-uring=0", "--io-uring=2000", "--io-uring=deep", "--io-uring="}) {
+    SCOPED_TRACE(bad);
+    ExpectRefused(Run({src_, mnt_, "--capacity", "10Mi", bad}), {"--io-uring"});
+  }
+}
+
 TEST_F(CliTest, UnknownFlag) {
   ExpectRefused(Run({src_, mnt_, "--capacity", "10Mi", "--bogus-flag"}), {"--bogus-flag", "bogus"});
 }

@@ -2,6 +2,7 @@
 //
 //   localvol-fuse SOURCE_DIR MOUNTPOINT --capacity SIZE [--inodes N] [--foreground]
 //                 [--name NAME] [--threads N] [--cache-timeout SECONDS] [--log-level LEVEL]
+//                 [--io-uring[=DEPTH]]
 //                 [--read-iops N] [--write-bps SIZE] [--read-iops-burst N] ... [--weight W]
 //
 // The I/O limit flags are the settings of iopath/io_limits.h (IoLimitKeys()).
@@ -35,9 +36,11 @@ using localvol::Status;
 constexpr const char* kUsage =
     "usage: localvol-fuse SOURCE_DIR MOUNTPOINT --capacity SIZE [--inodes N] [--foreground]\n"
     "                     [--name NAME] [--threads N] [--cache-timeout SECONDS]\n"
-    "                     [--log-level LEVEL] [I/O limits]\n"
+    "                     [--log-level LEVEL] [--io-uring[=DEPTH]] [I/O limits]\n"
     "  SIZE: bytes, or with a suffix such as 500M or 10Gi\n"
     "  --threads N: FUSE worker threads (default: 2 per CPU, at least 4)\n"
+    "  --io-uring[=DEPTH]: take requests through FUSE over io_uring, DEPTH entries per CPU\n"
+    "              (default 32), when the kernel offers it (fuse module parameter enable_uring)\n"
     "  I/O limits: --{read,write}-{iops,bps} RATE, --{read,write}-{iops,bps}-burst RATE,\n"
     "              --{read,write}-{iops,bps}-burst-seconds S (1..3600), --weight W (1..10000);\n"
     "              *-bps rates are bytes/s and take size suffixes\n";
@@ -50,6 +53,7 @@ struct Args {
   bool foreground = false;
   std::string name;
   unsigned threads = localvol::fuse::DefaultWorkerThreads();
+  unsigned io_uring_depth = 0;  // 0: serve /dev/fuse only
   double cache_timeout_s = 3600;
   std::string log_level = "info";
   localvol::iopath::IoLimits io_limits;
@@ -104,6 +108,14 @@ Result<Args> ParseArgs(int argc, char** argv) {
       if (!n.ok()) return n.status();
       if (*n > 256) return Status::Error(EINVAL, "--threads must be at most 256");
       args.threads = static_cast<unsigned>(*n);
+    } else if (arg == "--io-uring" || arg.rfind("--io-uring=", 0) == 0) {
+      args.io_uring_depth = localvol::fuse::VolumeOptions().fuse_io_uring_depth;
+      if (arg.size() > std::string("--io-uring").size()) {
+        auto n = ParseCount("--io-uring", arg.substr(std::string("--io-uring=").size()));
+        if (!n.ok()) return n.status();
+        if (*n < 1 || *n > 1024) return Status::Error(EINVAL, "--io-uring depth must be 1..1024");
+        args.io_uring_depth = static_cast<unsigned>(*n);
+      }
     } else if (arg == "--cache-timeout") {
       auto v = value();
       if (!v.ok()) return v.status();
@@ -189,6 +201,8 @@ int Serve(const Args& args, int ready_fd) {
   options.max_threads = args.threads;
   options.cache_timeout_s = args.cache_timeout_s;
   options.io_limits = args.io_limits;
+  options.fuse_io_uring = args.io_uring_depth > 0;
+  if (options.fuse_io_uring) options.fuse_io_uring_depth = args.io_uring_depth;
   auto volume = localvol::fuse::Volume::Mount(options);
   if (!volume.ok()) {
     log->error("{}", volume.status().ToString());

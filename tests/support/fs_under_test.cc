@@ -2,12 +2,24 @@
 
 #include <sys/stat.h>
 
+#include <regex>
+
 #include "tests/support/janitor.h"
 #include "tests/support/mounts.h"
 
 namespace localvol::testing {
 
-std::string FsModeName(FsMode mode) { return mode == FsMode::kRaw ? "Raw" : "Localvol"; }
+std::string FsModeName(FsMode mode) {
+  switch (mode) {
+    case FsMode::kRaw:
+      return "Raw";
+    case FsMode::kLocalvol:
+      return "Localvol";
+    case FsMode::kLocalvolRing:
+      return "LocalvolRing";
+  }
+  return "?";
+}
 
 void PrintTo(FsMode mode, std::ostream* os) { *os << FsModeName(mode); }
 
@@ -29,6 +41,11 @@ Result<std::unique_ptr<FsUnderTest>> FsUnderTest::Create(FsMode mode, const FsCo
     return fs;
   }
   if (!FuseServer::Available()) return Status::Error(ENOENT, "localvol-fuse was not built");
+  if (mode == FsMode::kLocalvolRing) {
+    auto on = FuseUringSwitch::Acquire();
+    if (!on.ok()) return on.status();
+    fs->uring_switch_ = std::move(*on);
+  }
   auto backing = fs->disk_->MakeDir("vol", 0777);
   if (!backing.ok()) return backing.status();
   fs->backing_ = *backing;
@@ -37,16 +54,24 @@ Result<std::unique_ptr<FsUnderTest>> FsUnderTest::Create(FsMode mode, const FsCo
   fs->mounts_ = std::move(*mounts);
   auto mp = fs->mounts_.MakeSubdir("mnt", 0755);
   if (!mp.ok()) return mp.status();
-  FuseServerOptions so;
-  so.source = fs->backing_;
-  so.mountpoint = *mp;
-  so.capacity = config.capacity;
+  FuseServerOptions so = fs->ServerOptions(fs->backing_, *mp, config.capacity);
   so.inodes = config.inodes;
   auto server = FuseServer::Start(so);
   if (!server.ok()) return server.status();
   fs->server_ = std::move(*server);
   fs->root_ = *mp;
   return fs;
+}
+
+FuseServerOptions FsUnderTest::ServerOptions(const std::string& source,
+                                             const std::string& mountpoint,
+                                             const std::string& capacity) const {
+  FuseServerOptions so;
+  so.source = source;
+  so.mountpoint = mountpoint;
+  so.capacity = capacity;
+  if (mode_ == FsMode::kLocalvolRing) so.extra_args.push_back("--io-uring");
+  return so;
 }
 
 FsUnderTest::~FsUnderTest() {
@@ -78,11 +103,7 @@ Result<std::string> FsUnderTest::SecondVolumeRoot() {
   if (!backing.ok()) return backing.status();
   auto mp = mounts_.MakeSubdir("mnt2", 0755);
   if (!mp.ok()) return mp.status();
-  FuseServerOptions so;
-  so.source = *backing;
-  so.mountpoint = *mp;
-  so.capacity = "64Mi";
-  auto server = FuseServer::Start(so);
+  auto server = FuseServer::Start(ServerOptions(*backing, *mp, "64Mi"));
   if (!server.ok()) return server.status();
   second_server_ = std::move(*server);
   second_root_ = *mp;
@@ -99,10 +120,15 @@ Result<std::string> FsUnderTest::OtherFsDir() {
   return other_fs_.path();
 }
 
+static bool RingServedRequests(const std::string& server_log) {
+  static const std::regex kServed(R"(([1-9][0-9]*) requests came through FUSE over io_uring)");
+  return std::regex_search(server_log, kServed);
+}
+
 void FsTest::SetUp() {
   CleanupLeftoversOfDeadTests();
   ::umask(022);
-  if (GetParam() == FsMode::kLocalvol && !FuseServer::Available()) {
+  if (GetParam() != FsMode::kRaw && !FuseServer::Available()) {
     GTEST_SKIP() << "localvol-fuse was not built (no localvol-fuse CMake target); "
                     "only the kernel (Raw) mode can run";
   }
@@ -114,6 +140,12 @@ void FsTest::SetUp() {
 void FsTest::TearDown() {
   if (fs_ && fs_->server() != nullptr && fs_->server()->watchdog_fired()) {
     ADD_FAILURE() << "localvol-fuse hung: the watchdog had to kill it";
+  }
+  if (fs_ && fs_->mode() == FsMode::kLocalvolRing && fs_->server()->running()) {
+    // The test means nothing for the ring unless its requests went that way.
+    EXPECT_TRUE(fs_->server()->Stop().ok());
+    EXPECT_TRUE(RingServedRequests(fs_->server()->Log()))
+        << "no request came through FUSE over io_uring";
   }
   if (fs_ && fs_->server() != nullptr && HasFailure()) {
     std::cout << "--- localvol-fuse output ---\n" << fs_->server()->Log() << "\n---\n";

@@ -3,6 +3,8 @@
 //
 //   kRaw       a directory on a fresh XFS loop disk (the kernel's answer)
 //   kLocalvol  a localvol-fuse mount over another directory on such a disk
+//   kLocalvolRing  the same, taking requests through FUSE over io_uring
+//              (localvol-fuse --io-uring; fuse/kernel_ring.h)
 //
 // A test's expectations are first validated in kRaw mode; a kLocalvol failure
 // then means localvol differs from the kernel. FsTest is the parameterized
@@ -19,12 +21,13 @@
 
 #include "base/status.h"
 #include "tests/support/fuse_server.h"
+#include "tests/support/fuse_uring_switch.h"
 #include "tests/support/loop_disk.h"
 #include "tests/support/temp_dir.h"
 
 namespace localvol::testing {
 
-enum class FsMode { kRaw, kLocalvol };
+enum class FsMode { kRaw, kLocalvol, kLocalvolRing };
 std::string FsModeName(FsMode mode);
 std::string FsModeParamName(const ::testing::TestParamInfo<FsMode>& info);
 // GoogleTest prints parameters with this (and so names them in ctest).
@@ -49,7 +52,7 @@ class FsUnderTest {
   // The directory on XFS holding the data (== root() for kRaw).
   const std::string& backing() const { return backing_; }
   LoopDisk& disk() { return *disk_; }
-  FuseServer* server() { return server_.get(); }  // kLocalvol only
+  FuseServer* server() { return server_.get(); }  // kLocalvol* only
 
   // Drops every cache between the test and the disk: kRaw remounts the XFS;
   // kLocalvol stops the server, remounts the XFS, and starts it again.
@@ -64,11 +67,16 @@ class FsUnderTest {
  private:
   FsUnderTest() = default;
 
+  // The server options of this mode, for a volume over `source` at `mountpoint`.
+  FuseServerOptions ServerOptions(const std::string& source, const std::string& mountpoint,
+                                  const std::string& capacity) const;
+
   FsMode mode_ = FsMode::kRaw;
   FsConfig config_;
   // Declaration order is teardown order reversed: servers go before disks.
   std::unique_ptr<LoopDisk> disk_;
   std::unique_ptr<LoopDisk> second_disk_;
+  std::unique_ptr<FuseUringSwitch> uring_switch_;  // kLocalvolRing only
   TempDir mounts_;      // parent of the mount points
   TempDir other_fs_;
   std::unique_ptr<FuseServer> server_;
@@ -97,7 +105,8 @@ class FsTest : public ::testing::TestWithParam<FsMode> {
 #define LOCALVOL_INSTANTIATE_FS_MODES(Suite)                                                    \
   INSTANTIATE_TEST_SUITE_P(Modes, Suite,                                                        \
                            ::testing::Values(::localvol::testing::FsMode::kRaw,                 \
-                                             ::localvol::testing::FsMode::kLocalvol),           \
+                                             ::localvol::testing::FsMode::kLocalvol,            \
+                                             ::localvol::testing::FsMode::kLocalvolRing),       \
                            ::localvol::testing::FsModeParamName)
 
 }  // namespace localvol::testing

@@ -35,6 +35,7 @@ Status InProcessVolume::DoMount() {
   vo.capacity_bytes = options_.capacity_bytes;
   vo.inode_limit = options_.inode_limit;
   vo.engine = engine_.get();
+  vo.fuse_io_uring = options_.fuse_io_uring;
   auto vol = fuse::Volume::Mount(vo);
   if (!vol.ok()) {
     (void)LazyUnmountAll(options_.mountpoint);
@@ -82,6 +83,7 @@ void InProcessVolumeTest::SetUp() {
   options.mountpoint = dirs_.mountpoint;
   options.capacity_bytes = capacity_bytes_;
   options.inode_limit = inode_limit_;
+  options.fuse_io_uring = fuse_io_uring_;
   auto volume = InProcessVolume::Mount(options);
   ASSERT_TRUE(volume.ok()) << volume.status().ToString();
   volume_ = std::move(volume).value();

@@ -29,6 +29,7 @@ struct InProcessVolumeOptions {
   std::string mountpoint;
   uint64_t capacity_bytes = 0;
   uint64_t inode_limit = 0;  // 0: the library's default
+  bool fuse_io_uring = false;  // fuse::VolumeOptions::fuse_io_uring
 };
 
 class InProcessVolume {
@@ -76,6 +77,7 @@ class InProcessVolumeTest : public ::testing::Test {
   // derived SetUp before calling this one.
   uint64_t capacity_bytes_ = 256ull << 20;
   uint64_t inode_limit_ = 0;
+  bool fuse_io_uring_ = false;
 
   VolumeDirs dirs_;
   std::unique_ptr<InProcessVolume> volume_;

@@ -74,8 +74,10 @@ BAR = {
 }
 SUT = "localvol"            # the system under test
 LIMITED = "limited"         # the same volume with I/O limits configured, never binding
+RING = "ring"               # the same volume taking requests through FUSE over io_uring (opt-in)
+VARIANTS = (SUT, LIMITED, RING)  # localvol's own targets; the rest are other filesystems
 DISPLAY = {"raw": "raw XFS (a)", "localvol": "localvol (b)", LIMITED: "localvol + limits (c)",
-           "bindfs": "bindfs (d)", "mergerfs": "mergerfs (d)"}
+           RING: "localvol, io_uring (b')", "bindfs": "bindfs (d)", "mergerfs": "mergerfs (d)"}
 ENFORCEMENT_BAR = 0.03      # (c) may be at most 3% slower than (b)
 
 # Sizes: data file per target, bytes written by the buffered-write test,
@@ -347,10 +349,12 @@ def short_err(err):
 def table(profile, res, summ):
     targets = res["targets"]
     base = targets[0]
-    others = [t for t in targets[1:] if t not in (SUT, LIMITED)]
+    others = [t for t in targets[1:] if t not in VARIANTS]
+    ring = [RING] if RING in targets else []
     head = ["fio test", "unit", DISPLAY.get(base, base)]
     if SUT in targets:
         head += [DISPLAY[SUT], DISPLAY[LIMITED]]
+    head += [DISPLAY[t] for t in ring]
     head += [DISPLAY.get(t, t) for t in others] + ["bar (%s)" % profile, "%s vs bar" % SUT, "%s beats %s" % (SUT, "/".join(others) or "others")]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     verdicts = []
@@ -373,7 +377,7 @@ def table(profile, res, summ):
                 row.append("%s (c/b %.3f)" % (cell(LIMITED), s[LIMITED]["vs_sut"]))
             else:
                 row.append(cell(LIMITED) if LIMITED in targets else "-")
-        row += [cell(t) for t in others]
+        row += [cell(t) for t in ring + others]
         bar = BAR.get(test, {}).get(profile)
         sut = s.get(SUT, {})
         if bar is None:
@@ -396,7 +400,7 @@ def table(profile, res, summ):
     cells = ["cost of enforcement (c) vs (b)", "%", "-"]
     if SUT in targets:
         cells += ["-", cost["text"]]
-    cells += ["-"] * len(others) + ["≤ %d%%" % (ENFORCEMENT_BAR * 100), cost["verdict"], "-"]
+    cells += ["-"] * len(ring + others) + ["≤ %d%%" % (ENFORCEMENT_BAR * 100), cost["verdict"], "-"]
     lines.append("| " + " | ".join(cells) + " |")
     if cost["ok"] is not None:
         verdicts.append(("enforcement", cost["ok"]))
@@ -427,29 +431,40 @@ def bar_table(profiles):
     for p, _, _ in profiles:
         head += ["bar (%s)" % p, "localvol (%s)" % p, "verdict (%s)" % p]
     head.append("localvol beats bindfs and mergerfs")
+    with_ring = any(RING in res["targets"] for _, res, _ in profiles)
+    if with_ring:
+        head.append("with io_uring (b')")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for test in profiles[0][1]["tests"]:
         if test not in BAR:
             continue
         row = [TEST_BY_NAME[test][1]]
         beats = []
+        ring_cells = []
         for p, res, summ in profiles:
             bar = BAR[test][p]
             c = summ[test].get(SUT, {})
             r = c.get("ratio")
             row += ["≥ %.2f" % bar, fmt_ratio(r, bar) if r is not None else "-",
                     ("pass" if r >= bar else "**FAIL**") if r is not None else "**FAIL**"]
-            others = [t for t in res["targets"][1:] if t not in (SUT, LIMITED)]
+            others = [t for t in res["targets"][1:] if t not in VARIANTS]
+            if RING in res["targets"]:
+                rr = summ[test][RING].get("ratio")
+                ring_cells.append("%s: %s" % (p, "-" if rr is None else "%.2f%s" % (rr, "" if rr >= bar else " (below)")))
             slower = [t for t in others if c.get("abs") is not None and summ[test][t]["abs"] is not None
                       and summ[test][t]["abs"] >= c["abs"]]
             beats.append("%s: %s" % (p, "yes" if not slower else "no (%s)" % ", ".join(slower)))
         row.append("; ".join(beats))
+        if with_ring:
+            row.append("; ".join(ring_cells) or "-")
         lines.append("| " + " | ".join(row) + " |")
     row = ["cost of enforcement (c) vs (b)"]
     for p, res, summ in profiles:
         cost = enforcement_cost(res, summ)
         row += ["≤ %d%%" % (ENFORCEMENT_BAR * 100), cost["text"], cost["verdict"]]
     row.append("-")
+    if with_ring:
+        row.append("-")
     lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -492,7 +507,7 @@ def chart(profiles, png):
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(len(profiles), 1, figsize=(10, 3.6 * len(profiles)), dpi=80,
                              squeeze=False)
-    colors = {"localvol": "#1f77b4", LIMITED: "#9467bd", "bindfs": "#ff7f0e", "mergerfs": "#2ca02c"}
+    colors = {"localvol": "#1f77b4", LIMITED: "#9467bd", RING: "#17becf", "bindfs": "#ff7f0e", "mergerfs": "#2ca02c"}
     for ax, (p, res, summ) in zip(axes[:, 0], profiles):
         tests = res["tests"]
         targets = res["targets"][1:]

@@ -16,7 +16,10 @@
 #
 # Targets, all on the same XFS, each in its own directory: raw XFS (a), a
 # localvol volume (b: quota on, capacity above what the tests write), the same
-# with I/O limits configured but never binding (c), bindfs and mergerfs (d). Each test runs on every target before the next test starts, in a
+# with I/O limits configured but never binding (c), the same taking requests
+# through FUSE over io_uring (b', opt-in; the fuse module parameter enable_uring
+# is turned on for the run and put back afterwards), bindfs and mergerfs (d).
+# Each test runs on every target before the next test starts, in a
 # rotating order; caches are dropped before every run; the figures are medians
 # over the rounds. The results go to tools/bench/results/<timestamp>/ (fio JSON
 # of every run, results.json, the report); the table and chart go to
@@ -36,7 +39,7 @@ while [ $# -gt 0 ]; do
     --quick) quick=1 ;;
     --profile) shift; profiles=${1:?--profile needs fast or device} ;;
     --no-doc) write_doc="" ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -64,6 +67,16 @@ py=/usr/bin/python3
 [ -x "$root/build/tools/localvol-fuse" ] || "$root/scripts/build.sh"
 
 source "$here/lib.sh"
+
+# (b') needs FUSE over io_uring, which the kernel offers only with this on.
+uring_param=/sys/module/fuse/parameters/enable_uring
+uring_was=""
+if [ -w "$uring_param" ]; then
+  uring_was=$(cat "$uring_param")
+  echo 1 >"$uring_param"
+  restore_uring() { [ "$uring_was" = Y ] || echo 0 >"$uring_param" || true; bench_cleanup; }
+  trap restore_uring EXIT
+fi
 
 stamp=$(date -u +%Y%m%d-%H%M%S)
 results=$here/results/$stamp
@@ -103,8 +116,9 @@ for profile in $profiles; do
   out=$results/$profile
   loopdev=$(basename "$dev")
   disk_note="$disk_size image in $(dirname "$bench_img"), $dev with direct-io=$(losetup -n -O DIO "$dev" | tr -d ' '), read_ahead_kb=$(cat /sys/block/$loopdev/queue/read_ahead_kb) (as losetup left it)"
-  mkdir -p "$out" "$work/disk/raw" "$work/disk/localvol" "$work/disk/limited" "$work/disk/bindfs" \
-    "$work/disk/mergerfs" "$work/mnt/localvol" "$work/mnt/limited" "$work/mnt/bindfs" "$work/mnt/mergerfs"
+  mkdir -p "$out" "$work/disk/raw" "$work/disk/localvol" "$work/disk/limited" "$work/disk/ring" \
+    "$work/disk/bindfs" "$work/disk/mergerfs" "$work/mnt/localvol" "$work/mnt/limited" \
+    "$work/mnt/ring" "$work/mnt/bindfs" "$work/mnt/mergerfs"
 
   # (b) a localvol volume, quota on (capacity well above what the tests write).
   "$bench_fuse" "$work/disk/localvol" "$work/mnt/localvol" --capacity "$capacity" --foreground \
@@ -118,6 +132,15 @@ for profile in $profiles; do
     >"$out/localvol-fuse-limited.log" 2>&1 &
   lim_pid=$!; bench_track_pid "$lim_pid"
   wait_mounted "$work/mnt/limited" "$lim_pid" localvol-fuse
+  # (b') the (b) volume taking its requests through FUSE over io_uring.
+  ring_target=()
+  if [ -n "$uring_was" ]; then
+    "$bench_fuse" "$work/disk/ring" "$work/mnt/ring" --capacity "$capacity" --foreground --io-uring \
+      >"$out/localvol-fuse-ring.log" 2>&1 &
+    ring_pid=$!; bench_track_pid "$ring_pid"
+    wait_mounted "$work/mnt/ring" "$ring_pid" localvol-fuse
+    ring_target=(--target "ring=$work/mnt/ring,backing=$work/disk/ring,pid=$ring_pid")
+  fi
   # (d) bindfs: multithreaded (its default is one thread), and O_DIRECT
   # forwarded to the backing file (its default drops O_DIRECT, so a direct read
   # would be served from the backing file's page cache).
@@ -138,6 +161,7 @@ for profile in $profiles; do
     --target "raw=$work/disk/raw" \
     --target "localvol=$work/mnt/localvol,backing=$work/disk/localvol,pid=$vol_pid" \
     --target "limited=$work/mnt/limited,backing=$work/disk/limited,pid=$lim_pid" \
+    "${ring_target[@]}" \
     --target "bindfs=$work/mnt/bindfs,backing=$work/disk/bindfs,pid=$bind_pid" \
     --target "mergerfs=$work/mnt/mergerfs,backing=$work/disk/mergerfs,pid=$merge_pid"
   bench_drop_disk

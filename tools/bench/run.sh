@@ -5,7 +5,7 @@
 #   sudo tools/bench/run.sh [--quick] [--profile fast|device] [--no-doc]
 #
 #   --quick     1 round and smaller files (about 7 minutes for both profiles);
-#               the default is 3 rounds (about 32 minutes)
+#               the default is 3 rounds (about 40 minutes)
 #   --profile   run one device profile only (default: device, then fast)
 #   --no-doc    do not rewrite docs/performance.md and docs/performance.png
 #

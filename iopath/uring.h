@@ -1,4 +1,4 @@
-// Private to iopath: owner types for the liburing handles the engine uses, and
+// Owner types for the liburing handles of the engine and of fuse/kernel_ring.cc, and
 // the one conversion from liburing's negative error codes to a positive errno.
 //
 // Uring owns one `struct io_uring` (its fd and mappings); UringProbe owns the

@@ -1,6 +1,7 @@
 #include "fuse/kernel_ring.h"
 
 #include <linux/fuse.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -362,9 +363,12 @@ Result<std::unique_ptr<KernelRing>> KernelRing::Start(fuse_session* session, uns
   }
   for (auto& q : kr->queues_) {
     Queue* raw = q.get();
+    const unsigned qid = q->qid;
     std::promise<Status> started;
     std::future<Status> result = started.get_future();
     q->thread = std::thread([raw, p = std::move(started)]() mutable { raw->Serve(std::move(p)); });
+    // Named for top -H and for the tests: "fuse-ring-<queue>".
+    pthread_setname_np(q->thread.native_handle(), ("fuse-ring-" + std::to_string(qid)).c_str());
     // On failure the destructor stops the threads already started; no queue
     // is complete, so the kernel never routes a request to the ring.
     if (Status s = result.get(); !s.ok()) return s;

@@ -12,7 +12,7 @@
 // commits a batch of replies and waits for the next requests, instead of a
 // writev and a read per request.
 //
-// This class runs one thread per CPU queue, each with its own io_uring and
+// This class runs one thread per CPU queue ("fuse-ring-<queue>"), each with its own io_uring and
 // `depth` entries; a reply sent from another thread is handed to the queue's
 // thread, the ring's single issuer. A request
 // taken from an entry is handed to libfuse's dispatcher

@@ -12,6 +12,7 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <thread>
@@ -21,6 +22,7 @@
 #include "iopath/engine.h"
 #include "tests/agent_fixtures.h"
 #include "tests/support/fuse_server.h"
+#include "tests/support/fuse_uring_switch.h"
 #include "tests/support/mounts.h"
 #include "tests/support/process.h"
 #include "tests/support/space.h"
@@ -62,6 +64,7 @@ class AgentVolumeTest : public ::testing::Test {
     agent::VolumeManagerOptions o;
     o.publish_dir = dirs_->publish();
     o.make_engine = make_engine_;
+    o.fuse_io_uring = fuse_io_uring_;
     volumes_ = std::make_unique<agent::VolumeManager>(o, disks_.get());
     Status st = volumes_->Start();
     ASSERT_TRUE(st.ok()) << st.ToString();
@@ -98,6 +101,7 @@ class AgentVolumeTest : public ::testing::Test {
   std::vector<std::string> devices_;
   std::unique_ptr<AgentDirs> dirs_;
   agent::EngineFactory make_engine_;  // given to the next Start(); empty: the real one
+  bool fuse_io_uring_ = false;        // given to the next Start()
   agent::PosixCommandRunner runner_;
   std::unique_ptr<agent::DiskManager> disks_;
   std::unique_ptr<agent::VolumeManager> volumes_;
@@ -645,6 +649,43 @@ TEST_F(AgentVolumeTest, OneEnginePerDiskAndADiskWithoutOneServesNothing) {
   EXPECT_EQ(refused.err(), EBUSY);
   EXPECT_NE(refused.status().context().find("cannot serve volumes"), std::string::npos);
   EXPECT_EQ(volumes_->SetIoLimits("b1", iopath::IoLimits{}).err(), EBUSY);
+}
+
+// Threads of this process whose name starts with `prefix`.
+int ThreadsNamed(const std::string& prefix) {
+  int n = 0;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string name;
+    if (std::getline(comm, name) && name.rfind(prefix, 0) == 0) ++n;
+  }
+  return n;
+}
+
+TEST_F(AgentVolumeTest, FuseIoUringOptionReachesTheVolumes) {
+  // fuse_io_uring in the agent's configuration: every volume the manager
+  // serves takes its requests through FUSE over io_uring (fuse/kernel_ring.h),
+  // whose queue threads are named fuse-ring-<queue>.
+  auto on = FuseUringSwitch::Acquire();
+  ASSERT_TRUE(on.ok()) << on.status().ToString();
+  const int before = ThreadsNamed("fuse-ring-");
+  AddLoop();
+  fuse_io_uring_ = true;
+  Start();
+  auto v = Create("ring-0", 64 * kMi);
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  ASSERT_TRUE(WriteFile(v->mount_path + "/f", RandomBytes(7, kMi)).ok());
+  auto back = ReadFile(v->mount_path + "/f");
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, RandomBytes(7, kMi));
+  EXPECT_GT(ThreadsNamed("fuse-ring-"), before);
+  // Without the option the same volume serves /dev/fuse only.
+  fuse_io_uring_ = false;
+  Start();
+  EXPECT_EQ(ThreadsNamed("fuse-ring-"), before);
+  back = ReadFile(v->mount_path + "/f");
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, RandomBytes(7, kMi));
 }
 
 }  // namespace

@@ -112,6 +112,10 @@ std::string RenderMetrics(const std::vector<VolumeInfo>& volumes, const std::vec
        [](const VolumeInfo& v) { return v.io.queued; }},
       {"localvol_volume_io_in_flight", "gauge", "Data-path requests of the volume at the disk now.",
        [](const VolumeInfo& v) { return v.io.in_flight; }},
+      {"localvol_volume_fuse_io_uring_requests_total", "counter",
+       "FUSE requests of the volume taken through FUSE over io_uring since it was mounted "
+       "(0 when it serves /dev/fuse only).",
+       [](const VolumeInfo& v) { return v.fuse_ring_requests; }},
       {"localvol_volume_io_weight", "gauge",
        "Fair-share weight of the volume among the volumes of its disk (default 100).",
        [](const VolumeInfo& v) -> uint64_t { return v.io_limits.weight; }},

@@ -66,6 +66,7 @@ VolumeInfo BusyVolume() {
   v.io.throttled_ns = 1'500'000'000;
   v.io.queued = 6;
   v.io.in_flight = 2;
+  v.fuse_ring_requests = 41;
   // 2 requests <= 50us, 3 <= 100us, 1 <= 1ms, 1 over 10s.
   v.io.latency_count[0] = 2;
   v.io.latency_count[1] = 3;
@@ -97,6 +98,8 @@ TEST(MetricsTest, DataPathCountersLimitsAndWeight) {
            "localvol_volume_io_timeouts_total" + l + "} 1\n",
            "localvol_volume_io_errors_total" + l + "} 4\n",
            "localvol_volume_io_weight" + l + "} 300\n",
+           "# TYPE localvol_volume_fuse_io_uring_requests_total counter\n",
+           "localvol_volume_fuse_io_uring_requests_total" + l + "} 41\n",
            "# TYPE localvol_volume_io_limit gauge\n",
            "localvol_volume_io_limit" + l + ",kind=\"read_iops\"} 500\n",
            "localvol_volume_io_limit" + l + ",kind=\"write_bps\"} 104857600\n",

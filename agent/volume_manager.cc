@@ -680,6 +680,7 @@ VolumeInfo VolumeManager::Describe(const Vol& v, const std::vector<MountInfo>& m
     info.used_bytes = u.used_bytes;
     info.inodes_used = u.used_inodes;
     info.io = v.fs->IoStats();
+    info.fuse_ring_requests = v.fs->KernelRingRequests();
     info.io_limits = v.fs->IoLimits();  // what is in force (SetIoLimits keeps it = the manifest's)
     bool mounted = false;
     for (const auto& m : mounts) {

@@ -91,6 +91,7 @@ struct VolumeInfo {
   uint64_t inodes_used = 0;
   iopath::IoLimits io_limits;  // in force; the manifest's when not served
   fuse::VolumeIoStats io;      // zero when not served
+  uint64_t fuse_ring_requests = 0;  // taken through FUSE over io_uring since mounted
 };
 
 struct DiskInfo {

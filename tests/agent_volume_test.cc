@@ -679,6 +679,9 @@ TEST_F(AgentVolumeTest, FuseIoUringOptionReachesTheVolumes) {
   ASSERT_TRUE(back.ok());
   EXPECT_EQ(*back, RandomBytes(7, kMi));
   EXPECT_GT(ThreadsNamed("fuse-ring-"), before);
+  auto info = volumes_->Get("ring-0");
+  ASSERT_TRUE(info.ok());
+  EXPECT_GT(info->fuse_ring_requests, 0u) << "no request came through the ring";
   // Without the option the same volume serves /dev/fuse only.
   fuse_io_uring_ = false;
   Start();

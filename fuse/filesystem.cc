@@ -411,7 +411,10 @@ bool CallerMayKeepSetgid(fuse_req_t req, gid_t gid) {
 }  // namespace
 
 void Filesystem::KillSuidSgidIfAsked(fuse_req_t req, Inode& inode, int fd) {
-  if (!protocol::RequestKillsSuidgid()) return;
+  if (protocol::RequestKillsSuidgid()) KillSuidSgid(req, inode, fd);
+}
+
+void Filesystem::KillSuidSgid(fuse_req_t req, Inode& inode, int fd) {
   struct stat st;
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return;
   mode_t kill = st.st_mode & S_ISUID;
@@ -692,6 +695,15 @@ void Filesystem::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int 
   // A truncate or chown drops setuid/setgid first; a mode in the same request
   // is the caller's explicit choice instead.
   if (!(to_set & FUSE_SET_ATTR_MODE)) KillSuidSgidIfAsked(req, inode, path_fd);
+  // chown(f, -1, -1) drops them too on Linux, but with killpriv v2 the kernel
+  // sends it as a SETATTR that sets nothing and forgets its kill flags.
+  // (utimensat() with both times UTIME_OMIT, the other candidate, sends no
+  // SETATTR at all; the ownership tests check both.)
+  constexpr int kAnyAttribute = FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID |
+                                FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
+                                FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW |
+                                FUSE_SET_ATTR_CTIME;
+  if ((to_set & kAnyAttribute) == 0) KillSuidSgid(req, inode, path_fd);
   // The kernel has already checked permissions (default_permissions); the
   // server acts as root. Ownership first: chown clears setuid/setgid on
   // files, and a mode sent in the same request must be the final word.

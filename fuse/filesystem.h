@@ -242,10 +242,12 @@ class Filesystem {
   // disk idle, unless other requests wait for this thread.
   void SubmitData(std::unique_ptr<iopath::IoRequest> request);
   static std::string ProcPath(int fd);
-  // When the kernel asks for it (protocol::RequestKillsSuidgid), clears the
-  // setuid/setgid bits of `inode` as Linux does before a write, truncate or
-  // chown: setuid always, setgid when group-execute is set or the caller is
-  // not in the file's group. `fd` is any fd of the inode, O_PATH included.
+  // Clears the setuid/setgid bits of a regular file as Linux does before a
+  // write, truncate or chown: setuid always, setgid when group-execute is set
+  // or the caller is not in the file's group. `fd` is any fd of the inode,
+  // O_PATH included. The IfAsked form acts only when the kernel asks for it
+  // (protocol::RequestKillsSuidgid).
+  void KillSuidSgid(fuse_req_t req, Inode& inode, int fd);
   void KillSuidSgidIfAsked(fuse_req_t req, Inode& inode, int fd);
 
   UniqueFd proc_self_fd_;

@@ -298,6 +298,35 @@ TEST_P(ChownTest, ChownClearsSuidAndSgid) {
   EXPECT_MODE(g, 0755);
 }
 
+// chown(f, -1, -1) changes no owner, yet Linux still drops setuid (and setgid
+// with group execute) from a regular file, as for any chown. FUSE does not
+// pass that on with killpriv v2: the server sees a SETATTR that sets nothing.
+TEST_P(ChownTest, ChownWithoutIdsStillClearsSuidAndSgid) {
+  MakeFile(P("f"), 0755);
+  ASSERT_SYS_OK(::chown(P("f").c_str(), 1000, 1000));
+  ASSERT_SYS_OK(::chmod(P("f").c_str(), 06755));
+  EXPECT_SYS_OK(::lchown(P("f").c_str(), -1, -1));  // by root
+  EXPECT_MODE(P("f"), 0755);
+  // Setgid without group execute stays for the owner, who is in the group.
+  MakeFile(P("g"), 0644);
+  ASSERT_SYS_OK(::chown(P("g").c_str(), 1000, 1000));
+  ASSERT_SYS_OK(::chmod(P("g").c_str(), 06644));
+  std::string g = P("g");
+  EXPECT_RESULT_OK(AsUser(kUserA, [&] { return Sys(::chown(g.c_str(), -1, -1)); }));
+  EXPECT_MODE(g, 02644);
+  // utimensat() changing no time keeps them.
+  MakeFile(P("h"), 0755);
+  ASSERT_SYS_OK(::chmod(P("h").c_str(), 06755));
+  const struct timespec omit[2] = {{0, UTIME_OMIT}, {0, UTIME_OMIT}};
+  EXPECT_SYS_OK(::utimensat(AT_FDCWD, P("h").c_str(), omit, 0));
+  EXPECT_MODE(P("h"), 06755);
+  // Directories keep both.
+  ASSERT_SYS_OK(::mkdir(P("d").c_str(), 0755));
+  ASSERT_SYS_OK(::chmod(P("d").c_str(), 06755));
+  EXPECT_SYS_OK(::chown(P("d").c_str(), -1, -1));
+  EXPECT_MODE(P("d"), 06755);
+}
+
 TEST_P(ChownTest, Errors) {
   EXPECT_SYS_ERRNO(::chown(P("missing").c_str(), 1, 1), ENOENT);
   MakeFile(P("f"));

@@ -953,6 +953,18 @@ TEST_F(EngineFaultTest, EagainAndEintrAreRetried) {
   EXPECT_EQ(back, data);
 }
 
+// The kernel cancels a request whose issuing thread exited while it waited in
+// that thread's io-wq; it never ran, so the engine issues it again.
+TEST_F(EngineFaultTest, CanceledWriteIsIssuedAgain) {
+  script_.rewrite = [](int n, int res) { return n == 1 ? -ECANCELED : res; };
+  if (!Start(0)) return;
+  const std::vector<char> data = Pattern(5000, 13);
+  std::vector<char> copy = data;
+  EXPECT_EQ(Run(IoOp::kWrite, 0, copy.data(), copy.size()), (IoResult{5000, 0}));
+  EXPECT_EQ(script_.cqes.load(), 2);
+  EXPECT_EQ(file_.Contents(0, 5000), data);
+}
+
 TEST_F(EngineFaultTest, EagainRetriesAreBoundedAndEndInEio) {
   script_.rewrite = [](int, int) { return -EAGAIN; };
   if (!Start(0)) return;

@@ -22,7 +22,6 @@
 #include "agent/volume_manager.h"
 #include "base/logging.h"
 #include "base/unique_fd.h"
-#include "fuse/kernel_ring.h"
 #include "iopath/engine.h"
 
 namespace localvol::agent {
@@ -142,12 +141,6 @@ int RunDaemon(int argc, char** argv) {
   vo.engine_options.policy = config.io_scheduler;
   vo.engine_options.contended_in_flight_cost = config.io_contended_in_flight;
   vo.fuse_io_uring = config.fuse_io_uring;
-  if (config.fuse_io_uring && !fuse::KernelRing::KernelAllows()) {
-    log->warn(
-        "fuse_io_uring is on but the kernel does not allow FUSE over io_uring; volumes serve "
-        "/dev/fuse. Turn it on with `echo 1 > /sys/module/fuse/parameters/enable_uring` "
-        "(or `options fuse enable_uring=1` in /etc/modprobe.d) on Linux 6.14 or later");
-  }
   VolumeManager volumes(vo, &disks);
   Notify("STATUS=mounting volumes");
   if (Status st = volumes.Start(); !st.ok()) {

@@ -631,8 +631,10 @@ void Filesystem::Init(fuse_conn_info* conn) {
       config_.start_kernel_ring();
     } else {
       GetLogger("fuse")->warn(
-          "FUSE over io_uring was asked for but the kernel does not offer it (Linux 6.14 or "
-          "later with /sys/module/fuse/parameters/enable_uring set); serving /dev/fuse");
+          "FUSE over io_uring was asked for but the kernel does not offer it; serving "
+          "/dev/fuse. It needs Linux 6.14 or later with the fuse module parameter set: "
+          "`echo 1 > /sys/module/fuse/parameters/enable_uring` (or `options fuse "
+          "enable_uring=1` in /etc/modprobe.d)");
     }
   }
   conn->max_write = config_.max_write;
@@ -693,17 +695,19 @@ void Filesystem::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int 
   if (!pinned.ok()) return fail(pinned.err());
   const int path_fd = pinned->get();
   // A truncate or chown drops setuid/setgid first; a mode in the same request
-  // is the caller's explicit choice instead.
-  if (!(to_set & FUSE_SET_ATTR_MODE)) KillSuidSgidIfAsked(req, inode, path_fd);
-  // chown(f, -1, -1) drops them too on Linux, but with killpriv v2 the kernel
-  // sends it as a SETATTR that sets nothing and forgets its kill flags.
-  // (utimensat() with both times UTIME_OMIT, the other candidate, sends no
-  // SETATTR at all; the ownership tests check both.)
+  // is the caller's explicit choice instead. chown(f, -1, -1) drops them too
+  // on Linux, but with killpriv v2 the kernel sends it as a SETATTR that sets
+  // nothing and forgets its kill flags. (utimensat() with both times
+  // UTIME_OMIT, the other candidate, sends no SETATTR at all; the ownership
+  // tests check both.)
   constexpr int kAnyAttribute = FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID |
                                 FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
                                 FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW |
                                 FUSE_SET_ATTR_CTIME;
-  if ((to_set & kAnyAttribute) == 0) KillSuidSgid(req, inode, path_fd);
+  if (!(to_set & FUSE_SET_ATTR_MODE) &&
+      (protocol::RequestKillsSuidgid() || (to_set & kAnyAttribute) == 0)) {
+    KillSuidSgid(req, inode, path_fd);
+  }
   // The kernel has already checked permissions (default_permissions); the
   // server acts as root. Ownership first: chown clears setuid/setgid on
   // files, and a mode sent in the same request must be the final word.

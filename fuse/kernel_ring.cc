@@ -6,7 +6,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <cerrno>
@@ -300,13 +299,12 @@ struct KernelRing::Queue {
     const size_t op_size = in.len - sizeof in - payload;
     std::memcpy(request, &in, sizeof in);
     std::memcpy(request + sizeof in, e.header->op_in, op_size);
-    const bool write = in.opcode == FUSE_WRITE;
-    if (!write) std::memcpy(request + sizeof in + op_size, e.payload, payload);
+    if (in.opcode != FUSE_WRITE) std::memcpy(request + sizeof in + op_size, e.payload, payload);
     {
       MutexLock lock(in_flight_mu);
       InFlight()[InFlightKey{fuse_fd, in.unique}] = &e;
     }
-    protocol::BeginRingRequest(request, sizeof in + op_size, e.payload, payload_size, write,
+    protocol::BeginRingRequest(request, sizeof in + op_size, e.payload, payload_size,
                                io_uring_cq_ready(ring.get()) > 0);
     fuse_buf buf{};
     buf.size = in.len;
@@ -320,12 +318,6 @@ struct KernelRing::Queue {
 };
 
 thread_local KernelRing::Queue* KernelRing::Queue::serving_queue = nullptr;
-
-bool KernelRing::KernelAllows() {
-  std::ifstream in("/sys/module/fuse/parameters/enable_uring");
-  std::string value;
-  return std::getline(in, value) && !value.empty() && (value[0] == 'Y' || value[0] == '1');
-}
 
 Result<std::unique_ptr<KernelRing>> KernelRing::Start(fuse_session* session, unsigned depth,
                                                       size_t payload_size) {
@@ -387,16 +379,11 @@ KernelRing::~KernelRing() {
   for (auto& q : queues_) {
     if (q->thread.joinable()) q->thread.join();
   }
+  // Normally none is left: the owner answers every request before this.
+  if (queues_.empty()) return;
+  const int fd = queues_.front()->fuse_fd;
   MutexLock lock(in_flight_mu);
-  for (auto it = InFlight().begin(); it != InFlight().end();) {
-    if (it->second->queue != nullptr &&
-        std::any_of(queues_.begin(), queues_.end(),
-                    [&](const auto& q) { return q.get() == it->second->queue; })) {
-      it = InFlight().erase(it);
-    } else {
-      ++it;
-    }
-  }
+  std::erase_if(InFlight(), [fd](const auto& entry) { return entry.first.fd == fd; });
 }
 
 uint64_t KernelRing::requests_served() const {

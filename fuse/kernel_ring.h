@@ -26,7 +26,7 @@
 // libfuse's own loop keeps running beside the ring.
 //
 // The kernel offers FUSE over io_uring only when the fuse module parameter
-// enable_uring is set (it is off by default in 6.14-6.18); see KernelAllows().
+// enable_uring is set (it is off by default in 6.14-6.18).
 #pragma once
 
 #include <fuse_lowlevel.h>
@@ -42,10 +42,6 @@ namespace localvol::fuse {
 
 class KernelRing {
  public:
-  // Whether the kernel lets FUSE servers use io_uring at all:
-  // /sys/module/fuse/parameters/enable_uring reads Y.
-  static bool KernelAllows();
-
   // Starts serving `session` (mounted, INIT granted FUSE_OVER_IO_URING) over
   // io_uring: one thread and `depth` entries of `payload_size` bytes per CPU
   // queue. `payload_size` must be at least the connection's max_write and

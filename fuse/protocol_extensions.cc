@@ -55,11 +55,10 @@ struct CurrentRequest {
   bool payload_in_spare = false;  // a WRITE whose data is in spare_payload
   uint64_t init_offered = 0;    // FUSE_INIT: the kernel's flags | flags2 << 32
   uint64_t init_requested = 0;  // FUSE_INIT: what the init callback asked for
-  // A request from a ring entry: the entry's payload buffer, and whether a
-  // WRITE's data is in it. Either is handed out at most once.
+  // A request from a ring entry: the entry's payload buffer (a WRITE's data
+  // is in it), handed out at most once.
   char* ring_payload = nullptr;
   size_t ring_payload_capacity = 0;
-  bool write_data_in_ring_payload = false;
   bool others_waiting = false;  // a ring request with more behind it on this thread
 };
 thread_local CurrentRequest current;
@@ -227,32 +226,30 @@ void Request(Feature feature) {
 
 bool RequestKillsSuidgid() { return current.kill_suidgid; }
 
+// The ring entry's payload buffer, once, if the current request has one.
+PooledBuffer TakeRingPayload() {
+  if (current.ring_payload == nullptr) return PooledBuffer();
+  return PooledBuffer::Borrow(std::exchange(current.ring_payload, nullptr),
+                              current.ring_payload_capacity);
+}
+
 PooledBuffer TakeWritePayload() {
-  if (current.write_data_in_ring_payload) {
-    current.write_data_in_ring_payload = false;
-    return PooledBuffer::Borrow(std::exchange(current.ring_payload, nullptr),
-                                current.ring_payload_capacity);
-  }
+  if (current.opcode == FUSE_WRITE && current.ring_payload != nullptr) return TakeRingPayload();
   if (!current.payload_in_spare) return PooledBuffer();
   current.payload_in_spare = false;
   return std::move(spare_payload);
 }
 
 PooledBuffer TakeReplyBuffer(size_t size) {
-  if (current.opcode != FUSE_READ || current.ring_payload == nullptr ||
-      size > current.ring_payload_capacity) {
-    return PooledBuffer();
-  }
-  return PooledBuffer::Borrow(std::exchange(current.ring_payload, nullptr),
-                              current.ring_payload_capacity);
+  if (current.opcode != FUSE_READ || size > current.ring_payload_capacity) return PooledBuffer();
+  return TakeRingPayload();
 }
 
 void BeginRingRequest(const char* request, size_t header_len, char* payload,
-                      size_t payload_capacity, bool write_data_in_payload, bool others_waiting) {
+                      size_t payload_capacity, bool others_waiting) {
   Inspect(request, header_len);
   current.ring_payload = payload;
   current.ring_payload_capacity = payload_capacity;
-  current.write_data_in_ring_payload = write_data_in_payload;
   current.others_waiting = others_waiting;
 }
 

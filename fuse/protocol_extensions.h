@@ -79,11 +79,11 @@ PooledBuffer TakeReplyBuffer(size_t size);
 // For KernelRing, before it hands a request from a ring entry to libfuse:
 // `request` holds the fuse_in_header and the opcode's struct (`header_len`
 // bytes). `payload` is the entry's payload buffer, which stays untouched
-// until the request is answered; for a WRITE (`write_data_in_payload`) it
-// holds the data, which is then not behind the header.
-// `others_waiting`: the ring thread has more requests ready behind this one.
+// until the request is answered; for a WRITE it holds the data, which is then
+// not behind the header. `others_waiting`: the ring thread has more requests
+// ready behind this one.
 void BeginRingRequest(const char* request, size_t header_len, char* payload,
-                      size_t payload_capacity, bool write_data_in_payload, bool others_waiting);
+                      size_t payload_capacity, bool others_waiting);
 
 // Inside any callback: whether the thread must not wait for the disk because
 // other requests wait for it. A ring queue's thread serves its requests one

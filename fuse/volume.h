@@ -47,10 +47,10 @@ struct VolumeOptions {
   // Take requests through FUSE over io_uring (fuse/kernel_ring.h) when the
   // kernel offers it, with this many entries per CPU; /dev/fuse otherwise.
   // A request waits for a free entry of its CPU's queue, so the depth bounds
-  // the requests in flight from one CPU (with 16 entries 4 KiB QD32 reads were
-  // 6% slower than with 32, with 8 25%; docs/performance.md). Each entry reserves max_write
-  // (1 MiB) of address space, made resident as requests use it: up to
-  // CPUs x depth MiB per volume.
+  // the requests in flight from one CPU (with 16 entries 4 KiB QD32 reads
+  // were 6% slower than with 32, with 8 25%; docs/performance.md). Each entry
+  // reserves max_write (1 MiB) of address space, made resident as requests
+  // use it: up to CPUs x depth MiB per volume.
   bool fuse_io_uring = false;
   unsigned fuse_io_uring_depth = 32;
 };

@@ -129,13 +129,14 @@ class Engine {
 
   // Like Submit(), except for a read or write of at most 64 KiB that finds
   // the disk idle (nothing in flight or waiting on this engine) and that the
-  // queue's limits admit at once: that one runs on the calling thread (pread/pwrite, with the
-  // same continuation and error rules as the ring) and is completed there,
-  // before this returns. It is counted in flight meanwhile, so requests that
-  // arrive then go to the ring. This saves the hand-off to the completion
-  // thread, about a fifth of a 4 KiB direct read at queue depth 1; the price
-  // is that the caller waits for the disk, so call it only from threads that
-  // may (the FUSE workers).
+  // queue's limits admit at once: that one runs on the calling thread
+  // (pread/pwrite, with the same continuation and error rules as the ring)
+  // and is completed there, before this returns. It is counted in flight
+  // meanwhile, so requests that arrive then go to the ring. This saves the
+  // hand-off to the completion thread, about a fifth of a 4 KiB direct read
+  // at queue depth 1; the price is that the caller waits for the disk, so
+  // call it only from threads that may (the FUSE workers, and a FUSE ring
+  // queue's thread when nothing else waits for it).
   void SubmitOrRun(IoQueue& queue, std::unique_ptr<IoRequest> request);
 
   Engine(const Engine&) = delete;

@@ -144,7 +144,8 @@ class ReadRequest final : public iopath::IoRequest {
 };
 
 // Writes and fallocate: settle the quota reservation against what the
-// backing file really allocated, then reply.
+// backing file really allocated (an overwrite has nothing to settle), then
+// reply.
 class AllocatingRequest final : public iopath::IoRequest {
  public:
   AllocatingRequest(fuse_req_t req, Filesystem* fs, Inode* inode, Reservation reservation,
@@ -153,8 +154,19 @@ class AllocatingRequest final : public iopath::IoRequest {
         buffer_(std::move(buffer)) {
     buf = buffer_.data();
   }
+  // The write was admitted by Filesystem::BeginOverwrite.
+  void MarkOverwrite() { overwrite_ = true; }
+  // Held until the operation (a fallocate) completed and was settled.
+  void HoldWhileFreeing(FreeingGuard guard) { freeing_.emplace(std::move(guard)); }
+
   void Complete(iopath::IoResult r) noexcept override {
-    fs_->quota().Settle(reservation_, fs_->TakeAllocationDelta(*inode_, fd), 0);
+    if (overwrite_) {
+      fs_->EndOverwrite(*inode_);
+    } else {
+      fs_->quota().Settle(reservation_, fs_->TakeAllocationDelta(*inode_, fd), 0);
+      if (op == iopath::IoOp::kWrite) fs_->CountSettledWrite(*inode_, fd);
+    }
+    freeing_.reset();
     if (r.err != 0) {
       fuse_reply_err(req_, r.err);
     } else if (op == iopath::IoOp::kWrite) {
@@ -170,6 +182,8 @@ class AllocatingRequest final : public iopath::IoRequest {
   Inode* inode_;
   Reservation reservation_;
   PooledBuffer buffer_;
+  bool overwrite_ = false;
+  std::optional<FreeingGuard> freeing_;
 };
 
 class SyncRequest final : public iopath::IoRequest {
@@ -391,6 +405,51 @@ int64_t Filesystem::TakeAllocationDelta(Inode& inode, int fd) {
 
 void Filesystem::SettleAllocation(Inode& inode, int fd, Reservation& reservation) {
   quota_->Settle(reservation, TakeAllocationDelta(inode, fd), 0);
+}
+
+// Counting first and reading dense_end second (both sequentially consistent)
+// pairs with FreeingGuard, which clears dense_end first and reads the count
+// second: either this write sees the cleared prefix, or the guard waits for it.
+bool Filesystem::BeginOverwrite(Inode& inode, uint64_t end) {
+  inode.overwrites_in_flight.fetch_add(1);
+  if (end <= inode.dense_end.load()) {
+    overwrites_.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  EndOverwrite(inode);
+  return false;
+}
+
+void Filesystem::EndOverwrite(Inode& inode) {
+  if (inode.overwrites_in_flight.fetch_sub(1) == 1) inode.overwrites_in_flight.notify_all();
+}
+
+void Filesystem::CountSettledWrite(Inode& inode, int fd) {
+  if (inode.settled_writes.fetch_add(1, std::memory_order_relaxed) % kProbeEvery != 0) return;
+  MutexLock lock(inode.alloc_mu);
+  if (inode.freeing != 0) return;
+  // The first hole; the end of the file counts as one. Unwritten extents
+  // count as holes too, which only makes the prefix shorter.
+  const off_t hole = lseek(fd, 0, SEEK_HOLE);
+  if (hole >= 0) inode.dense_end.store(static_cast<uint64_t>(hole));
+}
+
+FreeingGuard::FreeingGuard(Inode& inode) : inode_(&inode) {
+  {
+    MutexLock lock(inode.alloc_mu);
+    ++inode.freeing;
+    inode.dense_end.store(0);
+  }
+  for (uint32_t n = inode.overwrites_in_flight.load(); n != 0;
+       n = inode.overwrites_in_flight.load()) {
+    inode.overwrites_in_flight.wait(n);
+  }
+}
+
+FreeingGuard::~FreeingGuard() {
+  if (inode_ == nullptr) return;
+  MutexLock lock(inode_->alloc_mu);
+  --inode_->freeing;
 }
 
 namespace {
@@ -726,6 +785,7 @@ void Filesystem::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int 
   }
   if (to_set & FUSE_SET_ATTR_SIZE) {
     if (inode.type != S_IFREG) return fail(inode.type == S_IFDIR ? EISDIR : EINVAL);
+    FreeingGuard truncating(inode);
     int rc;
     if (file_fd >= 0) {
       rc = RetryEintr([&] { return ftruncate(file_fd, attr->st_size); });
@@ -861,6 +921,8 @@ void Filesystem::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mod
     Inode* inode = nullptr;
     err = LookupChild(dir, name, &existing, &inode);
     if (err == 0) {
+      std::optional<FreeingGuard> truncating;
+      if (flags & O_TRUNC) truncating.emplace(*inode);
       auto path_fd = Pin(*inode);
       auto fd = path_fd.ok() ? OpenAt(AT_FDCWD, ProcPath(path_fd->get()), flags & ~O_NOFOLLOW)
                              : Result<UniqueFd>(path_fd.status());
@@ -965,6 +1027,8 @@ void Filesystem::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   const int flags = fi->flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW);
   auto path_fd = Pin(inode);
   if (!path_fd.ok()) return (void)fuse_reply_err(req, path_fd.err());
+  std::optional<FreeingGuard> truncating;
+  if (flags & O_TRUNC) truncating.emplace(inode);
   auto fd = OpenAt(proc_self_fd_.get(), std::to_string(path_fd->get()), flags);
   if (!fd.ok()) return (void)fuse_reply_err(req, fd.err());
   if (flags & O_TRUNC) {
@@ -1029,9 +1093,11 @@ size_t Filesystem::AdmitWrite(int fd, uint64_t offset, size_t len, Reservation* 
 void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
                        fuse_file_info* fi) {
   FileHandle* handle = HandleOf<FileHandle>(fi);
+  const uint64_t offset = static_cast<uint64_t>(off);
   Reservation reservation;
-  const size_t admitted = AdmitWrite(handle->fd.get(), static_cast<uint64_t>(off), size,
-                                     &reservation);
+  const bool overwrite = BeginOverwrite(*handle->inode, offset + size);
+  const size_t admitted =
+      overwrite ? size : AdmitWrite(handle->fd.get(), offset, size, &reservation);
   if (admitted == 0 && size != 0) return (void)fuse_reply_err(req, ENOSPC);
   // Before the data changes, as the kernel orders it for its own filesystems.
   KillSuidSgidIfAsked(req, *handle->inode, handle->fd.get());
@@ -1045,9 +1111,10 @@ void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t s
   }
   auto request = std::make_unique<AllocatingRequest>(req, this, handle->inode,
                                                      std::move(reservation), std::move(data));
+  if (overwrite) request->MarkOverwrite();
   request->op = iopath::IoOp::kWrite;
   request->fd = handle->fd.get();
-  request->offset = static_cast<uint64_t>(off);
+  request->offset = offset;
   request->len = admitted;
   SubmitData(std::move(request));
 }
@@ -1071,6 +1138,9 @@ void Filesystem::Fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offse
                            fuse_file_info* fi) {
   if (offset < 0 || length <= 0) return (void)fuse_reply_err(req, EINVAL);
   FileHandle* handle = HandleOf<FileHandle>(fi);
+  // Punching, zeroing (XFS frees and reallocates) and collapsing free blocks;
+  // plain allocation and insertion take the same guard, for one rule.
+  FreeingGuard freeing(*handle->inode);
   Reservation reservation;
   if (!(mode & FALLOC_FL_PUNCH_HOLE)) {
     // All or nothing, as fallocate(2) is.
@@ -1086,6 +1156,7 @@ void Filesystem::Fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offse
   }
   auto request = std::make_unique<AllocatingRequest>(req, this, handle->inode,
                                                      std::move(reservation), PooledBuffer());
+  request->HoldWhileFreeing(std::move(freeing));
   request->op = iopath::IoOp::kFallocate;
   request->fd = handle->fd.get();
   request->offset = static_cast<uint64_t>(offset);

@@ -15,6 +15,15 @@
 //   completed. Space of an unlinked inode is returned when the kernel forgets
 //   it (the server's O_PATH fd keeps it allocated until then).
 //
+//   Overwrites skip both. Each Inode knows a prefix of its backing file that
+//   is allocated (dense_end, found with lseek(SEEK_HOLE) every kProbeEvery
+//   settled writes). A write inside it cannot allocate: the backing
+//   filesystem is this volume's alone and nothing here shares extents
+//   (copy_file_range copies), so overwriting allocated blocks keeps them.
+//   Freeing blocks (truncate, fallocate) happens only under a FreeingGuard,
+//   which forgets the prefix and waits for overwrites in flight first, so no
+//   write is admitted without a reservation into blocks being freed.
+//
 // Threads
 //   FUSE worker threads (libfuse's mt loop) run every operation. Metadata
 //   operations run synchronously on them; data operations (read, write,
@@ -86,6 +95,13 @@ struct Inode {
 
   Mutex alloc_mu;  // acquire after Filesystem::mu_, before the quota's mutex
   uint64_t charged_bytes GUARDED_BY(alloc_mu);
+
+  // Overwrites (see "Quota" above). [0, dense_end) was allocated when probed;
+  // 0 while unknown or while a FreeingGuard lives. Written under alloc_mu.
+  std::atomic<uint64_t> dense_end{0};
+  std::atomic<uint32_t> overwrites_in_flight{0};
+  uint32_t freeing GUARDED_BY(alloc_mu) = 0;  // FreeingGuards alive; no probe meanwhile
+  std::atomic<uint32_t> settled_writes{0};  // the first, then every kProbeEvery-th probes
 };
 
 class Filesystem;
@@ -105,6 +121,22 @@ class PathFd {
   Filesystem* fs_;
   Inode* inode_;
   int fd_;
+};
+
+// While it lives, writes into `inode` take the reservation and fstat path
+// and its allocated prefix is neither used nor probed. The constructor waits
+// for overwrites already in flight. Held around every operation that can free
+// blocks of a file. Move-only; a moved-from guard does nothing.
+class FreeingGuard {
+ public:
+  explicit FreeingGuard(Inode& inode);
+  FreeingGuard(FreeingGuard&& o) noexcept : inode_(std::exchange(o.inode_, nullptr)) {}
+  FreeingGuard& operator=(FreeingGuard&&) = delete;
+  FreeingGuard(const FreeingGuard&) = delete;
+  ~FreeingGuard();
+
+ private:
+  Inode* inode_;
 };
 
 struct FilesystemConfig {
@@ -186,6 +218,18 @@ class Filesystem {
   // Settles `reservation` against the allocation change of `inode` observed
   // now through `fd`, an open fd of that inode.
   void SettleAllocation(Inode& inode, int fd, Reservation& reservation);
+  // A write of [.., end) of `inode` that lies in its allocated prefix is an
+  // overwrite: it needs no reservation and no settling. Returns whether it
+  // is; if so, EndOverwrite must follow once the write completed.
+  bool BeginOverwrite(Inode& inode, uint64_t end);
+  void EndOverwrite(Inode& inode);
+  // After a write was settled: every kProbeEvery calls, probes the allocated
+  // prefix of `inode` through `fd`, an open fd of it (whose file offset moves;
+  // all I/O here is positional).
+  void CountSettledWrite(Inode& inode, int fd);
+  static constexpr uint32_t kProbeEvery = 64;
+  // Writes admitted as overwrites since construction.
+  uint64_t overwrites() const { return overwrites_.load(std::memory_order_relaxed); }
 
  private:
   struct OpenHandle;
@@ -263,6 +307,7 @@ class Filesystem {
   iopath::IoQueue* queue_;
   const FilesystemConfig config_;
   BufferPool buffers_;
+  std::atomic<uint64_t> overwrites_{0};
 
   Mutex mu_;  // the inode table; acquire before Inode::alloc_mu
   struct DevIno {

@@ -391,6 +391,10 @@ uint64_t Volume::KernelRingRequests() const {
   return impl_->kernel_ring ? impl_->kernel_ring->requests_served() : 0;
 }
 
+uint64_t Volume::Overwrites() const {
+  return impl_->fs->overwrites();  // the Filesystem lives as long as the Volume
+}
+
 VolumeUsage Volume::Usage() const {
   const QuotaSnapshot q = impl_->quota->Snapshot();
   return VolumeUsage{q.capacity_bytes, q.used_bytes, q.inode_limit, q.used_inodes};

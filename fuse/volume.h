@@ -106,6 +106,9 @@ class Volume {
   // Requests taken through FUSE over io_uring since Mount(); 0 when the
   // volume serves /dev/fuse only.
   uint64_t KernelRingRequests() const;
+  // Writes admitted as overwrites of allocated blocks (no reservation and no
+  // fstat to settle; see fuse/filesystem.h, "Quota") since Mount().
+  uint64_t Overwrites() const;
   const std::string& mountpoint() const;
 
   Volume(const Volume&) = delete;

@@ -17,13 +17,17 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <liburing.h>
 
 #include "base/unique_fd.h"
 #include "tests/support/fuse_server.h"
@@ -952,6 +956,174 @@ TEST_F(SetLimitsTest, MountRefusesASourceOverItsLimits) {
   ASSERT_FALSE(v.ok());
   EXPECT_EQ(ErrnoName(v.err()), "ENOSPC") << v.status().ToString();
   EXPECT_FALSE(IsMountPoint(mnt_));
+}
+
+// ---------------------------------------------------------------------------
+// Overwrites: writes into a file's allocated prefix skip the reservation and
+// the fstat that settles it (fuse/filesystem.h, "Quota"). In-process, to see
+// that they did.
+
+class OverwriteTest : public SetLimitsTest {
+ protected:
+  static constexpr uint64_t kCap = 32 * kMiB;
+  static constexpr uint64_t kFileSize = 16 * kMiB;
+
+  // File "a", kFileSize bytes written, open read-write in fd_; then enough 4 KiB
+  // overwrites across it that the server has found it allocated and admits
+  // further ones as overwrites.
+  void MakeOverwrittenFile() {
+    ASSERT_NO_FATAL_FAILURE(MountInProcess(kCap, 1000));
+    fd_ = UniqueFd(::open(M("a").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    ASSERT_TRUE(fd_.valid());
+    ASSERT_EQ(FillFd(fd_.get(), kMiB, kFileSize).err, 0);
+    ASSERT_NO_FATAL_FAILURE(OverwriteAcross(0, kFileSize));
+    ASSERT_GT(vol_->volume().Overwrites(), 0u) << "no write was admitted as an overwrite";
+  }
+  // 4 KiB writes spread over [begin, end), four probe intervals' worth.
+  void OverwriteAcross(uint64_t begin, uint64_t end) {
+    const std::string block = RandomBytes(7, 4 * kKiB);
+    constexpr int kWrites = 4 * 64;
+    for (int i = 0; i < kWrites; ++i) {
+      const uint64_t off = begin + (end - begin) / kWrites * i / (4 * kKiB) * (4 * kKiB);
+      SysResult w = PwriteAll(fd_.get(), block, static_cast<off_t>(off));
+      ASSERT_TRUE(w.ok()) << "overwrite at " << off << ": " << ErrnoName(w.err);
+    }
+  }
+  // Takes every free byte with file "b".
+  void FillTheRest() { ASSERT_EQ(ErrnoName(FillPath(M("b"), kMiB).err), "ENOSPC"); }
+
+  void TearDown() override {
+    fd_.Reset();  // before the unmount, which would wait for it
+    SetLimitsTest::TearDown();
+  }
+
+  UniqueFd fd_;
+};
+
+TEST_F(OverwriteTest, OverwritesAreAdmittedAndChargeNothing) {
+  ASSERT_NO_FATAL_FAILURE(MountInProcess(kCap, 1000));
+  fd_ = UniqueFd(::open(M("a").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  ASSERT_TRUE(fd_.valid());
+  ASSERT_EQ(FillFd(fd_.get(), kMiB, kFileSize).err, 0);
+  const uint64_t used = vol_->volume().Usage().used_bytes;
+  const uint64_t before = vol_->volume().Overwrites();
+  ASSERT_NO_FATAL_FAILURE(OverwriteAcross(0, kFileSize));
+  // All but those before the first probe after the file was complete.
+  EXPECT_GE(vol_->volume().Overwrites() - before, 3u * 64) << "overwrites still took the slow path";
+  EXPECT_EQ(vol_->volume().Usage().used_bytes, used);
+  ExpectUsageMatchesDu("after overwrites");
+}
+
+TEST_F(OverwriteTest, AFullVolumeStillAcceptsOverwrites) {
+  ASSERT_NO_FATAL_FAILURE(MakeOverwrittenFile());
+  ASSERT_NO_FATAL_FAILURE(FillTheRest());
+  EXPECT_EQ(Space().bfree, 0u);
+  const uint64_t before = vol_->volume().Overwrites();
+  ASSERT_NO_FATAL_FAILURE(OverwriteAcross(0, kFileSize));
+  EXPECT_GT(vol_->volume().Overwrites(), before);
+  EXPECT_LE(Du(), kCap);
+}
+
+// A punched range is no longer allocated: writing it again needs space.
+TEST_F(OverwriteTest, PunchedBlocksAreNotOverwrites) {
+  ASSERT_NO_FATAL_FAILURE(MakeOverwrittenFile());
+  ASSERT_SYS_OK(::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4 * kMiB,
+                            8 * kMiB));
+  ASSERT_NO_FATAL_FAILURE(FillTheRest());
+  SysResult w = PwriteAll(fd_.get(), RandomBytes(2, kMiB), static_cast<off_t>(6 * kMiB));
+  EXPECT_EQ(ErrnoName(w.err), "ENOSPC") << "a full volume took " << w.ret << " new bytes";
+  EXPECT_LE(Du(), kCap);
+  // The allocated part still takes overwrites.
+  ASSERT_NO_FATAL_FAILURE(OverwriteAcross(0, 4 * kMiB));
+  fd_.Reset();
+  ExpectUsageMatchesDu("after punching and refilling");
+}
+
+// Blocks past a truncation are gone even if the file grows back over them.
+TEST_F(OverwriteTest, TruncatedBlocksAreNotOverwrites) {
+  ASSERT_NO_FATAL_FAILURE(MakeOverwrittenFile());
+  ASSERT_SYS_OK(::ftruncate(fd_.get(), 2 * kMiB));
+  ASSERT_SYS_OK(::ftruncate(fd_.get(), kFileSize));  // a hole where the data was
+  ASSERT_NO_FATAL_FAILURE(FillTheRest());
+  SysResult w = PwriteAll(fd_.get(), RandomBytes(3, kMiB), static_cast<off_t>(8 * kMiB));
+  EXPECT_EQ(ErrnoName(w.err), "ENOSPC") << "a full volume took " << w.ret << " new bytes";
+  EXPECT_LE(Du(), kCap);
+  fd_.Reset();
+  ExpectUsageMatchesDu("after truncating and refilling");
+}
+
+// The same through an open with O_TRUNC.
+TEST_F(OverwriteTest, BlocksFreedByOTruncAreNotOverwrites) {
+  ASSERT_NO_FATAL_FAILURE(MakeOverwrittenFile());
+  UniqueFd reopened(::open(M("a").c_str(), O_RDWR | O_TRUNC | O_CLOEXEC));
+  ASSERT_TRUE(reopened.valid()) << ErrnoName(errno);
+  ASSERT_NO_FATAL_FAILURE(FillTheRest());
+  SysResult w = PwriteAll(fd_.get(), RandomBytes(4, kMiB), 0);
+  EXPECT_EQ(ErrnoName(w.err), "ENOSPC") << "a full volume took " << w.ret << " new bytes";
+  EXPECT_LE(Du(), kCap);
+}
+
+// A truncation must wait for overwrites the server still has. Only
+// asynchronous direct I/O leaves the kernel's inode lock while the server
+// holds the write (a synchronous write or truncate keeps it), so io_uring
+// here, with a write limit that keeps the writes in the server.
+TEST_F(OverwriteTest, TruncationWaitsForOverwritesInFlight) {
+  ASSERT_NO_FATAL_FAILURE(MakeOverwrittenFile());
+  UniqueFd direct(::open(M("a").c_str(), O_RDWR | O_DIRECT | O_CLOEXEC));
+  ASSERT_TRUE(direct.valid()) << ErrnoName(errno);
+  iopath::IoLimits slow;
+  slow.write_iops.rate = 2;
+  ASSERT_TRUE(vol_->volume().SetIoLimits(slow).ok());
+  io_uring ring;
+  ASSERT_EQ(io_uring_queue_init(4, &ring, 0), 0);
+  void* buf = nullptr;
+  ASSERT_EQ(posix_memalign(&buf, 4096, kMiB), 0);
+  std::unique_ptr<void, decltype(&std::free)> owned(buf, &std::free);
+  std::memset(buf, 'x', kMiB);
+  constexpr int kWrites = 3;  // at 2 per second: the last one leaves the server a second later
+  for (int i = 0; i < kWrites; ++i) {
+    io_uring_prep_write(io_uring_get_sqe(&ring), direct.get(), buf, kMiB, i * kMiB);
+  }
+  ASSERT_EQ(io_uring_submit(&ring), kWrites);
+  std::this_thread::sleep_for(200ms);
+  ASSERT_SYS_OK(::ftruncate(fd_.get(), 0));
+  for (int i = 0; i < kWrites; ++i) {
+    io_uring_cqe* cqe = nullptr;
+    ASSERT_EQ(io_uring_wait_cqe(&ring, &cqe), 0);
+    EXPECT_EQ(cqe->res, static_cast<int>(kMiB));
+    io_uring_cqe_seen(&ring, cqe);
+  }
+  io_uring_queue_exit(&ring);
+  ASSERT_TRUE(vol_->volume().SetIoLimits(iopath::IoLimits{}).ok());
+  ASSERT_NO_FATAL_FAILURE(FillTheRest());
+  EXPECT_LE(Du(), kCap);
+}
+
+// Punching while another thread overwrites: every write into freed blocks
+// must be charged, so the volume never holds more than its capacity.
+TEST_F(OverwriteTest, PunchingWhileOverwritingNeverExceedsCapacity) {
+  ASSERT_NO_FATAL_FAILURE(MakeOverwrittenFile());
+  ASSERT_NO_FATAL_FAILURE(FillTheRest());
+  std::atomic<bool> stop{false};
+  std::thread overwriter([&] {
+    const std::string block = RandomBytes(5, 4 * kKiB);
+    std::mt19937_64 rng(11);
+    while (!stop.load()) {
+      const off_t off = static_cast<off_t>(rng() % (kFileSize / (4 * kKiB)) * 4 * kKiB);
+      (void)PwriteAll(fd_.get(), block, off);  // ENOSPC into punched blocks is expected
+    }
+  });
+  std::mt19937_64 rng(12);
+  for (int round = 0; round < 20; ++round) {
+    const off_t off = static_cast<off_t>(rng() % (kFileSize / kMiB) * kMiB);
+    ASSERT_SYS_OK(::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, kMiB));
+    (void)FillPath(M("b"), 64 * kKiB);  // takes back whatever the overwriter left free
+  }
+  stop = true;
+  overwriter.join();
+  EXPECT_LE(Du(), kCap);
+  fd_.Reset();
+  ExpectUsageMatchesDu("after punching under overwrites");
 }
 
 #else

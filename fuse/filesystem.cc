@@ -753,17 +753,26 @@ void Filesystem::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int 
   auto pinned = Pin(inode);
   if (!pinned.ok()) return fail(pinned.err());
   const int path_fd = pinned->get();
-  // A truncate or chown drops setuid/setgid first; a mode in the same request
-  // is the caller's explicit choice instead. chown(f, -1, -1) drops them too
-  // on Linux, but with killpriv v2 the kernel sends it as a SETATTR that sets
+  // A chown drops setuid/setgid first; a mode in the same request is the
+  // caller's explicit choice instead. chown(f, -1, -1) drops them too on
+  // Linux, but with killpriv v2 the kernel sends it as a SETATTR that sets
   // nothing and forgets its kill flags. (utimensat() with both times
   // UTIME_OMIT, the other candidate, sends no SETATTR at all; the ownership
-  // tests check both.)
+  // tests check both.) A truncate the kernel flags runs as the caller
+  // below instead, and the backing filesystem drops them by its own rules;
+  // not for a root caller, whose credentials the server keeps.
   constexpr int kAnyAttribute = FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID |
                                 FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
                                 FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW |
                                 FUSE_SET_ATTR_CTIME;
-  if (!(to_set & FUSE_SET_ATTR_MODE) &&
+  const bool truncate_as_caller = (to_set & FUSE_SET_ATTR_SIZE) &&
+                                  protocol::RequestKillsSuidgid() && fuse_req_ctx(req)->uid != 0;
+  // The kernel sends the same SETATTR that sets nothing before a buffered
+  // write or a fallocate (file_remove_privs), where anyone who may write
+  // drops the bits, and for chown(f, -1, -1), where Linux lets only the owner
+  // drop them and refuses others with EPERM. The server cannot tell the two
+  // apart and drops them for any caller (README, "Ownership").
+  if (!(to_set & FUSE_SET_ATTR_MODE) && !truncate_as_caller &&
       (protocol::RequestKillsSuidgid() || (to_set & kAnyAttribute) == 0)) {
     KillSuidSgid(req, inode, path_fd);
   }
@@ -786,15 +795,25 @@ void Filesystem::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int 
   if (to_set & FUSE_SET_ATTR_SIZE) {
     if (inode.type != S_IFREG) return fail(inode.type == S_IFDIR ? EISDIR : EINVAL);
     FreeingGuard truncating(inode);
-    int rc;
-    if (file_fd >= 0) {
-      rc = RetryEintr([&] { return ftruncate(file_fd, attr->st_size); });
-    } else {
-      auto fd = OpenAt(AT_FDCWD, ProcPath(path_fd), O_WRONLY);
-      if (!fd.ok()) return fail(fd.err());
-      rc = RetryEintr([&] { return ftruncate(fd->get(), attr->st_size); });
+    // The way the caller asked: ftruncate with a file handle, truncate(2) by
+    // path without, so that the backing filesystem treats it alike (XFS
+    // changes nothing, not even setuid/setgid, when an empty file is
+    // truncated to 0 by path). As the caller when setuid/setgid may have to
+    // go, so that the backing filesystem applies its own rules; the kernel
+    // has checked the permission, and the caller's groups let the backing
+    // filesystem agree.
+    std::optional<CallerCredentials> creds;
+    if (truncate_as_caller) {
+      creds.emplace(req, /*with_groups=*/true);
+      if (!creds->ok()) return fail(creds->err());
     }
-    if (rc != 0) return fail(errno);
+    const std::string path = ProcPath(path_fd);
+    const int rc = file_fd >= 0
+                       ? RetryEintr([&] { return ftruncate(file_fd, attr->st_size); })
+                       : RetryEintr([&] { return truncate(path.c_str(), attr->st_size); });
+    const int err = rc != 0 ? errno : 0;
+    creds.reset();  // before anything else can change errno
+    if (err != 0) return fail(err);
     // Shrinking frees space; growing leaves a hole and allocates nothing.
     quota_->Adjust(TakeAllocationDelta(inode, path_fd), 0);
   }

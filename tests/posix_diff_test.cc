@@ -74,6 +74,11 @@ struct Op {
   std::function<Outcome(const std::string& root)> apply;  // runs it under `root`
   const Creds* as = nullptr;                              // run in a child as this user
   std::vector<std::string> paths{};                        // the paths it touches
+  // Run as root only. chown(f, -1, -1) by another user: Linux refuses it on
+  // a setuid/setgid file unless the user owns it, but FUSE hands the server
+  // the same request as before a write by anyone, so localvol drops the bits
+  // and succeeds (README, "Ownership"). Not compared.
+  bool root_only = false;
 };
 
 class OpGenerator {
@@ -84,7 +89,10 @@ class OpGenerator {
   Op Next() {
     Op op = Make();
     op.paths = last_paths_;
-    if (Chance(user_fraction_)) op.as = Chance(0.5) ? &kUserA : &kUserB;
+    if (Chance(user_fraction_)) {
+      const Creds* user = Chance(0.5) ? &kUserA : &kUserB;
+      if (!op.root_only) op.as = user;
+    }
     if (op.as != nullptr) op.text = "[uid " + std::to_string(op.as->uid) + "] " + op.text;
     return op;
   }
@@ -210,15 +218,18 @@ class OpGenerator {
         uid_t uid = Chance(0.3) ? static_cast<uid_t>(-1) : Pick({"0", "1000", "1001"}) == "0" ? 0 : 1000 + Below(2);
         gid_t gid = Chance(0.3) ? static_cast<gid_t>(-1) : 1000 + Below(3);
         bool no_follow = Chance(0.5);
-        return {"chown " + p + " " + std::to_string(static_cast<int>(uid)) + ":" +
-                    std::to_string(static_cast<int>(gid)) + (no_follow ? " (lchown)" : ""),
-                [=](const std::string& r) {
-                  Outcome o;
-                  std::string path = r + "/" + p;
-                  o.result = Sys(no_follow ? ::lchown(path.c_str(), uid, gid)
-                                           : ::chown(path.c_str(), uid, gid));
-                  return o;
-                }};
+        const bool sets_no_id = uid == static_cast<uid_t>(-1) && gid == static_cast<gid_t>(-1);
+        Op op{"chown " + p + " " + std::to_string(static_cast<int>(uid)) + ":" +
+                  std::to_string(static_cast<int>(gid)) + (no_follow ? " (lchown)" : ""),
+              [=](const std::string& r) {
+                Outcome o;
+                std::string path = r + "/" + p;
+                o.result = Sys(no_follow ? ::lchown(path.c_str(), uid, gid)
+                                         : ::chown(path.c_str(), uid, gid));
+                return o;
+              }};
+        op.root_only = sets_no_id;
+        return op;
       }
       case 14: {
         std::string name = Pick({"user.a", "user.b", "user.long.name", "trusted.t"});

@@ -1459,6 +1459,25 @@ TEST_P(OwnershipTest, NonRootTruncateClearsSuid) {
   EXPECT_EQ(Content(f), "co");
 }
 
+// truncate(2) of an empty file to size 0 changes nothing on XFS, setgid
+// included, while ftruncate(2) of it drops setgid as for any truncate.
+TEST_P(OwnershipTest, EmptyFileTruncatedToZeroByPathKeepsSetgid) {
+  const std::string f = P("f");
+  MakeFile(f, 0755);
+  ASSERT_SYS_OK(::chown(f.c_str(), 1000, 1000));
+  ASSERT_SYS_OK(::chmod(f.c_str(), 02755));
+  EXPECT_RESULT_OK(AsUser(kUserA, [&] { return Sys(::truncate(f.c_str(), 0)); }));
+  EXPECT_MODE(f, 02755);
+  EXPECT_RESULT_OK(AsUser(kUserA, [&] {
+    int fd = ::open(f.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return Sys(fd);
+    SysResult r = Sys(::ftruncate(fd, 0));
+    ::close(fd);
+    return r;
+  }));
+  EXPECT_MODE(f, 0755);
+}
+
 TEST_P(OwnershipTest, NonRootOpenWithTruncateClearsSuid) {
   const std::string f = P("f");
   ASSERT_NO_FATAL_FAILURE(MakeSetIdFile(f));

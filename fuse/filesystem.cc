@@ -410,7 +410,9 @@ void Filesystem::SettleAllocation(Inode& inode, int fd, Reservation& reservation
 // Counting first and reading dense_end second (both sequentially consistent)
 // pairs with FreeingGuard, which clears dense_end first and reads the count
 // second: either this write sees the cleared prefix, or the guard waits for it.
+// The first, uncounted look only spares other writes the count.
 bool Filesystem::BeginOverwrite(Inode& inode, uint64_t end) {
+  if (end > inode.dense_end.load(std::memory_order_relaxed)) return false;
   inode.overwrites_in_flight.fetch_add(1);
   if (end <= inode.dense_end.load()) {
     overwrites_.fetch_add(1, std::memory_order_relaxed);
@@ -754,24 +756,22 @@ void Filesystem::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int 
   if (!pinned.ok()) return fail(pinned.err());
   const int path_fd = pinned->get();
   // A chown drops setuid/setgid first; a mode in the same request is the
-  // caller's explicit choice instead. chown(f, -1, -1) drops them too on
-  // Linux, but with killpriv v2 the kernel sends it as a SETATTR that sets
-  // nothing and forgets its kill flags. (utimensat() with both times
-  // UTIME_OMIT, the other candidate, sends no SETATTR at all; the ownership
-  // tests check both.) A truncate the kernel flags runs as the caller
-  // below instead, and the backing filesystem drops them by its own rules;
-  // not for a root caller, whose credentials the server keeps.
+  // caller's explicit choice instead. A SETATTR that sets nothing drops them
+  // too: the kernel sends it for chown(f, -1, -1), forgetting its kill flags
+  // (killpriv v2), and before a buffered write or a fallocate
+  // (file_remove_privs). Linux lets only the owner drop them by chown and
+  // refuses others with EPERM; the server cannot tell the two apart and drops
+  // them for any caller (README, "Ownership"). utimensat() with both times
+  // UTIME_OMIT sends no SETATTR at all; the ownership tests check all of it.
+  // A truncate the kernel flags runs as the caller below instead, and the
+  // backing filesystem drops them by its own rules; not for a root caller,
+  // whose credentials the server keeps.
   constexpr int kAnyAttribute = FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID |
                                 FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
                                 FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW |
                                 FUSE_SET_ATTR_CTIME;
   const bool truncate_as_caller = (to_set & FUSE_SET_ATTR_SIZE) &&
                                   protocol::RequestKillsSuidgid() && fuse_req_ctx(req)->uid != 0;
-  // The kernel sends the same SETATTR that sets nothing before a buffered
-  // write or a fallocate (file_remove_privs), where anyone who may write
-  // drops the bits, and for chown(f, -1, -1), where Linux lets only the owner
-  // drop them and refuses others with EPERM. The server cannot tell the two
-  // apart and drops them for any caller (README, "Ownership").
   if (!(to_set & FUSE_SET_ATTR_MODE) && !truncate_as_caller &&
       (protocol::RequestKillsSuidgid() || (to_set & kAnyAttribute) == 0)) {
     KillSuidSgid(req, inode, path_fd);
@@ -807,10 +807,10 @@ void Filesystem::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int 
       creds.emplace(req, /*with_groups=*/true);
       if (!creds->ok()) return fail(creds->err());
     }
-    const std::string path = ProcPath(path_fd);
-    const int rc = file_fd >= 0
-                       ? RetryEintr([&] { return ftruncate(file_fd, attr->st_size); })
-                       : RetryEintr([&] { return truncate(path.c_str(), attr->st_size); });
+    const int rc =
+        file_fd >= 0
+            ? RetryEintr([&] { return ftruncate(file_fd, attr->st_size); })
+            : RetryEintr([&] { return truncate(ProcPath(path_fd).c_str(), attr->st_size); });
     const int err = rc != 0 ? errno : 0;
     creds.reset();  // before anything else can change errno
     if (err != 0) return fail(err);
@@ -940,20 +940,12 @@ void Filesystem::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mod
     Inode* inode = nullptr;
     err = LookupChild(dir, name, &existing, &inode);
     if (err == 0) {
-      std::optional<FreeingGuard> truncating;
-      if (flags & O_TRUNC) truncating.emplace(*inode);
-      auto path_fd = Pin(*inode);
-      auto fd = path_fd.ok() ? OpenAt(AT_FDCWD, ProcPath(path_fd->get()), flags & ~O_NOFOLLOW)
-                             : Result<UniqueFd>(path_fd.status());
+      auto fd = Reopen(req, *inode, flags & ~O_NOFOLLOW);
       if (!fd.ok()) {
         ForgetOne(inode, 1);
         return (void)fuse_reply_err(req, fd.err());
       }
       file_fd = fd->Release();
-      if (flags & O_TRUNC) {
-        KillSuidSgidIfAsked(req, *inode, file_fd);
-        quota_->Adjust(TakeAllocationDelta(*inode, file_fd), 0);
-      }
       e = existing;
     }
   }
@@ -1039,21 +1031,26 @@ void Filesystem::Rename(fuse_req_t req, fuse_ino_t parent, const char* name,
   fuse_reply_err(req, 0);
 }
 
+Result<UniqueFd> Filesystem::Reopen(fuse_req_t req, Inode& inode, int flags) {
+  auto path_fd = Pin(inode);
+  if (!path_fd.ok()) return path_fd.status();
+  std::optional<FreeingGuard> truncating;
+  if (flags & O_TRUNC) truncating.emplace(inode);
+  auto fd = OpenAt(proc_self_fd_.get(), std::to_string(path_fd->get()), flags);
+  if (fd.ok() && (flags & O_TRUNC)) {
+    KillSuidSgidIfAsked(req, inode, fd->get());
+    quota_->Adjust(TakeAllocationDelta(inode, fd->get()), 0);
+  }
+  return fd;
+}
+
 void Filesystem::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Inode& inode = GetInode(ino);
   // The kernel resolved the path and checked permissions; reopen the inode
   // itself through /proc (O_NOFOLLOW would refuse that magic link).
   const int flags = fi->flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW);
-  auto path_fd = Pin(inode);
-  if (!path_fd.ok()) return (void)fuse_reply_err(req, path_fd.err());
-  std::optional<FreeingGuard> truncating;
-  if (flags & O_TRUNC) truncating.emplace(inode);
-  auto fd = OpenAt(proc_self_fd_.get(), std::to_string(path_fd->get()), flags);
+  auto fd = Reopen(req, inode, flags);
   if (!fd.ok()) return (void)fuse_reply_err(req, fd.err());
-  if (flags & O_TRUNC) {
-    KillSuidSgidIfAsked(req, inode, fd->get());
-    quota_->Adjust(TakeAllocationDelta(inode, fd->get()), 0);
-  }
   auto* handle = new FileHandle{std::move(fd).value(), &inode};
   SetOpenReply(fi, handle, flags);
   if (fuse_reply_open(req, fi) != 0) DropHandle(handle);

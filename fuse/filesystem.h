@@ -279,6 +279,10 @@ class Filesystem {
   template <typename MakeFn>
   int CreateAsCaller(fuse_req_t req, Inode& parent, const char* name, mode_t mode, MakeFn make,
                      fuse_entry_param* entry, Reservation* reservation);
+  // Opens `inode`, a file the kernel resolved and checked, with `flags`
+  // through /proc. With O_TRUNC: under a FreeingGuard, drops setuid/setgid
+  // when the kernel asks, and settles the space freed.
+  Result<UniqueFd> Reopen(fuse_req_t req, Inode& inode, int flags);
   // Reserves space for writing [offset, offset+len). May admit only a prefix
   // (like a kernel filesystem that fills up); returns the admitted length, 0 for ENOSPC.
   size_t AdmitWrite(int fd, uint64_t offset, size_t len, Reservation* reservation);

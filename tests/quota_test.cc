@@ -968,14 +968,17 @@ class OverwriteTest : public SetLimitsTest {
   static constexpr uint64_t kCap = 32 * kMiB;
   static constexpr uint64_t kFileSize = 16 * kMiB;
 
-  // File "a", kFileSize bytes written, open read-write in fd_; then enough 4 KiB
-  // overwrites across it that the server has found it allocated and admits
-  // further ones as overwrites.
-  void MakeOverwrittenFile() {
+  // Mounts, and writes file "a", kFileSize bytes, open read-write in fd_.
+  void MakeWrittenFile() {
     ASSERT_NO_FATAL_FAILURE(MountInProcess(kCap, 1000));
     fd_ = UniqueFd(::open(M("a").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
     ASSERT_TRUE(fd_.valid());
     ASSERT_EQ(FillFd(fd_.get(), kMiB, kFileSize).err, 0);
+  }
+  // MakeWrittenFile, then enough 4 KiB overwrites across it that the server
+  // has found it allocated and admits further ones as overwrites.
+  void MakeOverwrittenFile() {
+    ASSERT_NO_FATAL_FAILURE(MakeWrittenFile());
     ASSERT_NO_FATAL_FAILURE(OverwriteAcross(0, kFileSize));
     ASSERT_GT(vol_->volume().Overwrites(), 0u) << "no write was admitted as an overwrite";
   }
@@ -1001,10 +1004,7 @@ class OverwriteTest : public SetLimitsTest {
 };
 
 TEST_F(OverwriteTest, OverwritesAreAdmittedAndChargeNothing) {
-  ASSERT_NO_FATAL_FAILURE(MountInProcess(kCap, 1000));
-  fd_ = UniqueFd(::open(M("a").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-  ASSERT_TRUE(fd_.valid());
-  ASSERT_EQ(FillFd(fd_.get(), kMiB, kFileSize).err, 0);
+  ASSERT_NO_FATAL_FAILURE(MakeWrittenFile());
   const uint64_t used = vol_->volume().Usage().used_bytes;
   const uint64_t before = vol_->volume().Overwrites();
   ASSERT_NO_FATAL_FAILURE(OverwriteAcross(0, kFileSize));

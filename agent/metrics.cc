@@ -116,6 +116,10 @@ std::string RenderMetrics(const std::vector<VolumeInfo>& volumes, const std::vec
        "FUSE requests of the volume taken through FUSE over io_uring since it was mounted "
        "(0 when it serves /dev/fuse only).",
        [](const VolumeInfo& v) { return v.fuse_ring_requests; }},
+      {"localvol_volume_fuse_io_uring_resident_bytes", "gauge",
+       "Memory of the volume's FUSE over io_uring buffers resident now; given back after a "
+       "period without requests (0 when it serves /dev/fuse only).",
+       [](const VolumeInfo& v) { return v.fuse_ring_resident_bytes; }},
       {"localvol_volume_io_weight", "gauge",
        "Fair-share weight of the volume among the volumes of its disk (default 100).",
        [](const VolumeInfo& v) -> uint64_t { return v.io_limits.weight; }},

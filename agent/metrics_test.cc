@@ -67,6 +67,7 @@ VolumeInfo BusyVolume() {
   v.io.queued = 6;
   v.io.in_flight = 2;
   v.fuse_ring_requests = 41;
+  v.fuse_ring_resident_bytes = 3 << 20;
   // 2 requests <= 50us, 3 <= 100us, 1 <= 1ms, 1 over 10s.
   v.io.latency_count[0] = 2;
   v.io.latency_count[1] = 3;
@@ -100,6 +101,8 @@ TEST(MetricsTest, DataPathCountersLimitsAndWeight) {
            "localvol_volume_io_weight" + l + "} 300\n",
            "# TYPE localvol_volume_fuse_io_uring_requests_total counter\n",
            "localvol_volume_fuse_io_uring_requests_total" + l + "} 41\n",
+           "# TYPE localvol_volume_fuse_io_uring_resident_bytes gauge\n",
+           "localvol_volume_fuse_io_uring_resident_bytes" + l + "} 3145728\n",
            "# TYPE localvol_volume_io_limit gauge\n",
            "localvol_volume_io_limit" + l + ",kind=\"read_iops\"} 500\n",
            "localvol_volume_io_limit" + l + ",kind=\"write_bps\"} 104857600\n",

@@ -681,6 +681,7 @@ VolumeInfo VolumeManager::Describe(const Vol& v, const std::vector<MountInfo>& m
     info.inodes_used = u.used_inodes;
     info.io = v.fs->IoStats();
     info.fuse_ring_requests = v.fs->KernelRingRequests();
+    info.fuse_ring_resident_bytes = v.fs->KernelRingResidentBytes();
     info.io_limits = v.fs->IoLimits();  // what is in force (SetIoLimits keeps it = the manifest's)
     bool mounted = false;
     for (const auto& m : mounts) {

@@ -92,6 +92,7 @@ struct VolumeInfo {
   iopath::IoLimits io_limits;  // in force; the manifest's when not served
   fuse::VolumeIoStats io;      // zero when not served
   uint64_t fuse_ring_requests = 0;  // taken through FUSE over io_uring since mounted
+  uint64_t fuse_ring_resident_bytes = 0;  // of the ring's buffers, now
 };
 
 struct DiskInfo {

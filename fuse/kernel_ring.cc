@@ -16,6 +16,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include "base/logging.h"
 #include "base/thread_annotations.h"
@@ -99,6 +100,20 @@ class EntryMemory {
   }
   char* base() const { return base_; }
 
+  // Drops every page; the next touch of each reads zeros.
+  void Release() {
+    if (base_ != nullptr) (void)madvise(base_, bytes_, MADV_DONTNEED);
+  }
+
+  uint64_t ResidentBytes() const {
+    if (base_ == nullptr) return 0;
+    std::vector<unsigned char> pages((bytes_ + kPage - 1) / kPage);
+    if (mincore(base_, bytes_, pages.data()) != 0) return 0;
+    uint64_t n = 0;
+    for (unsigned char p : pages) n += p & 1;
+    return n * kPage;
+  }
+
  private:
   char* base_ = nullptr;
   size_t bytes_ = 0;
@@ -110,6 +125,9 @@ struct Entry {
   char* payload = nullptr;
   iovec iov[2] = {};        // what REGISTER hands the kernel: header, payload
   bool registered = false;  // the kernel accepted the REGISTER
+  // Queue thread only: a request was taken from the entry and its commit is
+  // not prepared yet, so its buffers are in use.
+  bool held = false;
 };
 
 // Requests taken from ring entries and not yet answered, by connection (the
@@ -140,8 +158,11 @@ struct KernelRing::Queue {
   int fuse_fd = -1;
   fuse_session* session = nullptr;
   size_t payload_size = 0;
+  std::chrono::milliseconds idle_release{0};
+  // The entries, then the buffer a request is assembled in for libfuse.
   EntryMemory memory;
   std::vector<Entry> entries;
+  char* request_buffer = nullptr;
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> served{0};
   std::thread thread;
@@ -155,6 +176,7 @@ struct KernelRing::Queue {
   iopath::Uring ring;
   UniqueFd wake_fd;
   uint64_t wake_count = 0;  // the armed read's buffer
+  __kernel_timespec idle_period{};  // the armed idle tick's; its address is the tick's user_data
 
   Mutex foreign_mu;
   std::vector<std::pair<Entry*, uint64_t>> foreign GUARDED_BY(foreign_mu);  // entry, unique
@@ -162,8 +184,8 @@ struct KernelRing::Queue {
 
   // Queue thread only: prepares a command; the loop submits it.
   void PrepareCommand(Entry& entry, uint32_t cmd_op, uint64_t commit_id) {
-    // The SQ has room for every entry and the wake-up read, each with at
-    // most one command prepared at a time, so it is never full.
+    // The SQ has room for every entry, the wake-up read and the idle tick,
+    // each with at most one command prepared at a time, so it is never full.
     io_uring_sqe* sqe = io_uring_get_sqe(ring.get());
     if (sqe == nullptr) {
       GetLogger("fuse")->error("FUSE ring queue {}: submission queue full", qid);
@@ -182,6 +204,7 @@ struct KernelRing::Queue {
     req.commit_id = commit_id;
     std::memcpy(sqe->cmd, &req, sizeof req);
     io_uring_sqe_set_data(sqe, &entry);
+    if (cmd_op == kCmdCommitAndFetch) entry.held = false;
   }
 
   void ArmWakeRead() {
@@ -190,6 +213,20 @@ struct KernelRing::Queue {
     std::memset(sqe, 0, 2 * sizeof(io_uring_sqe));
     io_uring_prep_read(sqe, wake_fd.get(), &wake_count, sizeof wake_count, 0);
     io_uring_sqe_set_data(sqe, nullptr);
+  }
+
+  // A timer CQE every idle_release, if set: one SQE per period. A timeout on
+  // every wait instead arms a timer each time the thread sleeps; in one A/B
+  // it served 2-5% fewer 4 KiB requests.
+  void ArmIdleTick() {
+    if (idle_release.count() <= 0) return;
+    io_uring_sqe* sqe = io_uring_get_sqe(ring.get());
+    if (sqe == nullptr) return;
+    std::memset(sqe, 0, 2 * sizeof(io_uring_sqe));
+    idle_period.tv_sec = idle_release.count() / 1000;
+    idle_period.tv_nsec = idle_release.count() % 1000 * 1000000;
+    io_uring_prep_timeout(sqe, &idle_period, 0, 0);
+    io_uring_sqe_set_data(sqe, &idle_period);
   }
 
   // Any thread.
@@ -214,7 +251,7 @@ struct KernelRing::Queue {
   void Serve(std::promise<Status> started) {
     io_uring_params params{};
     params.flags = IORING_SETUP_SQE128 | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
-    auto created = iopath::Uring::Create(static_cast<unsigned>(entries.size()) + 2, params);
+    auto created = iopath::Uring::Create(static_cast<unsigned>(entries.size()) + 3, params);
     if (!created.ok()) {
       started.set_value(created.status());
       return;
@@ -226,14 +263,14 @@ struct KernelRing::Queue {
     // (docs/performance.md).
     serving_queue = this;
 
-    // The request as libfuse's dispatcher wants it: header, op struct and
-    // payload in one buffer. A WRITE's data stays in its entry instead.
-    std::vector<char> request(sizeof(fuse_in_header) + kOpAreaSize + payload_size);
     for (Entry& e : entries) PrepareCommand(e, kCmdRegister, 0);
     ArmWakeRead();
     size_t live = entries.size();
     const auto register_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     std::vector<Entry*> retry_register;
+    bool touched_since_release = false;
+    uint64_t served_at_tick = 0;
+    ArmIdleTick();
     while (live > 0 && !stop.load(std::memory_order_acquire)) {
       {
         MutexLock lock(foreign_mu);
@@ -248,14 +285,28 @@ struct KernelRing::Queue {
       }
       io_uring_cqe* cqe = nullptr;
       while (io_uring_peek_cqe(ring.get(), &cqe) == 0) {
-        auto* entry = static_cast<Entry*>(io_uring_cqe_get_data(cqe));
+        void* const tag = io_uring_cqe_get_data(cqe);
+        auto* entry = static_cast<Entry*>(tag);
         const int res = cqe->res;
         io_uring_cqe_seen(ring.get(), cqe);
-        if (entry == nullptr) {  // the wake-up read
+        if (tag == nullptr) {  // the wake-up read
           ArmWakeRead();
+        } else if (tag == &idle_period) {
+          const uint64_t served_now = served.load(std::memory_order_relaxed);
+          // No request for a whole period. The kernel touches the buffers
+          // only in this thread's io_uring_enter (the copy of a request into
+          // an entry, and of a reply out of it, run as its task work or
+          // submission), and no entry is held, so nothing can be using them.
+          if (touched_since_release && served_now == served_at_tick && NoEntryHeld()) {
+            memory.Release();
+            touched_since_release = false;
+          }
+          served_at_tick = served_now;
+          ArmIdleTick();
         } else if (res == 0) {
           entry->registered = true;
-          Process(*entry, request.data());
+          touched_since_release = true;
+          Process(*entry, request_buffer);
         } else if (res == -EAGAIN && !entry->registered &&
                    std::chrono::steady_clock::now() < register_deadline) {
           retry_register.push_back(entry);  // the kernel has not taken the INIT reply yet
@@ -279,7 +330,15 @@ struct KernelRing::Queue {
     serving_queue = nullptr;
   }
 
+  bool NoEntryHeld() const {
+    for (const Entry& e : entries) {
+      if (e.held) return false;
+    }
+    return true;
+  }
+
   void Process(Entry& e, char* request) {
+    e.held = true;
     fuse_in_header in;
     std::memcpy(&in, e.header->in_out, sizeof in);
     RingEntInOut ring_in;
@@ -320,7 +379,8 @@ struct KernelRing::Queue {
 thread_local KernelRing::Queue* KernelRing::Queue::serving_queue = nullptr;
 
 Result<std::unique_ptr<KernelRing>> KernelRing::Start(fuse_session* session, unsigned depth,
-                                                      size_t payload_size) {
+                                                      size_t payload_size,
+                                                      std::chrono::milliseconds idle_release) {
   if (depth == 0 || depth > 1024) return Status::Error(EINVAL, "FUSE ring depth must be 1..1024");
   auto cpus = PossibleCpus();
   if (!cpus.ok()) return cpus.status();
@@ -335,8 +395,12 @@ Result<std::unique_ptr<KernelRing>> KernelRing::Start(fuse_session* session, uns
     q->fuse_fd = fuse_session_fd(session);
     q->session = session;
     q->payload_size = payload_size;
+    q->idle_release = idle_release;
     const size_t slot = kHeaderSlot + payload_size;
-    auto memory = EntryMemory::Map(slot * depth);
+    // The request as libfuse's dispatcher wants it: header, op struct and
+    // payload in one buffer. A WRITE's data stays in its entry instead.
+    const size_t request_bytes = sizeof(fuse_in_header) + kOpAreaSize + payload_size;
+    auto memory = EntryMemory::Map(slot * depth + request_bytes);
     if (!memory.ok()) return memory.status();
     q->memory = std::move(memory).value();
     q->entries.resize(depth);
@@ -349,6 +413,7 @@ Result<std::unique_ptr<KernelRing>> KernelRing::Start(fuse_session* session, uns
       e.iov[0] = {e.header, sizeof(RingReqHeader)};
       e.iov[1] = {e.payload, payload_size};
     }
+    q->request_buffer = q->memory.base() + slot * depth;
     q->wake_fd = UniqueFd(eventfd(0, EFD_CLOEXEC));
     if (!q->wake_fd.valid()) return Status::FromErrno("eventfd for a FUSE ring queue");
     kr->queues_.push_back(std::move(q));
@@ -389,6 +454,12 @@ KernelRing::~KernelRing() {
 uint64_t KernelRing::requests_served() const {
   uint64_t n = 0;
   for (const auto& q : queues_) n += q->served.load(std::memory_order_relaxed);
+  return n;
+}
+
+uint64_t KernelRing::resident_bytes() const {
+  uint64_t n = 0;
+  for (const auto& q : queues_) n += q->memory.ResidentBytes();
   return n;
 }
 

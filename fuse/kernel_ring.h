@@ -32,6 +32,7 @@
 #include <fuse_lowlevel.h>
 #include <sys/uio.h>
 
+#include <chrono>
 #include <cstddef>
 #include <memory>
 #include <vector>
@@ -48,8 +49,14 @@ class KernelRing {
   // max_pages * page size. The threads register their entries once the
   // kernel has taken the INIT reply, so this may be called from the init
   // callback.
+  //
+  // A queue that has had no request for `idle_release` (0: never) gives its
+  // entries' memory back to the system; the next requests fault it in again
+  // as zero pages. Entries are made resident only by the requests that use
+  // them, so without this a volume keeps what its busiest moment touched.
   static Result<std::unique_ptr<KernelRing>> Start(fuse_session* session, unsigned depth,
-                                                   size_t payload_size);
+                                                   size_t payload_size,
+                                                   std::chrono::milliseconds idle_release);
 
   // Stops the threads and releases the rings and buffers. Call only after the
   // FUSE connection has ended (unmounted or aborted) and every request taken
@@ -61,6 +68,10 @@ class KernelRing {
 
   // Requests taken from the ring so far, all queues together.
   uint64_t requests_served() const;
+
+  // Bytes of the entries' memory (headers and payload buffers) resident now,
+  // all queues together (mincore).
+  uint64_t resident_bytes() const;
 
   // For the protocol layer's reply hook: if the reply in `iov` (a
   // fuse_out_header first) answers a request taken from a ring entry of the

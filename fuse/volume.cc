@@ -153,6 +153,9 @@ Result<std::unique_ptr<Volume>> Volume::Mount(const VolumeOptions& options) {
   RaiseOpenFileLimit();
   if (opt.capacity_bytes == 0) return Status::Error(EINVAL, "capacity must be greater than zero");
   if (opt.cache_timeout_s < 0) return Status::Error(EINVAL, "cache timeout must not be negative");
+  if (opt.fuse_io_uring_idle_release.count() < 0) {
+    return Status::Error(EINVAL, "FUSE ring idle release period must not be negative");
+  }
   if (opt.inode_limit == 0) opt.inode_limit = DefaultInodeLimit(opt.capacity_bytes);
   if (Status s = iopath::ValidateIoLimits(opt.io_limits); !s.ok()) return s;
 
@@ -247,7 +250,8 @@ Result<std::unique_ptr<Volume>> Volume::Mount(const VolumeOptions& options) {
     Impl* raw = impl.get();
     const size_t payload = std::max<size_t>(config.max_write, 8192);
     config.start_kernel_ring = [raw, payload] {
-      auto ring = KernelRing::Start(raw->session, raw->options.fuse_io_uring_depth, payload);
+      auto ring = KernelRing::Start(raw->session, raw->options.fuse_io_uring_depth, payload,
+                                    raw->options.fuse_io_uring_idle_release);
       if (!ring.ok()) {
         GetLogger("fuse")->warn("volume {}: FUSE over io_uring: {}; serving /dev/fuse",
                                 raw->options.name, ring.status().ToString());
@@ -389,6 +393,11 @@ VolumeIoStats Volume::IoStats() const {
 uint64_t Volume::KernelRingRequests() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   return impl_->kernel_ring ? impl_->kernel_ring->requests_served() : 0;
+}
+
+uint64_t Volume::KernelRingResidentBytes() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->kernel_ring ? impl_->kernel_ring->resident_bytes() : 0;
 }
 
 uint64_t Volume::Overwrites() const {

@@ -9,6 +9,7 @@
 // Thread-safety: all public methods may be called from any thread.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -50,9 +51,11 @@ struct VolumeOptions {
   // the requests in flight from one CPU (with 16 entries 4 KiB QD32 reads
   // were 6% slower than with 32, with 8 25%; docs/performance.md). Each entry
   // reserves max_write (1 MiB) of address space, made resident as requests
-  // use it: up to CPUs x depth MiB per volume.
+  // use it: up to CPUs x depth MiB per volume. A CPU's queue that has had no
+  // request for fuse_io_uring_idle_release gives that memory back (0: never).
   bool fuse_io_uring = false;
   unsigned fuse_io_uring_depth = 32;
+  std::chrono::milliseconds fuse_io_uring_idle_release{10000};
 };
 
 struct VolumeUsage {
@@ -106,6 +109,8 @@ class Volume {
   // Requests taken through FUSE over io_uring since Mount(); 0 when the
   // volume serves /dev/fuse only.
   uint64_t KernelRingRequests() const;
+  // Bytes of FUSE over io_uring buffers resident now; 0 without the ring.
+  uint64_t KernelRingResidentBytes() const;
   // Writes admitted as overwrites of allocated blocks (no reservation and no
   // fstat to settle; see fuse/filesystem.h, "Quota") since Mount().
   uint64_t Overwrites() const;

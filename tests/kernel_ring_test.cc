@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -18,6 +19,7 @@
 
 #include "tests/support/fuse_uring_switch.h"
 #include "tests/support/in_process_volume.h"
+#include "tests/support/mounts.h"
 
 namespace localvol::testing {
 namespace {
@@ -161,6 +163,75 @@ TEST_F(KernelRingTest, UnmountAndMountAgain) {
   EXPECT_STREQ(buf, "kept");
   close(fd);
   EXPECT_GT(RingRequests(), 0u);
+}
+
+TEST_F(KernelRingTest, IdleQueuesGiveTheirMemoryBack) {
+  // 1 MiB requests make entries' buffers resident. A queue with no request
+  // for the idle period drops them; requests afterwards fault them in again
+  // and still carry the right data (the kernel copies into the buffers as
+  // they are mapped now, it does not keep pages of its own).
+  fuse_io_uring_idle_release_ = std::chrono::milliseconds(1000);
+  InProcessVolumeTest::TearDown();
+  InProcessVolumeTest::SetUp();
+  constexpr size_t kChunk = 1 << 20;
+  constexpr size_t kFile = 4 * kChunk;
+  char* out = static_cast<char*>(std::aligned_alloc(4096, kFile));
+  char* in = static_cast<char*>(std::aligned_alloc(4096, kFile));
+  std::unique_ptr<char, decltype(&std::free)> free_out(out, &std::free), free_in(in, &std::free);
+  for (size_t i = 0; i < kFile; ++i) out[i] = PatternAt(3, i);
+  int fd = open(Mounted("idle").c_str(), O_CREAT | O_RDWR | O_DIRECT | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  for (size_t off = 0; off < kFile; off += kChunk) {
+    ASSERT_EQ(pwrite(fd, out + off, kChunk, off), static_cast<ssize_t>(kChunk)) << strerror(errno);
+  }
+  // Right after a 1 MiB request its entry is resident. Retried because a
+  // stall longer than the idle period would let the queue release it first.
+  uint64_t busy = 0;
+  for (int attempt = 0; attempt < 5 && busy < kChunk; ++attempt) {
+    ASSERT_EQ(pread(fd, in, kChunk, 0), static_cast<ssize_t>(kChunk)) << strerror(errno);
+    busy = volume_->volume().KernelRingResidentBytes();
+  }
+  EXPECT_GE(busy, kChunk);
+
+  uint64_t idle = busy;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (idle > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    idle = volume_->volume().KernelRingResidentBytes();
+  }
+  EXPECT_EQ(idle, 0u) << "resident while busy: " << busy;
+
+  std::memset(in, 0, kFile);
+  for (size_t off = 0; off < kFile; off += kChunk) {
+    ASSERT_EQ(pread(fd, in + off, kChunk, off), static_cast<ssize_t>(kChunk)) << strerror(errno);
+  }
+  EXPECT_EQ(std::memcmp(in, out, kFile), 0);
+  for (size_t i = 0; i < kFile; ++i) out[i] = PatternAt(4, i);
+  for (size_t off = 0; off < kFile; off += kChunk) {
+    ASSERT_EQ(pwrite(fd, out + off, kChunk, off), static_cast<ssize_t>(kChunk)) << strerror(errno);
+  }
+  ASSERT_EQ(close(fd), 0);
+  fd = open(Mounted("idle").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  std::memset(in, 0, kFile);
+  ASSERT_EQ(pread(fd, in, kFile, 0), static_cast<ssize_t>(kFile));
+  EXPECT_EQ(std::memcmp(in, out, kFile), 0);
+  close(fd);
+}
+
+TEST_F(KernelRingTest, NegativeIdlePeriodIsRefused) {
+  InProcessVolumeTest::TearDown();
+  ASSERT_NO_FATAL_FAILURE(MakeVolumeDirs(&dirs_));
+  InProcessVolumeOptions options;
+  options.source = dirs_.backing;
+  options.mountpoint = dirs_.mountpoint;
+  options.capacity_bytes = capacity_bytes_;
+  options.fuse_io_uring = true;
+  options.fuse_io_uring_idle_release = std::chrono::milliseconds(-1);
+  auto volume = InProcessVolume::Mount(options);
+  ASSERT_FALSE(volume.ok());
+  EXPECT_EQ(volume.err(), EINVAL) << volume.status().ToString();
+  EXPECT_FALSE(IsMountPoint(dirs_.mountpoint));
 }
 
 }  // namespace

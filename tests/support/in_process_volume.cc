@@ -36,6 +36,9 @@ Status InProcessVolume::DoMount() {
   vo.inode_limit = options_.inode_limit;
   vo.engine = engine_.get();
   vo.fuse_io_uring = options_.fuse_io_uring;
+  if (options_.fuse_io_uring_idle_release) {
+    vo.fuse_io_uring_idle_release = *options_.fuse_io_uring_idle_release;
+  }
   auto vol = fuse::Volume::Mount(vo);
   if (!vol.ok()) {
     (void)LazyUnmountAll(options_.mountpoint);
@@ -84,6 +87,7 @@ void InProcessVolumeTest::SetUp() {
   options.capacity_bytes = capacity_bytes_;
   options.inode_limit = inode_limit_;
   options.fuse_io_uring = fuse_io_uring_;
+  options.fuse_io_uring_idle_release = fuse_io_uring_idle_release_;
   auto volume = InProcessVolume::Mount(options);
   ASSERT_TRUE(volume.ok()) << volume.status().ToString();
   volume_ = std::move(volume).value();

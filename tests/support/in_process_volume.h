@@ -8,8 +8,10 @@
 // Volume it owns is.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -30,6 +32,8 @@ struct InProcessVolumeOptions {
   uint64_t capacity_bytes = 0;
   uint64_t inode_limit = 0;  // 0: the library's default
   bool fuse_io_uring = false;  // fuse::VolumeOptions::fuse_io_uring
+  // fuse::VolumeOptions::fuse_io_uring_idle_release; unset: the library's default.
+  std::optional<std::chrono::milliseconds> fuse_io_uring_idle_release;
 };
 
 class InProcessVolume {
@@ -78,6 +82,7 @@ class InProcessVolumeTest : public ::testing::Test {
   uint64_t capacity_bytes_ = 256ull << 20;
   uint64_t inode_limit_ = 0;
   bool fuse_io_uring_ = false;
+  std::optional<std::chrono::milliseconds> fuse_io_uring_idle_release_;
 
   VolumeDirs dirs_;
   std::unique_ptr<InProcessVolume> volume_;

@@ -58,6 +58,8 @@ void ToProto(const VolumeInfo& v, pb::Volume* out) {
   out->set_inodes_used(v.inodes_used);
   IoLimitsToProto(v.io_limits, out->mutable_io_limits());
   ToProto(v.io, out->mutable_io_stats());
+  out->set_fuse_ring_requests(v.fuse_ring_requests);
+  out->set_fuse_ring_resident_bytes(v.fuse_ring_resident_bytes);
 }
 
 void ToProto(const DiskInfo& d, pb::Disk* out) {

@@ -206,6 +206,12 @@ void PrintVolume(const pb::Volume& v, std::ostream& out) {
   line("Throttled", std::string(throttled) + " in total; now " + std::to_string(io.queued()) +
                         " queued, " + std::to_string(io.in_flight()) + " in flight");
   line("I/O errors", std::to_string(io.errors()) + " (" + std::to_string(io.timed_out()) + " timed out)");
+  if (v.fuse_ring_requests() == 0 && v.fuse_ring_resident_bytes() == 0) {
+    line("FUSE ring", "not used (requests take /dev/fuse)");
+  } else {
+    line("FUSE ring", std::to_string(v.fuse_ring_requests()) + " requests; " +
+                          FormatSize(v.fuse_ring_resident_bytes()) + " of buffers resident");
+  }
 }
 
 void PrintVolumes(const pb::ListVolumesResponse& r, std::ostream& out) {

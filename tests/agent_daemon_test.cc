@@ -18,6 +18,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -26,6 +27,7 @@
 
 #include "agent/loop_device.h"
 #include "tests/agent_fixtures.h"
+#include "tests/support/fuse_uring_switch.h"
 #include "tests/support/mounts.h"
 #include "tests/support/process.h"
 #include "tests/support/space.h"
@@ -207,6 +209,7 @@ TEST_F(AgentDaemonTest, CliEndToEnd) {
   r = daemon_->Ctl({"volume", "inspect", "web"});
   ASSERT_TRUE(r.ok());
   EXPECT_NE(r.out.find("128Mi"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("FUSE ring:  not used"), std::string::npos) << r.out;
 
   // Delete: refused while busy, then done.
   int fd = ::open((mount + "/data").c_str(), O_RDONLY);
@@ -439,6 +442,27 @@ TEST_F(AgentDaemonTest, EmbeddedDiskWhenNoDiskIsConfigured) {
   EXPECT_EQ(agent::LoopDevice::FindAttached(image), "") << "the embedded loop device outlived the agent";
   ASSERT_TRUE(daemon_->Start());
   EXPECT_EQ(ReadOr(dirs_->publish() + "/demo/hello"), "world");
+}
+
+TEST_F(AgentDaemonTest, InspectShowsTheFuseRing) {
+  // With fuse_io_uring in the configuration, inspect reports the requests
+  // the volume took through the ring and the ring's resident memory.
+  auto on = FuseUringSwitch::Acquire();
+  ASSERT_TRUE(on.ok()) << on.status().ToString();
+  auto devices = Loops(1);
+  ASSERT_TRUE(dirs_->WriteConfig(devices, "fuse_io_uring: true\n").ok());
+  ASSERT_TRUE(daemon_->Start());
+  ASSERT_TRUE(daemon_->Ctl({"volume", "create", "ring", "--size", "64Mi"}).ok());
+  ASSERT_TRUE(WriteFile(dirs_->publish() + "/ring/f", std::string(1 << 20, 'r')).ok());
+  CommandResult r = daemon_->Ctl({"volume", "inspect", "ring"});
+  ASSERT_TRUE(r.ok()) << r.Summary();
+  const size_t at = r.out.find("FUSE ring:  ");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  EXPECT_GT(std::strtoull(r.out.c_str() + at + 12, nullptr, 10), 0u) << r.out;
+  EXPECT_NE(r.out.find(" of buffers resident", at), std::string::npos) << r.out;
+  r = daemon_->Ctl({"-o", "json", "volume", "inspect", "ring"});
+  ASSERT_TRUE(r.ok()) << r.Summary();
+  EXPECT_NE(r.out.find("\"fuse_ring_requests\": \""), std::string::npos) << r.out;
 }
 
 // A free TCP port on 127.0.0.1 (bound and released).

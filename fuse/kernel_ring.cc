@@ -22,6 +22,7 @@
 #include "base/thread_annotations.h"
 #include "base/unique_fd.h"
 #include "fuse/protocol_extensions.h"
+#include "fuse/queue_placement.h"
 #include "iopath/uring.h"
 
 namespace localvol::fuse {
@@ -258,9 +259,6 @@ struct KernelRing::Queue {
     }
     ring = std::move(created).value();
     started.set_value(Status::Ok());
-    // Not pinned to the queue's CPU: the process that made the request runs
-    // there too, and on a 2-CPU node pinning cut 4 KiB QD32 reads by 30%
-    // (docs/performance.md).
     serving_queue = this;
 
     for (Entry& e : entries) PrepareCommand(e, kCmdRegister, 0);
@@ -271,6 +269,9 @@ struct KernelRing::Queue {
     bool touched_since_release = false;
     uint64_t served_at_tick = 0;
     ArmIdleTick();
+    // On the queue's CPU while requests come one at a time, anywhere while
+    // they come in batches (fuse/queue_placement.h).
+    QueuePlacement placement(qid, QueuePlacement::CurrentAffinity());
     while (live > 0 && !stop.load(std::memory_order_acquire)) {
       {
         MutexLock lock(foreign_mu);
@@ -284,6 +285,7 @@ struct KernelRing::Queue {
         break;
       }
       io_uring_cqe* cqe = nullptr;
+      size_t taken = 0;
       while (io_uring_peek_cqe(ring.get(), &cqe) == 0) {
         void* const tag = io_uring_cqe_get_data(cqe);
         auto* entry = static_cast<Entry*>(tag);
@@ -306,6 +308,7 @@ struct KernelRing::Queue {
         } else if (res == 0) {
           entry->registered = true;
           touched_since_release = true;
+          ++taken;
           Process(*entry, request_buffer);
         } else if (res == -EAGAIN && !entry->registered &&
                    std::chrono::steady_clock::now() < register_deadline) {
@@ -321,6 +324,7 @@ struct KernelRing::Queue {
           }
         }
       }
+      placement.Observe(taken);
       if (!retry_register.empty()) {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
         for (Entry* e : retry_register) PrepareCommand(*e, kCmdRegister, 0);

@@ -4,6 +4,7 @@
 // intact, and unmounting with the ring in use neither hangs nor leaks.
 // The POSIX suites cover the rest over the ring (FsMode::kLocalvolRing).
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,6 +13,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -217,6 +221,50 @@ TEST_F(KernelRingTest, IdleQueuesGiveTheirMemoryBack) {
   ASSERT_EQ(pread(fd, in, kFile, 0), static_cast<ssize_t>(kFile));
   EXPECT_EQ(std::memcmp(in, out, kFile), 0);
   close(fd);
+}
+
+// "Cpus_allowed_list" of each thread of this process named fuse-ring-<N>, by N.
+std::map<int, std::string> RingThreadCpus() {
+  std::map<int, std::string> out;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string name;
+    if (!std::getline(comm, name) || name.rfind("fuse-ring-", 0) != 0) continue;
+    std::ifstream status(task.path() / "status");
+    for (std::string line; std::getline(status, line);) {
+      if (line.rfind("Cpus_allowed_list:", 0) == 0) {
+        out[std::stoi(name.substr(10))] = line.substr(line.find_first_not_of(" \t", 18));
+      }
+    }
+  }
+  return out;
+}
+
+TEST_F(KernelRingTest, RequestsOneAtATimePinTheQueueThreadToItsCpu) {
+  // fuse/queue_placement.h: a queue whose requests come one per wake-up runs
+  // its thread on the queue's CPU.
+  cpu_set_t mine;
+  ASSERT_EQ(sched_getaffinity(0, sizeof mine, &mine), 0);
+  if (CPU_COUNT(&mine) < 2) GTEST_SKIP() << "needs 2 CPUs to pin to one";
+  for (const auto& [queue, cpus] : RingThreadCpus()) {
+    EXPECT_NE(cpus, std::to_string(queue)) << "queue " << queue << " pinned before any request";
+  }
+  int fd = open(Mounted("seq").c_str(), O_CREAT | O_RDWR | O_DIRECT | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  char* buf = static_cast<char*>(std::aligned_alloc(4096, 4096));
+  std::unique_ptr<char, decltype(&std::free)> free_buf(buf, &std::free);
+  std::memset(buf, 'p', 4096);
+  ASSERT_EQ(pwrite(fd, buf, 4096, 0), 4096);
+  // Each queue decides every 1,024 requests; the test thread may move
+  // between CPUs, so give every queue a chance at a whole window.
+  const int requests = static_cast<int>(CPU_COUNT(&mine)) * 2 * 1024 + 1024;
+  for (int i = 0; i < requests; ++i) ASSERT_EQ(pread(fd, buf, 4096, 0), 4096);
+  close(fd);
+  int pinned = 0;
+  for (const auto& [queue, cpus] : RingThreadCpus()) {
+    if (cpus == std::to_string(queue)) ++pinned;
+  }
+  EXPECT_GE(pinned, 1) << "no fuse-ring thread runs on its queue's CPU alone";
 }
 
 TEST_F(KernelRingTest, NegativeIdlePeriodIsRefused) {

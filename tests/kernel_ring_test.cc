@@ -270,13 +270,8 @@ TEST_F(KernelRingTest, RequestsOneAtATimePinTheQueueThreadToItsCpu) {
 TEST_F(KernelRingTest, NegativeIdlePeriodIsRefused) {
   InProcessVolumeTest::TearDown();
   ASSERT_NO_FATAL_FAILURE(MakeVolumeDirs(&dirs_));
-  InProcessVolumeOptions options;
-  options.source = dirs_.backing;
-  options.mountpoint = dirs_.mountpoint;
-  options.capacity_bytes = capacity_bytes_;
-  options.fuse_io_uring = true;
-  options.fuse_io_uring_idle_release = std::chrono::milliseconds(-1);
-  auto volume = InProcessVolume::Mount(options);
+  fuse_io_uring_idle_release_ = std::chrono::milliseconds(-1);
+  auto volume = InProcessVolume::Mount(Options());
   ASSERT_FALSE(volume.ok());
   EXPECT_EQ(volume.err(), EINVAL) << volume.status().ToString();
   EXPECT_FALSE(IsMountPoint(dirs_.mountpoint));

@@ -78,9 +78,7 @@ InProcessVolume::~InProcessVolume() {
   (void)LazyUnmountAll(options_.mountpoint);
 }
 
-void InProcessVolumeTest::SetUp() {
-  if (!InProcessVolume::Available()) GTEST_SKIP() << "localvol_fuse library not built";
-  ASSERT_NO_FATAL_FAILURE(MakeVolumeDirs(&dirs_));
+InProcessVolumeOptions InProcessVolumeTest::Options() const {
   InProcessVolumeOptions options;
   options.source = dirs_.backing;
   options.mountpoint = dirs_.mountpoint;
@@ -88,7 +86,13 @@ void InProcessVolumeTest::SetUp() {
   options.inode_limit = inode_limit_;
   options.fuse_io_uring = fuse_io_uring_;
   options.fuse_io_uring_idle_release = fuse_io_uring_idle_release_;
-  auto volume = InProcessVolume::Mount(options);
+  return options;
+}
+
+void InProcessVolumeTest::SetUp() {
+  if (!InProcessVolume::Available()) GTEST_SKIP() << "localvol_fuse library not built";
+  ASSERT_NO_FATAL_FAILURE(MakeVolumeDirs(&dirs_));
+  auto volume = InProcessVolume::Mount(Options());
   ASSERT_TRUE(volume.ok()) << volume.status().ToString();
   volume_ = std::move(volume).value();
 }

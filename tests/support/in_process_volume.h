@@ -77,6 +77,8 @@ class InProcessVolumeTest : public ::testing::Test {
  protected:
   void SetUp() override;
   void TearDown() override;
+  // The options SetUp mounts with: the fields below over dirs_.
+  InProcessVolumeOptions Options() const;
   // Capacity and inode limit of the volume SetUp mounts; set them in the
   // derived SetUp before calling this one.
   uint64_t capacity_bytes_ = 256ull << 20;

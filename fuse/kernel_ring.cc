@@ -295,10 +295,11 @@ struct KernelRing::Queue {
           ArmWakeRead();
         } else if (tag == &idle_period) {
           const uint64_t served_now = served.load(std::memory_order_relaxed);
-          // No request for a whole period. The kernel touches the buffers
-          // only in this thread's io_uring_enter (the copy of a request into
+          // Released only after a whole period without a request, with no
+          // entry held. The kernel touches the buffers only in this thread's
+          // io_uring_enter (the copy of a request into
           // an entry, and of a reply out of it, run as its task work or
-          // submission), and no entry is held, so nothing can be using them.
+          // submission), so then nothing can be using them.
           if (touched_since_release && served_now == served_at_tick && NoEntryHeld()) {
             memory.Release();
             touched_since_release = false;

@@ -69,8 +69,9 @@ class KernelRing {
   // Requests taken from the ring so far, all queues together.
   uint64_t requests_served() const;
 
-  // Bytes of the entries' memory (headers and payload buffers) resident now,
-  // all queues together (mincore).
+  // Bytes of the queues' memory (entries' headers and payload buffers, and
+  // the buffer requests are assembled in) resident now, all queues together
+  // (mincore).
   uint64_t resident_bytes() const;
 
   // For the protocol layer's reply hook: if the reply in `iov` (a

@@ -310,7 +310,7 @@ struct KernelRing::Queue {
           entry->registered = true;
           touched_since_release = true;
           ++taken;
-          Process(*entry, request_buffer);
+          Process(*entry);
         } else if (res == -EAGAIN && !entry->registered &&
                    std::chrono::steady_clock::now() < register_deadline) {
           retry_register.push_back(entry);  // the kernel has not taken the INIT reply yet
@@ -342,7 +342,8 @@ struct KernelRing::Queue {
     return true;
   }
 
-  void Process(Entry& e, char* request) {
+  void Process(Entry& e) {
+    char* const request = request_buffer;
     e.held = true;
     fuse_in_header in;
     std::memcpy(&in, e.header->in_out, sizeof in);

@@ -28,6 +28,12 @@
 namespace localvol::testing {
 namespace {
 
+// A page-aligned buffer for O_DIRECT, freed when it goes out of scope.
+using AlignedBuffer = std::unique_ptr<char, decltype(&std::free)>;
+AlignedBuffer Aligned(size_t bytes) {
+  return AlignedBuffer(static_cast<char*>(std::aligned_alloc(4096, bytes)), &std::free);
+}
+
 class KernelRingTest : public InProcessVolumeTest {
  protected:
   void SetUp() override {
@@ -47,6 +53,17 @@ class KernelRingTest : public InProcessVolumeTest {
   // Pattern byte of `offset` in file `seed`: every 4 KiB block differs.
   static char PatternAt(int seed, size_t offset) {
     return static_cast<char>((offset / 4096 * 7 + seed * 13 + offset % 251) & 0xff);
+  }
+
+  // Fills `out` with pattern `seed` and writes it at offset 0 of `fd` (an
+  // O_DIRECT file) in 1 MiB requests.
+  static void FillAndWriteDirect(int fd, char* out, size_t size, int seed) {
+    for (size_t i = 0; i < size; ++i) out[i] = PatternAt(seed, i);
+    constexpr size_t kRequest = 1 << 20;
+    for (size_t off = 0; off < size; off += kRequest) {
+      ASSERT_EQ(pwrite(fd, out + off, kRequest, off), static_cast<ssize_t>(kRequest))
+          << strerror(errno);
+    }
   }
 
   std::unique_ptr<FuseUringSwitch> switch_;
@@ -73,15 +90,12 @@ TEST_F(KernelRingTest, LargeAndSmallDirectIoKeepTheirData) {
   // and writes consumed from it (no copy), so a mix-up between entries or a
   // buffer reused before its reply would show as wrong bytes.
   constexpr size_t kFile = 8 << 20;
-  char* out = static_cast<char*>(std::aligned_alloc(4096, kFile));
-  char* in = static_cast<char*>(std::aligned_alloc(4096, kFile));
-  std::unique_ptr<char, decltype(&std::free)> free_out(out, &std::free), free_in(in, &std::free);
-  for (size_t i = 0; i < kFile; ++i) out[i] = PatternAt(1, i);
+  AlignedBuffer out_buffer = Aligned(kFile), in_buffer = Aligned(kFile);
+  char* out = out_buffer.get();
+  char* in = in_buffer.get();
   int fd = open(Mounted("big").c_str(), O_CREAT | O_RDWR | O_DIRECT | O_CLOEXEC, 0644);
   ASSERT_GE(fd, 0) << strerror(errno);
-  for (size_t off = 0; off < kFile; off += 1 << 20) {
-    ASSERT_EQ(pwrite(fd, out + off, 1 << 20, off), 1 << 20) << strerror(errno);
-  }
+  ASSERT_NO_FATAL_FAILURE(FillAndWriteDirect(fd, out, kFile, 1));
   for (size_t off = 0; off < kFile; off += 4096) {
     ASSERT_EQ(pread(fd, in + off, 4096, off), 4096) << strerror(errno);
   }
@@ -105,7 +119,8 @@ TEST_F(KernelRingTest, ConcurrentRequestsAnsweredFromOtherThreads) {
       const std::string path = Mounted("c" + std::to_string(t));
       int fd = open(path.c_str(), O_CREAT | O_RDWR | O_DIRECT | O_CLOEXEC, 0644);
       if (fd < 0) return (void)(errors[t] = std::string("open: ") + strerror(errno));
-      char* buf = static_cast<char*>(std::aligned_alloc(4096, 65536));
+      AlignedBuffer buffer = Aligned(65536);
+      char* buf = buffer.get();
       for (int round = 0; round < 2 && errors[t].empty(); ++round) {
         for (size_t off = 0; off < kPerThread; off += 65536) {
           for (size_t i = 0; i < 65536; ++i) buf[i] = PatternAt(t + round, off + i);
@@ -127,7 +142,6 @@ TEST_F(KernelRingTest, ConcurrentRequestsAnsweredFromOtherThreads) {
           }
         }
       }
-      std::free(buf);
       close(fd);
     });
   }
@@ -179,15 +193,12 @@ TEST_F(KernelRingTest, IdleQueuesGiveTheirMemoryBack) {
   InProcessVolumeTest::SetUp();
   constexpr size_t kChunk = 1 << 20;
   constexpr size_t kFile = 4 * kChunk;
-  char* out = static_cast<char*>(std::aligned_alloc(4096, kFile));
-  char* in = static_cast<char*>(std::aligned_alloc(4096, kFile));
-  std::unique_ptr<char, decltype(&std::free)> free_out(out, &std::free), free_in(in, &std::free);
-  for (size_t i = 0; i < kFile; ++i) out[i] = PatternAt(3, i);
+  AlignedBuffer out_buffer = Aligned(kFile), in_buffer = Aligned(kFile);
+  char* out = out_buffer.get();
+  char* in = in_buffer.get();
   int fd = open(Mounted("idle").c_str(), O_CREAT | O_RDWR | O_DIRECT | O_CLOEXEC, 0644);
   ASSERT_GE(fd, 0) << strerror(errno);
-  for (size_t off = 0; off < kFile; off += kChunk) {
-    ASSERT_EQ(pwrite(fd, out + off, kChunk, off), static_cast<ssize_t>(kChunk)) << strerror(errno);
-  }
+  ASSERT_NO_FATAL_FAILURE(FillAndWriteDirect(fd, out, kFile, 3));
   // Right after a 1 MiB request its entry is resident. Retried because a
   // stall longer than the idle period would let the queue release it first.
   uint64_t busy = 0;
@@ -210,10 +221,7 @@ TEST_F(KernelRingTest, IdleQueuesGiveTheirMemoryBack) {
     ASSERT_EQ(pread(fd, in + off, kChunk, off), static_cast<ssize_t>(kChunk)) << strerror(errno);
   }
   EXPECT_EQ(std::memcmp(in, out, kFile), 0);
-  for (size_t i = 0; i < kFile; ++i) out[i] = PatternAt(4, i);
-  for (size_t off = 0; off < kFile; off += kChunk) {
-    ASSERT_EQ(pwrite(fd, out + off, kChunk, off), static_cast<ssize_t>(kChunk)) << strerror(errno);
-  }
+  ASSERT_NO_FATAL_FAILURE(FillAndWriteDirect(fd, out, kFile, 4));
   ASSERT_EQ(close(fd), 0);
   fd = open(Mounted("idle").c_str(), O_RDONLY | O_CLOEXEC);
   ASSERT_GE(fd, 0) << strerror(errno);
@@ -251,8 +259,8 @@ TEST_F(KernelRingTest, RequestsOneAtATimePinTheQueueThreadToItsCpu) {
   }
   int fd = open(Mounted("seq").c_str(), O_CREAT | O_RDWR | O_DIRECT | O_CLOEXEC, 0644);
   ASSERT_GE(fd, 0) << strerror(errno);
-  char* buf = static_cast<char*>(std::aligned_alloc(4096, 4096));
-  std::unique_ptr<char, decltype(&std::free)> free_buf(buf, &std::free);
+  AlignedBuffer buffer = Aligned(4096);
+  char* buf = buffer.get();
   std::memset(buf, 'p', 4096);
   ASSERT_EQ(pwrite(fd, buf, 4096, 0), 4096);
   // Each queue decides every 1,024 requests; the test thread may move

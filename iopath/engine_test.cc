@@ -476,6 +476,69 @@ TEST(EngineConcurrency, ManyRequestsFromTwoThreadsAcrossQueuesCompleteExactlyOnc
   EXPECT_TRUE(file.Contents(0, expected.size()) == expected) << "file content differs";
 }
 
+TEST(EngineConcurrency, ASubmitterLeavesItsSqesToTheThreadAlreadyEntering) {
+  // The first submitter is held right before its io_uring_enter. A second
+  // Submit() meanwhile must not enter (the kernel would make it wait for the
+  // first); the first enters again for it once released.
+  std::mutex mu;
+  std::condition_variable cv;
+  std::thread::id held_thread;
+  bool holding = false;
+  bool released = false;
+  std::vector<std::thread::id> enters;
+  EngineTestHooks hooks;
+  hooks.before_enter = [&] {
+    std::unique_lock<std::mutex> lock(mu);
+    enters.push_back(std::this_thread::get_id());
+    if (std::this_thread::get_id() != held_thread) return;
+    holding = true;
+    cv.notify_all();
+    cv.wait_for(lock, kWaitTimeout, [&] { return released; });
+  };
+  ENGINE_OR_SKIP(engine, EngineTestPeer::Create(EngineOptions{}, std::move(hooks)));
+  auto queue = engine->CreateQueue("combine");
+  TempFile file;
+  file.Fill(Pattern(8192, 11));
+  std::vector<char> first_buf(4096), second_buf(4096);
+  Countdown both_done(2);
+  std::atomic<int> second_done{0};
+
+  std::thread first([&] {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      held_thread = std::this_thread::get_id();
+    }
+    engine->Submit(*queue, MakeRequest(IoOp::kRead, file.fd(), 0, first_buf.data(), 4096,
+                                       [&](IoResult) { both_done.Done(); }));
+  });
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, kWaitTimeout, [&] { return holding; }))
+        << "the first Submit() never reached io_uring_enter";
+  }
+  engine->Submit(*queue, MakeRequest(IoOp::kRead, file.fd(), 4096, second_buf.data(), 4096,
+                                     [&](IoResult) {
+                                       second_done.fetch_add(1);
+                                       both_done.Done();
+                                     }));
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(second_done.load(), 0) << "the second request was submitted by its own thread";
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    released = true;
+  }
+  cv.notify_all();
+  first.join();
+  ASSERT_TRUE(both_done.Wait()) << "a request left to the entering thread never completed";
+  EXPECT_EQ(second_buf, file.Contents(4096, 4096));
+
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_GE(std::count(enters.begin(), enters.end(), held_thread), 2)
+      << "the entering thread did not enter again for the second request";
+  EXPECT_EQ(std::count(enters.begin(), enters.end(), std::this_thread::get_id()), 0)
+      << "the second submitter entered itself";
+}
+
 TEST_F(EngineTest, CompleteCanChainAnotherSubmit) {
   // Each write's Complete() submits the next one, then a final read; this would
   // deadlock if Complete() ran under the engine lock.

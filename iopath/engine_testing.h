@@ -25,6 +25,10 @@ struct EngineTestHooks {
   // failure) and returns the res the engine acts on. Runs on the completion
   // thread with no engine lock held; must not throw. Empty: res is used as is.
   std::function<int(const IoRequest& request, int res)> cqe_res_filter;
+
+  // Runs on the thread about to call io_uring_enter to submit, right before
+  // each such call, with no engine lock held. Empty: nothing runs.
+  std::function<void()> before_enter;
 };
 
 class EngineTestPeer {

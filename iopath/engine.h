@@ -3,8 +3,9 @@
 // Threading model
 //   * Any number of submitter threads (the FUSE workers) call Submit(). Submit
 //     appends to the request's IoQueue and, under the engine mutex, moves
-//     queued requests into the ring; the io_uring_enter follows without it.
-//     It never waits for the disk; it only blocks briefly on the mutex.
+//     queued requests into the ring; the io_uring_enter follows without it,
+//     made by this thread or left to one that is entering already. It never
+//     waits for the disk; it only blocks briefly on the mutex.
 //     SubmitOrRun() is the one exception: on an idle disk it does the I/O on
 //     the caller's thread.
 //   * One completion thread, owned by the engine, reaps CQEs. For each it

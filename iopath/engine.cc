@@ -23,7 +23,9 @@
 //     serializes submissions on a mutex of its own anyway; with every
 //     submitter entering, the waiting ones spun on it (3.3% of the machine's
 //     CPU at 4 KiB QD32 by perf), and each enter submitted only its own one
-//     or two SQEs. An enter that finds fewer published SQEs than it asked for
+//     or two SQEs. Combining made 4 KiB direct I/O at QD32 3-21% faster and
+//     cost 1 MiB direct I/O at QD16 4-10% on a RAM disk (docs/performance.md,
+//     section 3). An enter that finds fewer published SQEs than it asked for
 //     submits what is there, so asking for the whole SQ submits every
 //     published SQE exactly once. liburing
 //     keeps the two halves independent, and waiting for CQEs never touches the
@@ -408,7 +410,7 @@ struct Engine::Impl {
   std::atomic<uint64_t> timeouts_{0};         // for rate-limited logging
   // Calls to Enter() with SQEs to submit since the entering thread last found
   // none new; 0 while no thread is entering. See Enter().
-  std::atomic<uint32_t> enter_calls_{0};
+  std::atomic<uint64_t> enter_calls_{0};
 
   // mu_ guards the SQ, every IoQueue's list and counters, and the fields below.
   // Lock order: callers' own locks -> mu_ (a caller may hold its locks while
@@ -696,7 +698,7 @@ void Engine::Impl::Enter(unsigned to_submit) {
   if (to_submit == 0) return;
   // Our SQEs were published (under mu_) before this increment; whoever is
   // entering reads the count after each enter, sees it, and enters again.
-  uint32_t seen = enter_calls_.fetch_add(1, std::memory_order_acq_rel);
+  uint64_t seen = enter_calls_.fetch_add(1, std::memory_order_acq_rel);
   if (seen != 0) return;
   seen = 1;
   const unsigned whole_sq = ring_.get()->sq.ring_entries;
@@ -707,7 +709,10 @@ void Engine::Impl::Enter(unsigned to_submit) {
       FlushSq();  // counts, logs and, if it fails again, leaves the retry to later
     }
     // Unchanged: nobody published since our last enter began, done. Else
-    // `seen` takes the new count and we enter for the newcomers.
+    // `seen` takes the new count and we enter for the newcomers. Each round
+    // takes everything published so far, so the loop ends at the first enter
+    // during which nothing new was published; it keeps this thread only while
+    // other threads keep the ring busy.
     if (enter_calls_.compare_exchange_strong(seen, 0, std::memory_order_acq_rel)) return;
   }
 }

@@ -20,6 +20,7 @@
 #include "base/logging.h"
 #include "fuse/caller_credentials.h"
 #include "fuse/protocol_extensions.h"
+#include "fuse/thread_placement.h"
 #include "fuse/usage_store.h"
 #include "iopath/engine.h"
 
@@ -289,7 +290,8 @@ Filesystem::Filesystem(UniqueFd root_fd, const struct stat& root_stat, Quota* qu
       quota_(quota),
       engine_(engine),
       queue_(queue),
-      config_(config) {
+      config_(config),
+      worker_cpus_(ThreadPlacement::CurrentAffinity()) {
   auto proc = OpenAt(AT_FDCWD, "/proc/self/fd", O_PATH | O_DIRECTORY);
   if (proc.ok()) proc_self_fd_ = std::move(proc).value();
   // open_by_handle_at refuses an O_PATH fd as its mount fd.
@@ -1082,7 +1084,7 @@ void Filesystem::Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   request->fd = HandleOf<FileHandle>(fi)->fd.get();
   request->offset = static_cast<uint64_t>(off);
   request->len = size;
-  SubmitData(std::move(request));
+  SubmitData(req, std::move(request));
 }
 
 size_t Filesystem::AdmitWrite(int fd, uint64_t offset, size_t len, Reservation* reservation) {
@@ -1132,15 +1134,25 @@ void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t s
   request->fd = handle->fd.get();
   request->offset = offset;
   request->len = admitted;
-  SubmitData(std::move(request));
+  SubmitData(req, std::move(request));
 }
 
-void Filesystem::SubmitData(std::unique_ptr<iopath::IoRequest> request) {
-  if (protocol::ThreadHasOthersWaiting()) {
-    engine_->Submit(*queue_, std::move(request));
-  } else {
-    engine_->SubmitOrRun(*queue_, std::move(request));
+void Filesystem::SubmitData(fuse_req_t req, std::unique_ptr<iopath::IoRequest> request) {
+  if (protocol::ThreadHasOthersWaiting()) return engine_->Submit(*queue_, std::move(request));
+  // A ring queue's thread places itself (fuse/kernel_ring.cc).
+  if (protocol::RequestFromRing()) return (void)engine_->SubmitOrRun(*queue_, std::move(request));
+  // Read before the request can be answered (and `req` freed) inside SubmitOrRun.
+  const pid_t caller = fuse_req_ctx(req)->pid;
+  const bool alone = engine_->SubmitOrRun(*queue_, std::move(request));
+  // A worker serves this one volume for its whole life.
+  thread_local std::optional<ThreadPlacement> placement;
+  if (!placement) {
+    placement.emplace(worker_cpus_);
+    // libfuse starts a worker from another, whose pinned mask it inherits.
+    placement->Unpin();
   }
+  placement->Observe(alone ? 1 : ThreadPlacement::kJoinedOthers,
+                     [caller] { return LastCpuOf(caller); });
 }
 
 void Filesystem::Fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {

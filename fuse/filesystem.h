@@ -36,6 +36,7 @@
 #pragma once
 
 #include <fuse_lowlevel.h>
+#include <sched.h>
 #include <sys/stat.h>
 
 #include <cstdint>
@@ -287,8 +288,10 @@ class Filesystem {
   // (like a kernel filesystem that fills up); returns the admitted length, 0 for ENOSPC.
   size_t AdmitWrite(int fd, uint64_t offset, size_t len, Reservation* reservation);
   // A data read or write: on the calling thread when the engine finds the
-  // disk idle, unless other requests wait for this thread.
-  void SubmitData(std::unique_ptr<iopath::IoRequest> request);
+  // disk idle, unless other requests wait for this thread. On a /dev/fuse
+  // worker, whether it found the disk idle also places the worker
+  // (fuse/thread_placement.h).
+  void SubmitData(fuse_req_t req, std::unique_ptr<iopath::IoRequest> request);
   static std::string ProcPath(int fd);
   // Clears the setuid/setgid bits of a regular file as Linux does before a
   // write, truncate or chown: setuid always, setgid when group-execute is set
@@ -310,6 +313,9 @@ class Filesystem {
   iopath::Engine* engine_;
   iopath::IoQueue* queue_;
   const FilesystemConfig config_;
+  // Where the /dev/fuse workers may run: the mounting thread's CPUs, which
+  // they inherit through the loop thread.
+  const cpu_set_t worker_cpus_;
   BufferPool buffers_;
   std::atomic<uint64_t> overwrites_{0};
 

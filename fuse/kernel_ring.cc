@@ -22,7 +22,7 @@
 #include "base/thread_annotations.h"
 #include "base/unique_fd.h"
 #include "fuse/protocol_extensions.h"
-#include "fuse/queue_placement.h"
+#include "fuse/thread_placement.h"
 #include "iopath/uring.h"
 
 namespace localvol::fuse {
@@ -268,8 +268,8 @@ struct KernelRing::Queue {
     uint64_t served_at_tick = 0;
     ArmIdleTick();
     // On the queue's CPU while requests come one at a time, anywhere while
-    // they come in batches (fuse/queue_placement.h).
-    QueuePlacement placement(qid, QueuePlacement::CurrentAffinity());
+    // they come in batches (fuse/thread_placement.h).
+    ThreadPlacement placement(ThreadPlacement::CurrentAffinity());
     while (live > 0 && !stop.load(std::memory_order_acquire)) {
       {
         MutexLock lock(foreign_mu);
@@ -327,7 +327,7 @@ struct KernelRing::Queue {
           }
         }
       }
-      placement.Observe(taken);
+      placement.Observe(taken, [this] { return static_cast<int>(qid); });
       if (!retry_register.empty()) {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
         for (Entry* e : retry_register) PrepareCommand(*e, kCmdRegister, 0);

@@ -59,6 +59,7 @@ struct CurrentRequest {
   // is in it), handed out at most once.
   char* ring_payload = nullptr;
   size_t ring_payload_capacity = 0;
+  bool from_ring = false;
   bool others_waiting = false;  // a ring request with more behind it on this thread
 };
 thread_local CurrentRequest current;
@@ -250,8 +251,11 @@ void BeginRingRequest(const char* request, size_t header_len, char* payload,
   Inspect(request, header_len);
   current.ring_payload = payload;
   current.ring_payload_capacity = payload_capacity;
+  current.from_ring = true;
   current.others_waiting = others_waiting;
 }
+
+bool RequestFromRing() { return current.from_ring; }
 
 bool ThreadHasOthersWaiting() { return current.others_waiting; }
 

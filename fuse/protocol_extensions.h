@@ -85,6 +85,10 @@ PooledBuffer TakeReplyBuffer(size_t size);
 void BeginRingRequest(const char* request, size_t header_len, char* payload,
                       size_t payload_capacity, bool others_waiting);
 
+// Inside any callback: whether the request came from a ring entry (its
+// thread is a ring queue's) rather than from /dev/fuse (a worker's).
+bool RequestFromRing();
+
 // Inside any callback: whether the thread must not wait for the disk because
 // other requests wait for it. A ring queue's thread serves its requests one
 // after the other; a /dev/fuse worker is one of a pool that grows on demand.

@@ -326,7 +326,8 @@ struct Engine::Impl {
   IoLimits GetLimits(const IoQueue& queue) EXCLUDES(mu_);
   // Submit() and SubmitOrRun(): with `may_run_here`, a read or write that
   // finds the disk idle runs on the calling thread (see engine.h).
-  void Submit(IoQueue& queue, std::unique_ptr<IoRequest> request, bool may_run_here)
+  // Returns whether the request ran on the calling thread.
+  bool Submit(IoQueue& queue, std::unique_ptr<IoRequest> request, bool may_run_here)
       EXCLUDES(mu_);
   // The request `r`, admitted and counted in flight, done with preadv/pwritev
   // on this thread, continued like a ring request, then completed.
@@ -549,9 +550,9 @@ IoLimits Engine::Impl::GetLimits(const IoQueue& queue) {
   return queue.limits_;
 }
 
-void Engine::Impl::Submit(IoQueue& queue, std::unique_ptr<IoRequest> request,
+bool Engine::Impl::Submit(IoQueue& queue, std::unique_ptr<IoRequest> request,
                           bool may_run_here) {
-  if (!request) return;
+  if (!request) return false;
   IoRequest* r = request.release();  // owned by the engine until Complete() returns
   r->done_bytes = 0;
   r->again_retries = 0;
@@ -586,8 +587,12 @@ void Engine::Impl::Submit(IoQueue& queue, std::unique_ptr<IoRequest> request,
     }
     if (!run_here) to_submit = Dispatch();
   }
-  if (run_here) return RunHere(r);
+  if (run_here) {
+    RunHere(r);
+    return true;
+  }
   Enter(to_submit);
+  return false;
 }
 
 IoRequest* Engine::Impl::TakeIntoFlight(const Scheduler::Pick& pick) {
@@ -986,8 +991,8 @@ void Engine::Submit(IoQueue& queue, std::unique_ptr<IoRequest> request) {
   impl_->Submit(queue, std::move(request), /*may_run_here=*/false);
 }
 
-void Engine::SubmitOrRun(IoQueue& queue, std::unique_ptr<IoRequest> request) {
-  impl_->Submit(queue, std::move(request), /*may_run_here=*/true);
+bool Engine::SubmitOrRun(IoQueue& queue, std::unique_ptr<IoRequest> request) {
+  return impl_->Submit(queue, std::move(request), /*may_run_here=*/true);
 }
 
 void Engine::Unregister(IoQueue& queue) { impl_->Unregister(queue); }

@@ -137,8 +137,9 @@ class Engine {
   // hand-off to the completion thread, about a fifth of a 4 KiB direct read
   // at queue depth 1; the price is that the caller waits for the disk, so
   // call it only from threads that may (the FUSE workers, and a FUSE ring
-  // queue's thread when nothing else waits for it).
-  void SubmitOrRun(IoQueue& queue, std::unique_ptr<IoRequest> request);
+  // queue's thread when nothing else waits for it). Returns whether the
+  // request ran here, that is, found the disk idle.
+  bool SubmitOrRun(IoQueue& queue, std::unique_ptr<IoRequest> request);
 
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;

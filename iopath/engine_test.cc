@@ -172,16 +172,18 @@ IoResult RunOne(Engine& engine, IoQueue& queue, IoOp op, int fd, uint64_t offset
 }
 
 // Reads `len` bytes at offset 0 of `fd` into `buf` through SubmitOrRun()
-// (`or_run`) or Submit(); the future holds the thread Complete() ran on.
+// (`or_run`) or Submit(); the future holds the thread Complete() ran on, and
+// `ran_here` (if given) what SubmitOrRun() returned.
 std::future<std::thread::id> ReadOnSomeThread(Engine& engine, IoQueue& queue, bool or_run, int fd,
-                                              void* buf, size_t len) {
+                                              void* buf, size_t len, bool* ran_here = nullptr) {
   auto where = std::make_shared<std::promise<std::thread::id>>();
   std::future<std::thread::id> future = where->get_future();
   auto request = MakeRequest(IoOp::kRead, fd, 0, buf, len, [where](IoResult) {
     where->set_value(std::this_thread::get_id());
   });
   if (or_run) {
-    engine.SubmitOrRun(queue, std::move(request));
+    const bool here = engine.SubmitOrRun(queue, std::move(request));
+    if (ran_here != nullptr) *ran_here = here;
   } else {
     engine.Submit(queue, std::move(request));
   }
@@ -706,13 +708,14 @@ TEST_F(EngineTest, SubmitOrRunOnAnIdleDiskCompletesOnTheCallersThread) {
   std::vector<char> buf(4096, 0);
   std::thread::id where;
   IoResult result{0, kTimedOut};
-  engine_->SubmitOrRun(*queue_, MakeRequest(IoOp::kRead, file_.fd(), 0, buf.data(), buf.size(),
-                                            [&](IoResult r) {
-                                              where = std::this_thread::get_id();
-                                              result = r;
-                                            }));
+  const bool ran_here = engine_->SubmitOrRun(
+      *queue_, MakeRequest(IoOp::kRead, file_.fd(), 0, buf.data(), buf.size(), [&](IoResult r) {
+        where = std::this_thread::get_id();
+        result = r;
+      }));
   // Complete() ran before SubmitOrRun returned, on this thread.
   EXPECT_EQ(where, std::this_thread::get_id());
+  EXPECT_TRUE(ran_here) << "SubmitOrRun says where the request ran";
   EXPECT_EQ(result, (IoResult{4096, 0}));
   EXPECT_EQ(buf, data);
   const IoStatsSnapshot s = queue_->stats().Snapshot();
@@ -726,9 +729,11 @@ TEST_F(EngineTest, SubmitOrRunSendsLargeRequestsThroughTheRing) {
   const std::vector<char> data = Pattern(128 << 10, 6);
   file_.Fill(data);
   std::vector<char> buf(data.size(), 0);
+  bool ran_here = true;
   EXPECT_TRUE(CompletedElsewhere(
-      ReadOnSomeThread(*engine_, *queue_, true, file_.fd(), buf.data(), buf.size())))
+      ReadOnSomeThread(*engine_, *queue_, true, file_.fd(), buf.data(), buf.size(), &ran_here)))
       << "a 128 KiB read held the caller";
+  EXPECT_FALSE(ran_here);
   EXPECT_EQ(buf, data);
 }
 
@@ -740,8 +745,11 @@ TEST_F(EngineTest, SubmitOrRunUsesTheRingWhileOtherIoIsInFlight) {
   engine_->Submit(*queue_, MakeRequest(IoOp::kRead, pipe.read_end.get(), 0, pipe_buf, 1,
                                        [&](IoResult r) { blocker.set_value(r); }));
   char c = 0;
-  EXPECT_TRUE(CompletedElsewhere(ReadOnSomeThread(*engine_, *queue_, true, file_.fd(), &c, 1)))
+  bool ran_here = true;
+  EXPECT_TRUE(
+      CompletedElsewhere(ReadOnSomeThread(*engine_, *queue_, true, file_.fd(), &c, 1, &ran_here)))
       << "ran here although the disk was busy";
+  EXPECT_FALSE(ran_here);
   ASSERT_EQ(::write(pipe.write_end.get(), "x", 1), 1);
   auto unblocked = blocker.get_future();
   ASSERT_EQ(unblocked.wait_for(kWaitTimeout), std::future_status::ready);

@@ -249,7 +249,7 @@ std::map<int, std::string> RingThreadCpus() {
 }
 
 TEST_F(KernelRingTest, RequestsOneAtATimePinTheQueueThreadToItsCpu) {
-  // fuse/queue_placement.h: a queue whose requests come one per wake-up runs
+  // fuse/thread_placement.h: a queue whose requests come one per wake-up runs
   // its thread on the queue's CPU.
   cpu_set_t mine;
   ASSERT_EQ(sched_getaffinity(0, sizeof mine, &mine), 0);

@@ -17,8 +17,12 @@
 //  - a /dev/fuse worker (fuse/filesystem.cc): the target is the CPU the
 //    calling thread last ran on. Each small read or write counts as one
 //    request per wake-up when it finds the disk idle (the engine runs it on
-//    the worker), and as a batch when it joins other I/O.
-// Measured on 2 vCPUs (docs/performance.md, sections 2 and 7).
+//    the worker), and as a batch when it joins other I/O; other requests
+//    (creates among them) do not count.
+// Measured on 2 vCPUs (docs/performance.md, sections 2 and 7). For the
+// workers, most of the gain came from staying on one CPU rather than from
+// sharing the caller's: the reply wakes the caller on an idle CPU, so the
+// workers end up following it from window to window.
 //
 // Not thread-safe: one instance per serving thread, used by that thread only.
 #pragma once

@@ -16,7 +16,10 @@
 //     exception is io_uring_enter itself, which runs outside mu_: for a direct
 //     read or write on XFS the kernel issues the bio inside that call, several
 //     microseconds that other submitters and the completion thread would
-//     otherwise spend waiting for mu_.
+//     otherwise spend waiting for mu_. liburing keeps the two halves
+//     independent, and waiting for CQEs never touches the SQ because the
+//     timed wait uses IORING_FEAT_EXT_ARG (checked at startup) instead of a
+//     timeout SQE.
 //   * One thread at a time enters to submit (Enter() "combines"): a thread
 //     that publishes SQEs while another is entering leaves them to it, and the
 //     one entering enters again until nobody has published more. The kernel
@@ -27,10 +30,7 @@
 //     cost 1 MiB direct I/O at QD16 4-10% on a RAM disk (docs/performance.md,
 //     section 3). An enter that finds fewer published SQEs than it asked for
 //     submits what is there, so asking for the whole SQ submits every
-//     published SQE exactly once. liburing
-//     keeps the two halves independent, and waiting for CQEs never touches the
-//     SQ because the timed wait uses IORING_FEAT_EXT_ARG (checked at startup)
-//     instead of a timeout SQE.
+//     published SQE exactly once.
 //   * Many threads submit, so the ring is set up without SINGLE_ISSUER or
 //     DEFER_TASKRUN. The kernel may run completion task_work on the thread that
 //     submitted a request; that is brief and invisible to callers.

@@ -1143,16 +1143,38 @@ void Filesystem::SubmitData(fuse_req_t req, std::unique_ptr<iopath::IoRequest> r
   if (protocol::RequestFromRing()) return (void)engine_->SubmitOrRun(*queue_, std::move(request));
   // Read before the request can be answered (and `req` freed) inside SubmitOrRun.
   const pid_t caller = fuse_req_ctx(req)->pid;
+  const bool small = request->len <= iopath::Engine::kRunHereMaxBytes;
   const bool alone = engine_->SubmitOrRun(*queue_, std::move(request));
+  PlaceWorker(caller, alone ? 1 : ThreadPlacement::kJoinedOthers, small);
+}
+
+void Filesystem::PlaceWorkerForOtherRequest(fuse_req_t req) {
+  if (protocol::RequestFromRing()) return;
+  PlaceWorker(fuse_req_ctx(req)->pid, ThreadPlacement::kJoinedOthers, /*spread=*/false);
+}
+
+void Filesystem::PlaceWorker(pid_t caller, size_t per_wake, bool spread) {
   // A worker serves this one volume for its whole life.
   thread_local std::optional<ThreadPlacement> placement;
   if (!placement) {
-    placement.emplace(worker_cpus_);
+    const uint64_t ordinal = workers_placed_.fetch_add(1, std::memory_order_relaxed);
+    placement.emplace(worker_cpus_, SpreadCpu(worker_cpus_, ordinal));
     // libfuse starts a worker from another, whose pinned mask it inherits.
     placement->Unpin();
   }
-  placement->Observe(alone ? 1 : ThreadPlacement::kJoinedOthers,
-                     [caller] { return LastCpuOf(caller); });
+  const bool was_batched = placement->batched();
+  placement->Observe(per_wake, [this, caller] { return FollowCpu(caller); }, spread);
+  // Once batches come, the next lone caller picks the CPU afresh.
+  if (!was_batched && placement->batched()) follow_cpu_.store(-1, std::memory_order_relaxed);
+}
+
+int Filesystem::FollowCpu(pid_t caller) {
+  int cpu = follow_cpu_.load(std::memory_order_relaxed);
+  if (cpu >= 0) return cpu;
+  const int seen = LastCpuOf(caller);
+  if (seen < 0) return -1;
+  // The first worker to decide picks for all; the others take its pick.
+  return follow_cpu_.compare_exchange_strong(cpu, seen, std::memory_order_relaxed) ? seen : cpu;
 }
 
 void Filesystem::Fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
@@ -1418,7 +1440,7 @@ namespace {
 
 // No exception may cross into libfuse's C frames: answer EIO instead.
 template <typename Fn>
-void Guard(fuse_req_t req, Fn fn) {
+void GuardData(fuse_req_t req, Fn fn) {
   try {
     fn();
   } catch (const std::bad_alloc&) {
@@ -1427,6 +1449,17 @@ void Guard(fuse_req_t req, Fn fn) {
     GetLogger("fuse")->error("unexpected exception in a FUSE operation");
     if (req != nullptr) fuse_reply_err(req, EIO);
   }
+}
+
+// Runs the handler of a request other than a read or write, which places
+// the worker the way such requests do (Filesystem::PlaceWorker), then the
+// handler as GuardData does.
+template <typename Fn>
+void Guard(fuse_req_t req, Fn fn) {
+  GuardData(req, [&] {
+    if (req != nullptr) Fs(req)->PlaceWorkerForOtherRequest(req);
+    fn();
+  });
 }
 
 fuse_lowlevel_ops MakeOperations() {
@@ -1484,11 +1517,11 @@ fuse_lowlevel_ops MakeOperations() {
     Guard(req, [&] { Fs(req)->Open(req, ino, fi); });
   };
   ops.read = [](fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
-    Guard(req, [&] { Fs(req)->Read(req, ino, size, off, fi); });
+    GuardData(req, [&] { Fs(req)->Read(req, ino, size, off, fi); });
   };
   ops.write = [](fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
                  fuse_file_info* fi) {
-    Guard(req, [&] { Fs(req)->Write(req, ino, buf, size, off, fi); });
+    GuardData(req, [&] { Fs(req)->Write(req, ino, buf, size, off, fi); });
   };
   ops.release = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     Guard(req, [&] { Fs(req)->Release(req, ino, fi); });

@@ -185,6 +185,10 @@ class Filesystem {
               const char* newname, unsigned flags);
   void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
   void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi);
+  // On a /dev/fuse worker, before a request other than a read or write:
+  // such requests gain nothing from a placement (creates were measured), so
+  // they count as batches to run on every CPU (PlaceWorker).
+  void PlaceWorkerForOtherRequest(fuse_req_t req);
   void Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
   void Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
              fuse_file_info* fi);
@@ -292,6 +296,17 @@ class Filesystem {
   // worker, whether it found the disk idle also places the worker
   // (fuse/thread_placement.h).
   void SubmitData(fuse_req_t req, std::unique_ptr<iopath::IoRequest> request);
+  // The CPU a worker follows while requests come one at a time: one for all
+  // of the volume's workers, where `caller` last ran when the first of them
+  // decided. Workers that each chased the caller on their own ended up split
+  // across CPUs, and at queue depth 1 the gain is in being on one CPU
+  // (docs/performance.md, section 2). -1 if unknown.
+  int FollowCpu(pid_t caller);
+  // Counts a request of `caller` on this worker's ThreadPlacement: `per_wake`
+  // 1 for one that found the disk idle, ThreadPlacement::kJoinedOthers for
+  // one that joined other I/O; `spread` whether in batches it gains from the
+  // workers being spread over the CPUs (small reads and writes).
+  void PlaceWorker(pid_t caller, size_t per_wake, bool spread);
   static std::string ProcPath(int fd);
   // Clears the setuid/setgid bits of a regular file as Linux does before a
   // write, truncate or chown: setuid always, setgid when group-execute is set
@@ -316,6 +331,14 @@ class Filesystem {
   // Where the /dev/fuse workers may run: the mounting thread's CPUs, which
   // they inherit through the loop thread.
   const cpu_set_t worker_cpus_;
+  // Workers numbered as they first serve a request; the number picks the
+  // CPU each takes in batches of small reads and writes (SpreadCpu). Should
+  // libfuse stop idle workers and start new ones, the spread is even only
+  // roughly.
+  std::atomic<uint64_t> workers_placed_{0};
+  // The one CPU the workers pin to while their requests come one at a time,
+  // or -1 until a worker decides to (FollowCpu).
+  std::atomic<int> follow_cpu_{-1};
   BufferPool buffers_;
   std::atomic<uint64_t> overwrites_{0};
 

@@ -8,21 +8,34 @@
 // busy, and the serving thread does better on any other CPU.
 //
 // So a serving thread pins itself to a target CPU (where its requests come
-// from) while it takes about one request per wake-up, and goes back to every
-// allowed CPU while it takes several. It decides once per window of requests,
-// and follows the target if that moves. Two kinds of thread use it:
+// from) while it takes about one request per wake-up, and takes a batch
+// placement while it takes several: one CPU of its own, when the threads of
+// a group are spread over the allowed CPUs and most of the batched requests
+// are of the kind that gains from it, else every allowed CPU. It decides
+// once per window of requests, and follows the target if that moves. Two
+// kinds of thread use it:
 //  - a FUSE-over-io_uring queue's thread (fuse/kernel_ring.h): the target is
 //    the queue's CPU, which the kernel picks as the caller's. A wake-up that
-//    takes several requests is a batch.
-//  - a /dev/fuse worker (fuse/filesystem.cc): the target is the CPU the
-//    calling thread last ran on. Each small read or write counts as one
-//    request per wake-up when it finds the disk idle (the engine runs it on
-//    the worker), and as a batch when it joins other I/O; other requests
-//    (creates among them) do not count.
-// Measured on 2 vCPUs (docs/performance.md, sections 2 and 7). For the
-// workers, most of the gain came from staying on one CPU rather than from
-// sharing the caller's: the reply wakes the caller on an idle CPU, so the
-// workers end up following it from window to window.
+//    takes several requests is a batch. In batches it runs on every allowed
+//    CPU.
+//  - a /dev/fuse worker (fuse/filesystem.cc): the target is one CPU for
+//    all of the volume's workers, the one the caller last ran on when the
+//    first of them decided (Filesystem::FollowCpu); after batches the next
+//    lone caller picks again. Each small read or write counts as one request
+//    per wake-up when it finds the disk idle (the engine runs it on the
+//    worker), and as a batch when it joins other I/O. In batches of small
+//    requests the workers of a volume are spread evenly over the allowed
+//    CPUs (SpreadCpu): any idle worker takes the next request, so a CPU that
+//    another task keeps busy only leaves its workers fewer requests. Large
+//    reads and writes (those the engine never runs on the worker) and all
+//    other requests count as batches that are not spread: spread, 1 MiB
+//    direct I/O and creates lost a few percent.
+// Measured on 2 vCPUs (docs/performance.md, sections 2, 3 and 7). For the
+// workers at queue depth 1 the gain is in being together on one CPU rather
+// than on the caller's: the reply wakes the caller on an idle CPU, so
+// workers that each chased the caller ended up split across CPUs. In
+// batches, spreading them served 4 KiB direct I/O at QD32 faster than
+// leaving them to the scheduler, and no slower with a busy loop on one CPU.
 //
 // Not thread-safe: one instance per serving thread, used by that thread only.
 #pragma once
@@ -53,10 +66,15 @@ class ThreadPlacement {
   // a quarter of its requests find company, and unpins above three quarters.
   static constexpr size_t kJoinedOthers = 3;
 
-  // For a thread that may run on `allowed` (where it returns when unpinned).
-  // It never pins to a CPU outside `allowed`, nor when `allowed` has one
-  // CPU. `apply` defaults to sched_setaffinity of the calling thread.
-  explicit ThreadPlacement(const cpu_set_t& allowed, Apply apply = nullptr);
+  // A batch placement on every allowed CPU.
+  static constexpr int kAnyCpu = -1;
+
+  // For a thread that may run on `allowed`. In batches to spread (Observe)
+  // it runs on `batch_cpu` alone if that is one of `allowed`, in others on
+  // every allowed CPU. It never pins to a CPU outside `allowed`, nor when `allowed` has
+  // one CPU. `apply` defaults to sched_setaffinity of the calling thread.
+  explicit ThreadPlacement(const cpu_set_t& allowed, int batch_cpu = kAnyCpu,
+                           Apply apply = nullptr);
 
   // The calling thread's current affinity, for `allowed`.
   static cpu_set_t CurrentAffinity();
@@ -64,17 +82,19 @@ class ThreadPlacement {
   // After a wake-up of the thread that took `requests` requests (0: a
   // wake-up for something else, not counted). `target()` returns the CPU to
   // pin to, or -1 if it is not known; it is called only at the end of a
-  // window that decides to pin, so it may be slow.
+  // window that decides to pin, so it may be slow. `spread`: whether these
+  // requests, in batches, do better with the thread on its batch CPU than on
+  // every allowed CPU; a window spreads if most of its requests do.
   template <typename Target>
-  void Observe(size_t requests, Target&& target) {
-    switch (Count(requests)) {
+  void Observe(size_t requests, Target&& target, bool spread = true) {
+    switch (Count(requests, spread)) {
       case Decision::kNone:
         return;
-      case Decision::kPin:
+      case Decision::kFollow:
         PinTo(target());
         return;
-      case Decision::kUnpin:
-        Unpin();
+      case Decision::kBatch:
+        PlaceForBatches();
         return;
     }
   }
@@ -83,21 +103,37 @@ class ThreadPlacement {
   // inherited a pinned mask from the thread that created it).
   void Unpin();
 
+  // The CPU the thread is pinned to, following its target or for batches;
+  // -1 while it runs on every allowed CPU.
   bool pinned() const { return pinned_cpu_ >= 0; }
   int pinned_cpu() const { return pinned_cpu_; }
+  // Whether it has a batch placement (every allowed CPU from the start, or
+  // its batch CPU), rather than following its target.
+  bool batched() const { return batched_; }
 
  private:
-  enum class Decision { kNone, kPin, kUnpin };
-  Decision Count(size_t requests);
+  enum class Decision { kNone, kFollow, kBatch };
+  Decision Count(size_t requests, bool spread);
   void PinTo(int cpu);
+  void PlaceForBatches();
+  bool ApplyOnly(int cpu);  // the thread on `cpu` alone
 
   cpu_set_t allowed_;
   bool can_pin_;
+  int batch_cpu_;
   Apply apply_;
   int pinned_cpu_ = -1;
+  bool batched_ = true;
+  int batch_target_ = kAnyCpu;  // the batch placement the last window chose
   uint64_t wakes_ = 0;
   uint64_t requests_ = 0;
+  uint64_t unspread_ = 0;  // requests observed with `spread` false
 };
+
+// The CPU the `ordinal`-th thread of a group takes to spread the group
+// evenly over `allowed`: the allowed CPUs in turn, from the lowest. -1 if
+// `allowed` is empty.
+int SpreadCpu(const cpu_set_t& allowed, uint64_t ordinal);
 
 // The CPU `tid` last ran on (field 39 of /proc/<tid>/stat), or -1 if the
 // thread is gone or not visible from here.

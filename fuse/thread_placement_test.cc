@@ -42,7 +42,7 @@ void Feed(ThreadPlacement& p, size_t per_wake, int target) {
 
 TEST(ThreadPlacementTest, OneRequestPerWakeUpPinsToTheTarget) {
   Recorder r;
-  ThreadPlacement p(Cpus({0, 1, 2, 3}), r.Fn());
+  ThreadPlacement p(Cpus({0, 1, 2, 3}), ThreadPlacement::kAnyCpu, r.Fn());
   int asked = 0;
   auto target = [&asked] {
     ++asked;
@@ -63,7 +63,7 @@ TEST(ThreadPlacementTest, OneRequestPerWakeUpPinsToTheTarget) {
 
 TEST(ThreadPlacementTest, APinnedThreadFollowsItsTarget) {
   Recorder r;
-  ThreadPlacement p(Cpus({0, 1, 2, 3}), r.Fn());
+  ThreadPlacement p(Cpus({0, 1, 2, 3}), ThreadPlacement::kAnyCpu, r.Fn());
   Feed(p, 1, 1);
   ASSERT_EQ(p.pinned_cpu(), 1);
   Feed(p, 1, 3);  // the caller moved
@@ -76,7 +76,7 @@ TEST(ThreadPlacementTest, APinnedThreadFollowsItsTarget) {
 TEST(ThreadPlacementTest, BatchesUnpinToEveryAllowedCpu) {
   Recorder r;
   const cpu_set_t allowed = Cpus({0, 2, 3});
-  ThreadPlacement p(allowed, r.Fn());
+  ThreadPlacement p(allowed, ThreadPlacement::kAnyCpu, r.Fn());
   Feed(p, 1, 2);
   ASSERT_TRUE(p.pinned());
   Feed(p, 8, 2);
@@ -87,9 +87,108 @@ TEST(ThreadPlacementTest, BatchesUnpinToEveryAllowedCpu) {
   EXPECT_EQ(r.applied.size(), 2u) << "not pinned: nothing to undo";
 }
 
+TEST(ThreadPlacementTest, BatchesMoveAThreadWithABatchCpuThereAlone) {
+  Recorder r;
+  ThreadPlacement p(Cpus({0, 2, 3}), 3, r.Fn());
+  EXPECT_FALSE(p.pinned()) << "starts on every allowed CPU";
+  Feed(p, 8, 0);
+  EXPECT_TRUE(p.batched());
+  EXPECT_EQ(p.pinned_cpu(), 3);
+  ASSERT_EQ(r.applied.size(), 1u);
+  const cpu_set_t three = Cpus({3});
+  EXPECT_TRUE(CPU_EQUAL(&r.applied[0], &three));
+  Feed(p, 8, 0);
+  EXPECT_EQ(r.applied.size(), 1u) << "already there: nothing to apply";
+
+  // One at a time: it follows its target, and goes back to CPU 3 in batches.
+  Feed(p, 1, 2);
+  EXPECT_FALSE(p.batched());
+  EXPECT_EQ(p.pinned_cpu(), 2);
+  Feed(p, 8, 2);
+  EXPECT_TRUE(p.batched());
+  EXPECT_EQ(p.pinned_cpu(), 3);
+  EXPECT_EQ(r.applied.size(), 3u);
+}
+
+TEST(ThreadPlacementTest, ATargetOnTheBatchCpuIsFollowedWithoutANewMask) {
+  Recorder r;
+  ThreadPlacement p(Cpus({0, 1}), 1, r.Fn());
+  Feed(p, 8, 0);
+  ASSERT_EQ(p.pinned_cpu(), 1);
+  Feed(p, 1, 1);
+  EXPECT_FALSE(p.batched()) << "now it follows its target, which happens to be CPU 1";
+  EXPECT_EQ(r.applied.size(), 1u);
+  Feed(p, 1, 0);
+  EXPECT_EQ(p.pinned_cpu(), 0) << "and the target moved";
+}
+
+TEST(ThreadPlacementTest, ABatchCpuOutsideItsCpusMeansEveryAllowedCpu) {
+  Recorder r;
+  const cpu_set_t allowed = Cpus({0, 1});
+  ThreadPlacement p(allowed, 5, r.Fn());
+  EXPECT_TRUE(p.batched()) << "every allowed CPU is where it starts";
+  Feed(p, 1, 1);
+  Feed(p, 8, 1);
+  EXPECT_FALSE(p.pinned());
+  ASSERT_EQ(r.applied.size(), 2u);
+  EXPECT_TRUE(CPU_EQUAL(&r.applied[1], &allowed));
+  ThreadPlacement single(Cpus({2}), 2, r.Fn());
+  Feed(single, 8, 2);
+  EXPECT_FALSE(single.pinned()) << "one CPU: nothing to choose";
+  EXPECT_EQ(r.applied.size(), 2u);
+}
+
+TEST(ThreadPlacementTest, UnpinLeavesTheBatchCpuToo) {
+  Recorder r;
+  ThreadPlacement p(Cpus({0, 1}), 0, r.Fn());
+  Feed(p, 8, 1);
+  ASSERT_EQ(p.pinned_cpu(), 0);
+  p.Unpin();
+  EXPECT_FALSE(p.pinned());
+  Feed(p, 8, 1);
+  EXPECT_EQ(p.pinned_cpu(), 0) << "the next batched window places it again";
+}
+
+// A window of batches of 8, `unspread` of them observed with `spread` false.
+void FeedBatches(ThreadPlacement& p, int unspread) {
+  for (int n = 0; n < static_cast<int>(ThreadPlacement::kWindow / 8); ++n) {
+    p.Observe(8, [] { return 0; }, n >= unspread);
+  }
+}
+
+TEST(ThreadPlacementTest, BatchesMostlyNotToSpreadGoToEveryAllowedCpu) {
+  Recorder r;
+  const cpu_set_t allowed = Cpus({0, 1});
+  ThreadPlacement p(allowed, 1, r.Fn());
+  FeedBatches(p, 0);
+  ASSERT_EQ(p.pinned_cpu(), 1);
+  FeedBatches(p, 63);  // of the window's 128 wake-ups: most still spread
+  EXPECT_EQ(p.pinned_cpu(), 1);
+  EXPECT_EQ(r.applied.size(), 1u);
+  FeedBatches(p, 64);  // half: not most
+  EXPECT_FALSE(p.pinned());
+  EXPECT_TRUE(p.batched());
+  ASSERT_EQ(r.applied.size(), 2u);
+  EXPECT_TRUE(CPU_EQUAL(&r.applied[1], &allowed));
+  FeedBatches(p, 128);
+  EXPECT_EQ(r.applied.size(), 2u) << "already on every CPU";
+  FeedBatches(p, 0);
+  EXPECT_EQ(p.pinned_cpu(), 1) << "small batches again: back to its batch CPU";
+}
+
+TEST(SpreadCpuTest, TakesTheAllowedCpusInTurn) {
+  const cpu_set_t allowed = Cpus({1, 4, 6});
+  std::vector<int> got;
+  for (uint64_t n = 0; n < 7; ++n) got.push_back(SpreadCpu(allowed, n));
+  EXPECT_EQ(got, (std::vector<int>{1, 4, 6, 1, 4, 6, 1}));
+  cpu_set_t none;
+  CPU_ZERO(&none);
+  EXPECT_EQ(SpreadCpu(none, 0), -1);
+}
+
 TEST(ThreadPlacementTest, BetweenTheThresholdsNothingChanges) {
   Recorder r;
-  ThreadPlacement p(Cpus({0, 1}), r.Fn());
+  ThreadPlacement p(Cpus({0, 1}), ThreadPlacement::kAnyCpu, r.Fn());
   Feed(p, 2, 0);  // 2 per wake-up: neither below 1.5 nor above 2.5
   EXPECT_FALSE(p.pinned());
   Feed(p, 1, 0);
@@ -101,7 +200,7 @@ TEST(ThreadPlacementTest, BetweenTheThresholdsNothingChanges) {
 
 TEST(ThreadPlacementTest, WakeUpsWithoutRequestsDoNotCount) {
   Recorder r;
-  ThreadPlacement p(Cpus({0, 1}), r.Fn());
+  ThreadPlacement p(Cpus({0, 1}), ThreadPlacement::kAnyCpu, r.Fn());
   // Batches of 4 with a wake-up for something else between each: still 4
   // requests per counted wake-up, so never pinned.
   for (uint64_t n = 0; n < 2 * ThreadPlacement::kWindow; n += 4) {
@@ -114,11 +213,11 @@ TEST(ThreadPlacementTest, WakeUpsWithoutRequestsDoNotCount) {
 
 TEST(ThreadPlacementTest, NeverPinsOutsideItsCpusWithOneCpuOrWithoutATarget) {
   Recorder r;
-  ThreadPlacement p(Cpus({0, 1}), r.Fn());
+  ThreadPlacement p(Cpus({0, 1}), ThreadPlacement::kAnyCpu, r.Fn());
   Feed(p, 1, 3);
   Feed(p, 1, -1);
   Feed(p, 1, CPU_SETSIZE);
-  ThreadPlacement single(Cpus({0}), r.Fn());
+  ThreadPlacement single(Cpus({0}), ThreadPlacement::kAnyCpu, r.Fn());
   Feed(single, 1, 0);
   EXPECT_FALSE(p.pinned());
   EXPECT_FALSE(single.pinned());
@@ -127,7 +226,7 @@ TEST(ThreadPlacementTest, NeverPinsOutsideItsCpusWithOneCpuOrWithoutATarget) {
 
 TEST(ThreadPlacementTest, AFailedApplyKeepsThePlacementAndRetries) {
   Recorder r;
-  ThreadPlacement p(Cpus({0, 1}), r.Fn());
+  ThreadPlacement p(Cpus({0, 1}), ThreadPlacement::kAnyCpu, r.Fn());
   r.refuse = true;
   Feed(p, 1, 1);
   EXPECT_FALSE(p.pinned());
@@ -140,7 +239,7 @@ TEST(ThreadPlacementTest, AFailedApplyKeepsThePlacementAndRetries) {
 TEST(ThreadPlacementTest, UnpinReturnsToEveryAllowedCpuAtOnce) {
   Recorder r;
   const cpu_set_t allowed = Cpus({0, 1});
-  ThreadPlacement p(allowed, r.Fn());
+  ThreadPlacement p(allowed, ThreadPlacement::kAnyCpu, r.Fn());
   Feed(p, 1, 1);
   ASSERT_TRUE(p.pinned());
   p.Unpin();

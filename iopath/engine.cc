@@ -131,12 +131,6 @@ constexpr uint32_t kMaxAgainRetries = 100;
 // MAX_RW_COUNT (2 GiB - 4 KiB) per call; longer requests are continued.
 constexpr uint64_t kMaxBytesPerSqe = uint64_t{1} << 30;
 
-// The largest request SubmitOrRun() runs on the caller's thread. The hand-off
-// it saves is a fixed few microseconds, which matters for small requests; a
-// large one would hold the caller for its whole transfer, and the FUSE worker
-// it holds could be fetching the next request instead (1 MiB direct reads at
-// QD16 lost 14% that way).
-constexpr uint64_t kRunHereMaxBytes = 64 << 10;
 
 // CQEs reaped per completion-loop iteration.
 constexpr unsigned kCqeBatch = 64;
@@ -577,7 +571,7 @@ bool Engine::Impl::Submit(IoQueue& queue, std::unique_ptr<IoRequest> request,
     // scheduler admits this request now (it can pick no other), the ring and
     // the completion thread's wake-up would only add latency.
     if (may_run_here && (r->op == IoOp::kRead || r->op == IoOp::kWrite) &&
-        r->len <= kRunHereMaxBytes && in_flight_ == 0 && resume_.empty() &&
+        r->len <= Engine::kRunHereMaxBytes && in_flight_ == 0 && resume_.empty() &&
         scheduler_.backlogged() == 1 && queue.head_ == r) {
       const Scheduler::Pick pick = scheduler_.PickNext(r->submit_ns, &wake_at_ns_);
       if (pick.flow == queue.flow_.get()) {

@@ -140,6 +140,12 @@ class Engine {
   // queue's thread when nothing else waits for it). Returns whether the
   // request ran here, that is, found the disk idle.
   bool SubmitOrRun(IoQueue& queue, std::unique_ptr<IoRequest> request);
+  // The largest request SubmitOrRun() runs on the caller's thread. The
+  // hand-off it saves is a fixed few microseconds, which matters for small
+  // requests; a large one would hold the caller for its whole transfer, and
+  // the FUSE worker it holds could be fetching the next request instead
+  // (1 MiB direct reads at QD16 lost 14% that way).
+  static constexpr uint64_t kRunHereMaxBytes = 64 << 10;
 
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;

@@ -1,10 +1,13 @@
 // Where the /dev/fuse workers of a volume run (fuse/thread_placement.h):
 // while a lone caller sends small reads one at a time, the workers pin
-// themselves to the CPU it runs on and follow it; once requests come
-// together they return to every CPU.
+// themselves together to the CPU it ran on when they decided, and stay there;
+// once small requests come together they spread over the CPUs, one CPU each,
+// in turn, and large ones or other requests send them back to every CPU; the
+// next lone caller brings them together on its CPU again.
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/syscall.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -18,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "iopath/engine.h"
 #include "tests/support/in_process_volume.h"
 
 namespace localvol::testing {
@@ -26,6 +30,8 @@ namespace {
 // Reads done one at a time per phase: every worker libfuse starts (4 on this
 // volume) gets at least one whole decision window of 1,024 requests.
 constexpr int kRequestsPerPhase = 8 * 1024;
+// Just above the largest read the engine runs on a worker.
+constexpr size_t kLargeRead = iopath::Engine::kRunHereMaxBytes + 4096;
 
 pid_t ThisThread() { return static_cast<pid_t>(syscall(SYS_gettid)); }
 
@@ -66,7 +72,9 @@ class WorkerPlacementTest : public InProcessVolumeTest {
     ASSERT_GE(fd_, 0) << strerror(errno);
     buf_.reset(static_cast<char*>(std::aligned_alloc(4096, 4096)));
     std::memset(buf_.get(), 'w', 4096);
-    ASSERT_EQ(pwrite(fd_, buf_.get(), 4096, 0), 4096);
+    for (size_t off = 0; off < kLargeRead; off += 4096) {
+      ASSERT_EQ(pwrite(fd_, buf_.get(), 4096, static_cast<off_t>(off)), 4096);
+    }
   }
   void TearDown() override {
     if (fd_ >= 0) close(fd_);
@@ -77,6 +85,24 @@ class WorkerPlacementTest : public InProcessVolumeTest {
   void ReadOneAtATime(int count) {
     for (int i = 0; i < count; ++i) ASSERT_EQ(pread(fd_, buf_.get(), 4096, 0), 4096);
   }
+  // `callers` threads at once, anywhere, each doing `count` direct reads of
+  // `size` bytes: most requests find others in progress.
+  void ReadTogether(int callers, size_t size, int count) {
+    ASSERT_EQ(sched_setaffinity(0, sizeof allowed_, &allowed_), 0);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < callers; ++t) {
+      threads.emplace_back([this, size, count] {
+        std::unique_ptr<char, decltype(&std::free)> own(
+            static_cast<char*>(std::aligned_alloc(4096, size)), &std::free);
+        for (int i = 0; i < count; ++i) {
+          if (pread(fd_, own.get(), size, 0) != static_cast<ssize_t>(size)) {
+            return ADD_FAILURE() << "short or failed read: " << strerror(errno);
+          }
+        }
+      });
+    }
+    for (std::thread& t : threads) t.join();
+  }
 
   cpu_set_t allowed_;
   std::vector<int> cpus_;  // the first two CPUs this test may use
@@ -84,7 +110,7 @@ class WorkerPlacementTest : public InProcessVolumeTest {
   std::unique_ptr<char, decltype(&std::free)> buf_{nullptr, &std::free};
 };
 
-TEST_F(WorkerPlacementTest, WorkersFollowALoneCallersCpuAndLeaveItUnderLoad) {
+TEST_F(WorkerPlacementTest, WorkersJoinALoneCallersCpuAndSpreadUnderLoad) {
   if (cpus_.size() < 2) GTEST_SKIP() << "needs 2 CPUs to pin to one";
   const pid_t self = ThisThread();
   const int a = cpus_[0];
@@ -97,26 +123,44 @@ TEST_F(WorkerPlacementTest, WorkersFollowALoneCallersCpuAndLeaveItUnderLoad) {
   EXPECT_GE(ThreadsPinnedTo(a, self), 1) << "no worker moved to the caller's CPU " << a;
   EXPECT_EQ(ThreadsPinnedTo(b, self), 0);
 
+  // The caller moves, still one request at a time: the workers stay
+  // together where they are rather than chase it.
   ASSERT_TRUE(PinThisThread(b));
   ReadOneAtATime(kRequestsPerPhase);
-  EXPECT_GE(ThreadsPinnedTo(b, self), 1) << "no worker followed the caller to CPU " << b;
-  EXPECT_EQ(ThreadsPinnedTo(a, self), 0) << "a worker stayed on the caller's old CPU";
+  EXPECT_GE(ThreadsPinnedTo(a, self), 1);
+  EXPECT_EQ(ThreadsPinnedTo(b, self), 0) << "a worker left the others to chase the caller";
 
   // Eight callers at once, anywhere: most requests find others in progress.
-  ASSERT_EQ(sched_setaffinity(0, sizeof allowed_, &allowed_), 0);
-  std::vector<std::thread> callers;
-  for (int t = 0; t < 8; ++t) {
-    callers.emplace_back([this] {
-      std::unique_ptr<char, decltype(&std::free)> own(
-          static_cast<char*>(std::aligned_alloc(4096, 4096)), &std::free);
-      for (int i = 0; i < kRequestsPerPhase / 2; ++i) {
-        if (pread(fd_, own.get(), 4096, 0) != 4096) return ADD_FAILURE() << strerror(errno);
-      }
-    });
+  // The first two workers to serve data take the first two CPUs in batches,
+  // and the volume's workers are then pinned, each to one CPU, on both.
+  ReadTogether(8, 4096, kRequestsPerPhase / 2);
+  EXPECT_GE(ThreadsPinnedTo(a, self), 1) << "no worker spread to CPU " << a << " under load";
+  EXPECT_GE(ThreadsPinnedTo(b, self), 1) << "no worker spread to CPU " << b << " under load";
+
+  // Eight callers of large reads, which the engine never runs on a worker:
+  // batches, but not spread; the workers go back to every CPU.
+  ReadTogether(8, kLargeRead, kRequestsPerPhase / 2);
+  EXPECT_EQ(ThreadsPinnedTo(a, self), 0) << "a worker stayed pinned under large reads";
+  EXPECT_EQ(ThreadsPinnedTo(b, self), 0) << "a worker stayed pinned under large reads";
+
+  // Spread again, then requests other than reads and writes, one at a time
+  // (a missing extended attribute, which the kernel asks the server for each
+  // time): these, too, send the workers back to every CPU.
+  ReadTogether(8, 4096, kRequestsPerPhase / 2);
+  ASSERT_GE(ThreadsPinnedTo(a, self), 1);
+  const std::string path = volume_->mountpoint() + "/placement";
+  char value[16];
+  for (int i = 0; i < kRequestsPerPhase; ++i) {
+    ASSERT_LT(getxattr(path.c_str(), "user.localvol-placement-test", value, sizeof value), 0);
   }
-  for (std::thread& t : callers) t.join();
-  EXPECT_EQ(ThreadsPinnedTo(a, self), 0) << "a worker stayed pinned under load";
-  EXPECT_EQ(ThreadsPinnedTo(b, self), 0) << "a worker stayed pinned under load";
+  EXPECT_EQ(ThreadsPinnedTo(a, self), 0) << "a worker stayed pinned for other requests";
+  EXPECT_EQ(ThreadsPinnedTo(b, self), 0) << "a worker stayed pinned for other requests";
+
+  // One at a time again, from CPU b: the workers gather there this time.
+  ASSERT_TRUE(PinThisThread(b));
+  ReadOneAtATime(kRequestsPerPhase);
+  EXPECT_GE(ThreadsPinnedTo(b, self), 1);
+  EXPECT_EQ(ThreadsPinnedTo(a, self), 0) << "a worker did not join the new caller's CPU " << b;
 }
 
 }  // namespace

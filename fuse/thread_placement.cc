@@ -43,8 +43,8 @@ ThreadPlacement::Decision ThreadPlacement::Count(size_t requests, bool spread) {
   unspread_ = 0;
   // Following or not, one at a time means "be on the target": it may have
   // moved.
-  if (per_wake < kPinBelow) return Decision::kFollow;
-  if (per_wake <= kUnpinAbove) return Decision::kNone;
+  if (per_wake < kFollowBelow) return Decision::kFollow;
+  if (per_wake <= kBatchAbove) return Decision::kNone;
   batch_target_ = spread_window ? batch_cpu_ : kAnyCpu;
   if (batched_ && pinned_cpu_ == batch_target_) return Decision::kNone;
   return Decision::kBatch;

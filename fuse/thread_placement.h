@@ -1,7 +1,7 @@
 // ThreadPlacement: on which CPUs a thread that serves FUSE requests runs.
 //
-// While requests come one at a time (a caller at queue depth 1, or creates),
-// the caller sleeps while its request is served. Serving it on the caller's
+// While requests come one at a time (a caller at queue depth 1), the caller
+// sleeps while its request is served. Serving it on the caller's
 // CPU spares two wake-ups of another CPU per request, one for the request and
 // one for the reply, and waking an idle virtual CPU is the dearest step of a
 // request there. While requests come in batches, the caller keeps its CPU
@@ -28,8 +28,9 @@
 //    CPUs (SpreadCpu): any idle worker takes the next request, so a CPU that
 //    another task keeps busy only leaves its workers fewer requests. Large
 //    reads and writes (those the engine never runs on the worker) and all
-//    other requests count as batches that are not spread: spread, 1 MiB
-//    direct I/O and creates lost a few percent.
+//    other requests count as batches not to spread, so that they leave the
+//    workers on every CPU: spread, 1 MiB direct I/O and creates lost a few
+//    percent, and creates gained nothing from one CPU either.
 // Measured on 2 vCPUs (docs/performance.md, sections 2, 3 and 7). For the
 // workers at queue depth 1 the gain is in being together on one CPU rather
 // than on the caller's: the reply wakes the caller on an idle CPU, so
@@ -56,14 +57,16 @@ class ThreadPlacement {
 
   // Requests observed per decision.
   static constexpr uint64_t kWindow = 1024;
-  // Pin below this many requests per wake-up, unpin above the second; in
-  // between the placement stays, so that it does not flap.
-  static constexpr double kPinBelow = 1.5;
-  static constexpr double kUnpinAbove = 2.5;
+  // Follow the target below this many requests per wake-up, take a batch
+  // placement above the second; in between the placement stays, so that it
+  // does not flap.
+  static constexpr double kFollowBelow = 1.5;
+  static constexpr double kBatchAbove = 2.5;
   // What a thread that takes one request per wake-up by construction (a
   // /dev/fuse worker) reports for a request that found other I/O in
-  // progress: a batch, above kUnpinAbove. So a worker pins while fewer than
-  // a quarter of its requests find company, and unpins above three quarters.
+  // progress: a batch, above kBatchAbove. So a worker follows its target
+  // while fewer than a quarter of its requests find company, and takes a
+  // batch placement above three quarters.
   static constexpr size_t kJoinedOthers = 3;
 
   // A batch placement on every allowed CPU.

@@ -131,7 +131,7 @@ TEST_F(WorkerPlacementTest, WorkersJoinALoneCallersCpuAndSpreadUnderLoad) {
   EXPECT_EQ(ThreadsPinnedTo(b, self), 0) << "a worker left the others to chase the caller";
 
   // Eight callers at once, anywhere: most requests find others in progress.
-  // The first two workers to serve data take the first two CPUs in batches,
+  // The first two workers to serve a request take the first two CPUs in batches,
   // and the volume's workers are then pinned, each to one CPU, on both.
   ReadTogether(8, 4096, kRequestsPerPhase / 2);
   EXPECT_GE(ThreadsPinnedTo(a, self), 1) << "no worker spread to CPU " << a << " under load";

@@ -131,7 +131,6 @@ constexpr uint32_t kMaxAgainRetries = 100;
 // MAX_RW_COUNT (2 GiB - 4 KiB) per call; longer requests are continued.
 constexpr uint64_t kMaxBytesPerSqe = uint64_t{1} << 30;
 
-
 // CQEs reaped per completion-loop iteration.
 constexpr unsigned kCqeBatch = 64;
 

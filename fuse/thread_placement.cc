@@ -50,9 +50,8 @@ ThreadPlacement::Decision ThreadPlacement::Count(size_t requests, bool spread) {
   return Decision::kBatch;
 }
 
-// On failure to apply a mask (the CPU went offline, a cpuset changed) the
-// placement stays and the next window tries again.
-
+// Here and below: on failure to apply a mask (the CPU went offline, a cpuset
+// changed) the placement stays and the next window tries again.
 bool ThreadPlacement::ApplyOnly(int cpu) {
   cpu_set_t mask;
   CPU_ZERO(&mask);

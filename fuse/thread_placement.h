@@ -74,8 +74,9 @@ class ThreadPlacement {
 
   // For a thread that may run on `allowed`. In batches to spread (Observe)
   // it runs on `batch_cpu` alone if that is one of `allowed`, in others on
-  // every allowed CPU. It never pins to a CPU outside `allowed`, nor when `allowed` has
-  // one CPU. `apply` defaults to sched_setaffinity of the calling thread.
+  // every allowed CPU. It never pins to a CPU outside `allowed`, nor when
+  // `allowed` has one CPU. `apply` defaults to sched_setaffinity of the
+  // calling thread.
   explicit ThreadPlacement(const cpu_set_t& allowed, int batch_cpu = kAnyCpu,
                            Apply apply = nullptr);
 

@@ -77,7 +77,7 @@ struct Op {
   // Run as root only. chown(f, -1, -1) by another user: Linux refuses it on
   // a setuid/setgid file unless the user owns it, but FUSE hands the server
   // the same request as before a write by anyone, so localvol drops the bits
-  // and succeeds (README, "Ownership"). Not compared.
+  // and succeeds (docs/volumes.md, "Permissions and ownership"). Not compared.
   bool root_only = false;
 };
 

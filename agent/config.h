@@ -24,7 +24,7 @@
 //   fuse_io_uring: false          # true: volumes take FUSE requests through
 //                                 # io_uring where the kernel offers it (fuse
 //                                 # module parameter enable_uring); see
-//                                 # fuse/kernel_ring.h and docs/performance.md.
+//                                 # fuse/kernel_ring.h and docs/performance.md, section 7.
 //
 // Every key is optional. An unknown key, a value of the wrong type or an
 // invalid value is an error whose message names the key ("disks[1].wipe: ...").

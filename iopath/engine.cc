@@ -1,86 +1,36 @@
 // Engine: the io_uring data path. engine.h states the contract; this file
-// holds the detail.
+// holds the detail. Measured costs of these choices: docs/performance.md,
+// sections 2 and 3.
 //
 // Threading model
-//   * Submitter threads (FUSE workers, or a Complete() that chains work) call
-//     Submit(). Under mu_ they append the request to its IoQueue and run
-//     Dispatch(), which moves queued requests into SQEs and publishes them to
-//     the kernel; then, with mu_ released, Enter() has them submitted.
-//     Nothing here waits for the disk.
-//   * The completion thread ("iopath-cq", CompletionLoop) owns the CQ. It waits
-//     for CQEs without holding mu_, decides for each whether the request is
-//     finished or must go back to the ring (short transfer, -EAGAIN), refills
-//     the ring under mu_, and then calls Complete() with no lock held.
-//   * The ring is shared: its SQ half is touched only under mu_ (by whichever
-//     thread dispatches), its CQ half only by the completion thread. The one
-//     exception is io_uring_enter itself, which runs outside mu_: for a direct
-//     read or write on XFS the kernel issues the bio inside that call, several
-//     microseconds that other submitters and the completion thread would
-//     otherwise spend waiting for mu_. liburing keeps the two halves
-//     independent, and waiting for CQEs never touches the SQ because the
-//     timed wait uses IORING_FEAT_EXT_ARG (checked at startup) instead of a
-//     timeout SQE.
-//   * One thread at a time enters to submit (Enter() "combines"): a thread
-//     that publishes SQEs while another is entering leaves them to it, and the
-//     one entering enters again until nobody has published more. The kernel
-//     serializes submissions on a mutex of its own anyway; with every
-//     submitter entering, the waiting ones spun on it (3.3% of the machine's
-//     CPU at 4 KiB QD32 by perf), and each enter submitted only its own one
-//     or two SQEs. Combining made 4 KiB direct I/O at QD32 3-21% faster and
-//     cost 1 MiB direct I/O at QD16 4-10% on a RAM disk (docs/performance.md,
-//     section 3). An enter that finds fewer published SQEs than it asked for
-//     submits what is there, so asking for the whole SQ submits every
-//     published SQE exactly once.
-//   * Many threads submit, so the ring is set up without SINGLE_ISSUER or
-//     DEFER_TASKRUN. The kernel may run completion task_work on the thread that
-//     submitted a request; that is brief and invisible to callers.
+//   * Submitters (FUSE workers, or a Complete() that chains work) call
+//     Submit(). Under mu_ they queue the request on its IoQueue and run
+//     Dispatch(), which moves admitted requests into SQEs and publishes them;
+//     then, with mu_ released, Enter() submits them. Nothing here waits for
+//     the disk, except SubmitOrRun()'s run on the caller (RunHere).
+//   * The completion thread ("iopath-cq", CompletionLoop) owns the CQ. It
+//     waits for CQEs without mu_, decides for each whether the request is
+//     finished or goes back to the ring (ApplyCqe), refills the ring under
+//     mu_, and calls Complete() with no lock held.
+//   * The SQ half of the ring is touched only under mu_, the CQ half only by
+//     the completion thread. io_uring_enter runs outside mu_, because for a
+//     direct read or write the kernel issues the bio inside it; liburing
+//     keeps the halves independent, and the completion thread's timed wait
+//     uses IORING_FEAT_EXT_ARG (checked at startup), never a timeout SQE.
+//   * One thread at a time enters to submit (Enter()); the others leave
+//     their published SQEs to it.
+//   * Many threads submit, so the ring has neither SINGLE_ISSUER nor
+//     DEFER_TASKRUN; the kernel may run brief completion task_work on a
+//     submitting thread.
 //
 // Life of a request
-//   queued (IoQueue::head_; the queue's oldest request is the flow's head in
-//   the Scheduler) -> admitted by Scheduler::PickNext -> in flight (holds one of max_in_flight slots: in
-//   an SQE, or on resume_ waiting for one) -> finished (slot released) ->
-//   Complete() returns -> deleted -> IoQueue::outstanding_ decremented. The
-//   last step comes after Complete() so that ~IoQueue cannot return while a
-//   Complete() for that queue is still running.
-//
-// Results
-//   cqe->res is -errno on failure; ErrnoFromUring() (uring.h) flips the sign in
-//   one place and IoResult::err is positive from then on.
-//   * Short read (0 < res < remaining): continued at offset + done.
-//   * Read returning 0: end of file, finished with the bytes read so far.
-//   * Short write: continued. A write whose later chunk fails finishes as a
-//     short write {done, 0}, as write(2) would; a write whose first chunk fails
-//     finishes with the error. A write returning 0 with bytes left finishes
-//     with {done, 0} if some bytes went through, else with EIO.
-//   * A read that fails after some bytes finishes with {done, err}: a short
-//     read without error would read as end of file to FUSE, hiding the error.
-//   * fsync, fdatasync, fallocate finish with bytes = 0.
-//
-// EAGAIN policy
-//   The kernel normally turns "would block" into a blocking retry in io-wq, so
-//   -EAGAIN (or -EINTR) reaching us means a transient refusal (memory pressure,
-//   a non-blocking backing fd). The request goes straight back to the ring, up
-//   to kMaxAgainRetries times in a row without progress; any progress resets
-//   the count. After that the request finishes with EIO, not EAGAIN: the
-//   application above FUSE did a blocking read or write, and EAGAIN on a
-//   blocking file descriptor is a contract violation that programs mishandle
-//   (busy loops, or treating it as "no data yet"). EIO says what happened: the
-//   I/O could not be done. Exhaustion is logged at warn, rate-limited.
-//   -ECANCELED is retried the same way. The engine never cancels a request;
-//   the kernel does when the thread whose io_uring_enter issued it exits
-//   while it still waits in that thread's io-wq (io_uring ties io-wq work to
-//   the issuing task, and any Submit() caller may be the one that enters).
-//   Such a request never started, so issuing it again from the completion
-//   thread is safe, O_APPEND included. Seen as 1 run in 60 of
-//   EngineConcurrency.ManyRequestsFromTwoThreadsAcrossQueuesCompleteExactlyOnce,
-//   whose submitting threads exit right after their last Submit().
-//
-// io_uring_submit failure
-//   The SQEs are already published to the kernel when io_uring_enter fails
-//   (-EAGAIN, -EBUSY), so they are neither lost nor failed: Enter() retries
-//   once under mu_, and if that fails too sq_unflushed_ is set and the next
-//   enter, or the completion thread within kSubmitRetryInterval, submits
-//   them. Each request still completes exactly once.
+//   queued (IoQueue::head_; the queue's oldest request is its flow's head in
+//   the Scheduler) -> admitted by Scheduler::PickNext -> in flight (holds one
+//   of max_in_flight slots: in an SQE, or on resume_ waiting for one) ->
+//   finished (slot released) -> Complete() returns -> deleted ->
+//   IoQueue::outstanding_ decremented. The last step comes after Complete()
+//   so that ~IoQueue cannot return while a Complete() for it still runs.
+//   Each request completes exactly once, whatever fails on the way.
 //
 // Throttling and the wait bound
 //   Dispatch() stops taking new requests when the Scheduler has none eligible,
@@ -210,6 +160,35 @@ enum class CqeVerdict { kFinished, kResubmit };
 // kResubmit when the rest of the request must go back to the ring; otherwise
 // stores the final result in *result. Sets *again_exhausted when the request
 // ran out of -EAGAIN retries. Pure bookkeeping, no I/O.
+//
+// res is -errno on failure; ErrnoFromUring() (uring.h) flips the sign in one
+// place and IoResult::err is positive from then on.
+//   * Short read (0 < res < remaining): continued at offset + done. A read
+//     returning 0 is end of file: finished with the bytes read so far.
+//   * Short write: continued. A write whose later chunk fails finishes as a
+//     short write {done, 0}, as write(2) would; one whose first chunk fails
+//     finishes with the error. A write returning 0 with bytes left finishes
+//     with {done, 0} if some bytes went through, else with EIO.
+//   * A read that fails after some bytes finishes with {done, err}: a short
+//     read without error would read as end of file to FUSE, hiding the error.
+//   * fsync, fdatasync, fallocate finish with bytes = 0.
+//
+// EAGAIN policy: the kernel normally turns "would block" into a blocking
+// retry in io-wq, so -EAGAIN (or -EINTR) here is a transient refusal (memory
+// pressure, a non-blocking backing fd). The request goes straight back to the
+// ring, up to kMaxAgainRetries times in a row without progress; any progress
+// resets the count. After that it finishes with EIO, not EAGAIN: the
+// application above FUSE did a blocking read or write, and EAGAIN on a
+// blocking descriptor is a contract violation that programs mishandle (busy
+// loops, or "no data yet"); EIO says what happened: the I/O could not be
+// done. Exhaustion is logged at warn, rate-limited.
+// -ECANCELED is retried the same way. The engine never cancels a request; the
+// kernel does when the thread whose io_uring_enter issued it exits while it
+// still waits in that thread's io-wq (io-wq work is tied to the issuing task,
+// and any Submit() caller may be the one that enters; the submitting threads
+// of EngineConcurrency.ManyRequestsFromTwoThreadsAcrossQueuesCompleteExactlyOnce
+// exit right after their last Submit()). Such a request never started, so
+// issuing it again from the completion thread is safe, O_APPEND included.
 CqeVerdict ApplyCqe(IoRequest& r, int res, IoResult* result, bool* again_exhausted) {
   if (res < 0) {
     int err = ErrnoFromUring(res);
@@ -219,7 +198,7 @@ CqeVerdict ApplyCqe(IoRequest& r, int res, IoResult* result, bool* again_exhaust
         return CqeVerdict::kResubmit;
       }
       *again_exhausted = true;
-      err = EIO;  // see "EAGAIN policy" at the top of this file
+      err = EIO;  // see "EAGAIN policy" above
     }
     if (r.op == IoOp::kWrite && r.done_bytes > 0) {
       *result = IoResult{r.done_bytes, 0};  // short write, as write(2) reports it
@@ -692,6 +671,19 @@ unsigned Engine::Impl::PublishSq() {
   return tail - io_uring_smp_load_acquire(sq.khead);
 }
 
+// One thread at a time enters to submit ("combining"): a thread that
+// publishes SQEs while another is entering leaves them to it, and the one
+// entering enters again until nobody has published more. The kernel
+// serializes submissions to a ring on a mutex of its own, so concurrent
+// enters only wait on each other, and one enter for several threads' SQEs
+// submits them as a batch (docs/performance.md, section 3). An enter that
+// finds fewer published SQEs than it asked for submits what is there, so
+// asking for the whole SQ submits every published SQE exactly once.
+//
+// If io_uring_enter fails (-EAGAIN, -EBUSY), the SQEs are already published,
+// so they are neither lost nor failed: FlushSq() retries once under mu_, and
+// if that fails too sq_unflushed_ is set and the next enter, or the
+// completion thread within kSubmitRetryInterval, submits them.
 void Engine::Impl::Enter(unsigned to_submit) {
   if (to_submit == 0) return;
   // Our SQEs were published (under mu_) before this increment; whoever is

@@ -134,17 +134,17 @@ class Engine {
   // (pread/pwrite, with the same continuation and error rules as the ring)
   // and is completed there, before this returns. It is counted in flight
   // meanwhile, so requests that arrive then go to the ring. This saves the
-  // hand-off to the completion thread, about a fifth of a 4 KiB direct read
-  // at queue depth 1; the price is that the caller waits for the disk, so
-  // call it only from threads that may (the FUSE workers, and a FUSE ring
-  // queue's thread when nothing else waits for it). Returns whether the
-  // request ran here, that is, found the disk idle.
+  // hand-off to the completion thread (docs/performance.md, section 2); the
+  // price is that the caller waits for the disk, so call it only from
+  // threads that may (the FUSE workers, and a FUSE ring queue's thread when
+  // nothing else waits for it). Returns whether the request ran here, that
+  // is, found the disk idle.
   bool SubmitOrRun(IoQueue& queue, std::unique_ptr<IoRequest> request);
   // The largest request SubmitOrRun() runs on the caller's thread. The
-  // hand-off it saves is a fixed few microseconds, which matters for small
+  // hand-off it saves is a fixed cost per request, which matters for small
   // requests; a large one would hold the caller for its whole transfer, and
   // the FUSE worker it holds could be fetching the next request instead
-  // (1 MiB direct reads at QD16 lost 14% that way).
+  // (docs/performance.md, section 2).
   static constexpr uint64_t kRunHereMaxBytes = 64 << 10;
 
   Engine(const Engine&) = delete;

@@ -32,7 +32,8 @@ TOPOLOGY_KEY = "topology.localvol.io/node"
 HOST_SOCKET = "/var/lib/kubelet/plugins/localvol.io/csi.sock"
 REGISTRY_DIR = "/var/lib/kubelet/plugins_registry"
 PUBLISH_DIR = "/mnt/disks"
-NODE_LABEL = "localvol.io/storage"
+NODE_LABEL = "localvol.io/storage"    # nodes of the dynamic mode
+STATIC_LABEL = "localvol.io/static"   # nodes of the static mode; never both
 NO_PROVISIONER = "kubernetes.io/no-provisioner"
 
 # Issue 19: the node-deployment external-provisioner, besides --csi-address.
@@ -288,9 +289,9 @@ class Validator:
 
     def check_vacs(self):
         for vac in self.of_kind("VolumeAttributesClass"):
-            if vac.obj.get("apiVersion") not in ("storage.k8s.io/v1", "storage.k8s.io/v1beta1"):
-                self.error(vac.where(), f"apiVersion {vac.obj.get('apiVersion')} is not served "
-                           "(storage.k8s.io/v1 from Kubernetes 1.34)")
+            if vac.obj.get("apiVersion") != "storage.k8s.io/v1":
+                self.error(vac.where(), f"apiVersion {vac.obj.get('apiVersion')} is not storage.k8s.io/v1, "
+                           "the only version csi-provisioner v6 reads")
             if vac.obj.get("driverName") != DRIVER:
                 self.error(vac.where(), f"driverName {vac.obj.get('driverName')!r} is not the CSIDriver {DRIVER}")
             params = vac.obj.get("parameters")
@@ -430,6 +431,9 @@ class Validator:
         if w is None:
             return
         self.check_rbac(w, STATIC_RBAC)
+        if (self.pod(w).get("nodeSelector") or {}).get(STATIC_LABEL) != "true":
+            self.error(w.where(), f'nodeSelector must hold {STATIC_LABEL}: "true", not the CSI '
+                       "nodes' label: it would offer the driver's volumes as PVs too")
         mounts = {m.get("mountPath"): m for m in prov.get("volumeMounts") or []}
         config = [c for c in self.of_kind("ConfigMap") if c.namespace == w.namespace
                   and any((v.get("configMap") or {}).get("name") == c.name for v in self.pod(w).get("volumes") or [])]
@@ -531,7 +535,7 @@ class Validator:
             self.error(str(self.docs_path), "is not a readable file")
             return
         text = self.docs_path.read_text()
-        needed = [DRIVER, TOPOLOGY_KEY, HOST_SOCKET, "csi_socket", "node_name", f"{NODE_LABEL}=true",
+        needed = [DRIVER, TOPOLOGY_KEY, HOST_SOCKET, "csi_socket", "node_name", f"{NODE_LABEL}=true", f"{STATIC_LABEL}=true",
                   "localvolctl volume set-limits"]
         needed += [d.name for d in self.of_kind("StorageClass") + self.of_kind("VolumeAttributesClass")]
         needed += [f"`{k}`" for k in sorted(CLASS_KEYS)]

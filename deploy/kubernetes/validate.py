@@ -290,10 +290,11 @@ class Validator:
     def check_vacs(self):
         for vac in self.of_kind("VolumeAttributesClass"):
             if vac.obj.get("apiVersion") != "storage.k8s.io/v1":
-                self.error(vac.where(), f"apiVersion {vac.obj.get('apiVersion')} is not storage.k8s.io/v1, "
-                           "the only version csi-provisioner v6 reads")
+                self.error(vac.where(), f"apiVersion {vac.obj.get('apiVersion')} is not "
+                           "storage.k8s.io/v1, the only version csi-provisioner v6 reads")
             if vac.obj.get("driverName") != DRIVER:
-                self.error(vac.where(), f"driverName {vac.obj.get('driverName')!r} is not the CSIDriver {DRIVER}")
+                self.error(vac.where(), f"driverName {vac.obj.get('driverName')!r} is not the "
+                           f"CSIDriver {DRIVER}")
             params = vac.obj.get("parameters")
             if not params:
                 self.error(vac.where(), "parameters must hold at least one key")
@@ -331,20 +332,25 @@ class Validator:
         if not sa:
             self.error(w.where(), "no serviceAccountName (the namespace's default account has no rights)")
         elif not any(s.name == sa and s.namespace == w.namespace for s in self.of_kind("ServiceAccount")):
-            self.error(w.where(), f"serviceAccountName {sa} is not a ServiceAccount defined in {w.namespace}")
+            self.error(w.where(), f"serviceAccountName {sa} is not a ServiceAccount defined "
+                       f"in {w.namespace}")
         volumes = {v.get("name"): v for v in pod.get("volumes") or []}
         for v in volumes.values():
             cm = (v.get("configMap") or {}).get("name")
-            if cm and not any(c.name == cm and c.namespace == w.namespace for c in self.of_kind("ConfigMap")):
-                self.error(w.where(), f"volume {v.get('name')}: ConfigMap {cm} is not defined in {w.namespace}")
+            if cm and not any(c.name == cm and c.namespace == w.namespace
+                              for c in self.of_kind("ConfigMap")):
+                self.error(w.where(), f"volume {v.get('name')}: ConfigMap {cm} is not defined "
+                           f"in {w.namespace}")
         for c in self.containers(w):
             image = c.get("image", "")
-            tag = DIGEST.sub("", image).rsplit(":", 1)[1] if ":" in DIGEST.sub("", image) else ""
-            if not DIGEST.search(image) and not PINNED_TAG.match(tag):
-                self.error(w.where(), f"container {c.get('name')}: image {image!r} is not pinned to a version")
+            untagged, _, tag = DIGEST.sub("", image).rpartition(":")
+            if not DIGEST.search(image) and not (untagged and PINNED_TAG.match(tag)):
+                self.error(w.where(), f"container {c.get('name')}: image {image!r} is not pinned "
+                           "to a version")
             for m in c.get("volumeMounts") or []:
                 if m.get("name") not in volumes:
-                    self.error(w.where(), f"container {c.get('name')}: volumeMount {m.get('name')} has no volume")
+                    self.error(w.where(), f"container {c.get('name')}: volumeMount {m.get('name')} "
+                               "has no volume")
 
     def locate(self, w, c, path, what):
         """Where a socket path of container c lands: ("host", path) or ("emptyDir", volume, rel)."""
@@ -359,7 +365,8 @@ class Validator:
             return None
         mp, mount = best
         rel = posixpath.join(mount.get("subPath", ""), path[len(mp):].lstrip("/"))
-        volume = next((v for v in self.pod(w).get("volumes") or [] if v.get("name") == mount.get("name")), None)
+        volume = next((v for v in self.pod(w).get("volumes") or []
+                       if v.get("name") == mount.get("name")), None)
         if volume is None:
             return None
         if "hostPath" in volume:
@@ -385,7 +392,8 @@ class Validator:
                for e in prov.get("env") or []}
         for name, path in PROVISIONER_ENV.items():
             if env.get(name) != path:
-                self.error(w.where(), f"csi-provisioner env {name} must come from the downward API {path}")
+                self.error(w.where(), f"csi-provisioner env {name} must come from the downward "
+                           f"API {path}")
         repos = {_image_repo(c.get("image", "")): c for c in self.containers(w)}
         for needed in ("csi-node-driver-registrar", "livenessprobe"):
             if needed not in repos:
@@ -398,11 +406,15 @@ class Validator:
         reg = repos.get("csi-node-driver-registrar")
         if reg is not None:
             if _flag(_tokens(reg), "--kubelet-registration-path") != [HOST_SOCKET]:
-                self.error(w.where(), f"node-driver-registrar --kubelet-registration-path must be {HOST_SOCKET}")
-            if self.locate(w, reg, "/registration/x", "registration dir") != ("host", REGISTRY_DIR + "/x"):
-                self.error(w.where(), f"node-driver-registrar must mount the host's {REGISTRY_DIR} at /registration")
+                self.error(w.where(), "node-driver-registrar --kubelet-registration-path must be "
+                           f"{HOST_SOCKET}")
+            registration = self.locate(w, reg, "/registration/x", "registration dir")
+            if registration != ("host", REGISTRY_DIR + "/x"):
+                self.error(w.where(), f"node-driver-registrar must mount the host's {REGISTRY_DIR} "
+                           "at /registration")
         if (self.pod(w).get("nodeSelector") or {}).get(NODE_LABEL) != "true":
-            self.error(w.where(), f'nodeSelector must hold {NODE_LABEL}: "true" (the nodes running localvold)')
+            self.error(w.where(), f'nodeSelector must hold {NODE_LABEL}: "true" (the nodes running '
+                       "localvold)")
         self.check_rbac(w, PROVISIONER_RBAC)
 
     def check_controller(self):
@@ -413,7 +425,8 @@ class Validator:
             self.error(w.where(), "the central resizer must run in a Deployment")
         agents = [c for c in self.containers(w) if "--csi-controller-only" in _tokens(c)]
         if len(agents) != 1:
-            self.error(w.where(), "needs one `localvold --csi-controller-only` container beside the resizer")
+            self.error(w.where(), "needs one `localvold --csi-controller-only` container beside "
+                       "the resizer")
             return
         served = _flag(_tokens(agents[0]), "--csi-socket")
         used = _flag(_tokens(resizer), "--csi-address")
@@ -423,7 +436,8 @@ class Validator:
         a = self.locate(w, agents[0], served[0], "--csi-socket")
         b = self.locate(w, resizer, used[0], "--csi-address")
         if a is None or a != b:
-            self.error(w.where(), f"the resizer's --csi-address {used[0]} is not localvold's --csi-socket {served[0]}")
+            self.error(w.where(), f"the resizer's --csi-address {used[0]} is not localvold's "
+                       f"--csi-socket {served[0]}")
         self.check_rbac(w, RESIZER_RBAC)
 
     def check_static(self):
@@ -435,8 +449,8 @@ class Validator:
             self.error(w.where(), f'nodeSelector must hold {STATIC_LABEL}: "true", not the CSI '
                        "nodes' label: it would offer the driver's volumes as PVs too")
         mounts = {m.get("mountPath"): m for m in prov.get("volumeMounts") or []}
-        config = [c for c in self.of_kind("ConfigMap") if c.namespace == w.namespace
-                  and any((v.get("configMap") or {}).get("name") == c.name for v in self.pod(w).get("volumes") or [])]
+        mounted = {(v.get("configMap") or {}).get("name") for v in self.pod(w).get("volumes") or []}
+        config = [c for c in self.of_kind("ConfigMap") if c.namespace == w.namespace and c.name in mounted]
         if not config:
             self.error(w.where(), "mounts no ConfigMap with a storageClassMap")
             return
@@ -453,10 +467,13 @@ class Validator:
                        for sc in self.of_kind("StorageClass")):
                 self.error(where, f"no StorageClass {name} with provisioner {NO_PROVISIONER}")
             if cls.get("hostDir") != PUBLISH_DIR:
-                self.error(where, f"hostDir {cls.get('hostDir')} is not localvold's publish_dir {PUBLISH_DIR}")
+                self.error(where, f"hostDir {cls.get('hostDir')} is not localvold's publish_dir "
+                           f"{PUBLISH_DIR}")
             mount = mounts.get(cls.get("mountDir") or cls.get("hostDir"))
-            if mount is None or self.locate(w, prov, mount.get("mountPath"), "mountDir") != ("host", cls.get("hostDir")):
-                self.error(where, f"mountDir is not the host's {cls.get('hostDir')} mounted into the provisioner")
+            seen = mount and self.locate(w, prov, mount.get("mountPath"), "mountDir")
+            if seen != ("host", cls.get("hostDir")):
+                self.error(where, f"mountDir is not the host's {cls.get('hostDir')} mounted into the "
+                           "provisioner")
             elif mount.get("mountPropagation") != "HostToContainer":
                 self.error(where, "the discovery mount needs mountPropagation HostToContainer, "
                            "or volumes mounted later stay invisible")
@@ -469,7 +486,8 @@ class Validator:
             if ref.get("apiGroup") != "rbac.authorization.k8s.io":
                 self.error(b.where(), "roleRef.apiGroup must be rbac.authorization.k8s.io")
             if ref.get("kind") == "Role" and b.kind == "RoleBinding":
-                ok = any(r.name == ref.get("name") and r.namespace == b.namespace for r in self.of_kind("Role"))
+                ok = any(r.name == ref.get("name") and r.namespace == b.namespace
+                         for r in self.of_kind("Role"))
             elif ref.get("kind") == "ClusterRole":
                 ok = any(r.name == ref.get("name") for r in self.of_kind("ClusterRole"))
             else:
@@ -481,7 +499,8 @@ class Validator:
                     continue
                 if not any(a.name == s.get("name") and a.namespace == s.get("namespace")
                            for a in self.of_kind("ServiceAccount")):
-                    self.error(b.where(), f"subject ServiceAccount {s.get('namespace')}/{s.get('name')} is not defined")
+                    self.error(b.where(), f"subject ServiceAccount {s.get('namespace')}/{s.get('name')} "
+                               "is not defined")
         used = {(w.namespace, self.pod(w).get("serviceAccountName")) for w in self.workloads()}
         for a in self.of_kind("ServiceAccount"):
             if (a.namespace, a.name) not in used:
@@ -495,8 +514,8 @@ class Validator:
                        and s.get("namespace") == namespace for s in b.obj.get("subjects") or []):
                 continue
             ref = b.obj.get("roleRef") or {}
-            roles = [r for r in self.of_kind(ref.get("kind"))
-                     if r.name == ref.get("name") and (ref.get("kind") == "ClusterRole" or r.namespace == b.namespace)]
+            roles = [r for r in self.of_kind(ref.get("kind")) if r.name == ref.get("name")
+                     and (ref.get("kind") == "ClusterRole" or r.namespace == b.namespace)]
             scope = b.namespace if b.kind == "RoleBinding" else None
             granted.extend((rule, scope) for r in roles for rule in r.obj.get("rules") or [])
         return granted
@@ -506,7 +525,9 @@ class Validator:
         granted = self.rules_of(w.namespace, account)
         for group, resource, verbs, namespaced in needs:
             for verb in verbs.split():
+                # A rule limited to resourceNames does not grant the sidecar's generic need.
                 if not any((scope is None or (namespaced and scope == w.namespace))
+                           and not rule.get("resourceNames")
                            and any(g in (group, "*") for g in rule.get("apiGroups") or [])
                            and any(r in (resource, "*") for r in rule.get("resources") or [])
                            and any(v in (verb, "*") for v in rule.get("verbs") or [])
@@ -523,7 +544,8 @@ class Validator:
         for pvc in self.of_kind("PersistentVolumeClaim", self.docs):
             spec = pvc.obj.get("spec") or {}
             if spec.get("storageClassName") not in classes:
-                self.error(pvc.where(), f"storageClassName {spec.get('storageClassName')} is not a class here")
+                self.error(pvc.where(), f"storageClassName {spec.get('storageClassName')} is not a "
+                           "class here")
             vac = spec.get("volumeAttributesClassName")
             if vac and vac not in vacs:
                 self.error(pvc.where(), f"volumeAttributesClassName {vac} is not a class here")
@@ -535,8 +557,8 @@ class Validator:
             self.error(str(self.docs_path), "is not a readable file")
             return
         text = self.docs_path.read_text()
-        needed = [DRIVER, TOPOLOGY_KEY, HOST_SOCKET, "csi_socket", "node_name", f"{NODE_LABEL}=true", f"{STATIC_LABEL}=true",
-                  "localvolctl volume set-limits"]
+        needed = [DRIVER, TOPOLOGY_KEY, HOST_SOCKET, "csi_socket", "node_name", f"{NODE_LABEL}=true",
+                  f"{STATIC_LABEL}=true", "localvolctl volume set-limits"]
         needed += [d.name for d in self.of_kind("StorageClass") + self.of_kind("VolumeAttributesClass")]
         needed += [f"`{k}`" for k in sorted(CLASS_KEYS)]
         for word in needed:
@@ -548,10 +570,14 @@ class Validator:
         checks = [self.check_csidriver, self.check_storageclasses, self.check_vacs, self.check_bindings,
                   self.check_node, self.check_controller, self.check_static, self.check_examples,
                   self.check_docs]
-        for w in self.workloads():
-            self.check_workload(w)
+        checks += [lambda w=w: self.check_workload(w) for w in self.workloads()]
         for check in checks:
-            check()
+            # A document of the wrong shape (a list where a map belongs) must
+            # fail the check with a message, not stop the others.
+            try:
+                check()
+            except (AttributeError, TypeError, KeyError, ValueError) as e:
+                self.error(self.root.as_posix(), f"malformed manifest ({type(e).__name__}: {e})")
         return self.errors
 
 
@@ -562,8 +588,10 @@ def validate(root, docs):
 def main():
     here = pathlib.Path(__file__).resolve().parent
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=pathlib.Path, default=here, help="the manifests (deploy/kubernetes)")
-    parser.add_argument("--docs", type=pathlib.Path, default=here.parent.parent / "docs" / "kubernetes.md",
+    parser.add_argument("--root", type=pathlib.Path, default=here,
+                        help="the manifests (deploy/kubernetes)")
+    parser.add_argument("--docs", type=pathlib.Path,
+                        default=here.parent.parent / "docs" / "kubernetes.md",
                         help="the operator's guide that must name the driver, socket and keys")
     args = parser.parse_args()
     errors = validate(args.root, args.docs)

@@ -38,6 +38,8 @@ MUTATIONS = [
      "apiVersion: storage.k8s.io/v1beta1\n", "is not storage.k8s.io/v1"),
     ("a VolumeAttributesClass of another driver", "volumeattributesclass.yaml", "driverName: localvol.io",
      "driverName: other.io", "driverName 'other.io'"),
+    ("a number where a list belongs", "node-daemonset.yaml", "      volumes:\n", "      volumes: 7\n      x:\n",
+     "malformed manifest"),
     ("a file missing from the kustomization", "kustomization.yaml", "  - csidriver.yaml\n", "",
      "csidriver.yaml is not listed"),
     ("a kustomization resource that is not there", "kustomization.yaml", "  - csidriver.yaml\n",

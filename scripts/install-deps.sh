@@ -8,6 +8,8 @@ packages=(
   libfuse3-dev fuse3 liburing-dev libblkid-dev libspdlog-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   xfsprogs e2fsprogs util-linux acl attr fio python3
+  # deploy/kubernetes/validate.py (ctest deploy_manifests)
+  python3-yaml
   # the node agent (agent/): gRPC API, YAML config, sd_notify, CLI parsing;
   # systemd provides systemd-analyze for the unit-file test
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler

@@ -113,11 +113,55 @@ TEST(ConfigTest, ErrorsGiveTheLine) {
   EXPECT_NE(err.find("(line 2)"), std::string::npos) << err;
 }
 
+TEST(ConfigTest, DuplicateKeysNameTheKeyAndBothLines) {
+  // yaml-cpp keeps both pairs and its lookup returns the first: without the
+  // check, `metrics_port: abc` would be ignored.
+  struct Case {
+    const char* yaml;
+    const char* must_contain;
+  } cases[] = {
+      {"metrics_port: 0\nmetrics_port: abc\n", "test.yaml: metrics_port: given twice, on lines 1 and 2"},
+      {"log_level: info\nreserve: 1%\nlog_level: info\n", "log_level: given twice, on lines 1 and 3"},
+      {"\"socket\": /a.sock\nsocket: /b.sock\n", "socket: given twice, on lines 1 and 2"},
+      {"disks:\n  - device: /dev/sdb\n    wipe: true\n    wipe: false\n",
+       "disks[0].wipe: given twice, on lines 3 and 4"},
+      {"disks:\n  - /dev/sdb\n  - device: /dev/sdc\n    reserve: 1Gi\n    device: /dev/sdd\n",
+       "disks[1].device: given twice, on lines 3 and 5"},
+      {"disks: [{device: /dev/sdb, device: /dev/sdc}]\n", "disks[0].device: given twice, on lines 1 and 1"},
+  };
+  for (const auto& c : cases) {
+    const std::string err = ErrorOf(c.yaml);
+    EXPECT_NE(err.find(c.must_contain), std::string::npos)
+        << "yaml:\n" << c.yaml << "error: '" << err << "'\nwanted: '" << c.must_contain << "'";
+  }
+  // The same key in different maps is no duplicate; an alias of an enclosing
+  // node ends the walk instead of recursing forever.
+  EXPECT_EQ(ErrorOf("disks:\n  - device: /dev/sdb\n    reserve: 1Gi\n  - device: /dev/sdc\n    reserve: 2Gi\n"
+                    "reserve: 3%\n"),
+            "");
+  EXPECT_NE(ErrorOf("disks: &x [*x]\n"), "");
+}
+
 TEST(ConfigTest, MissingFile) {
   auto c = LoadConfig("/nonexistent/localvol/config.yaml");
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.err(), ENOENT);
   EXPECT_NE(c.status().context().find("/nonexistent/localvol/config.yaml"), std::string::npos);
+}
+
+TEST(ConfigTest, DirectoryOrSpecialFileIsRefused) {
+  // An ifstream opens a directory and reads nothing: the agent used to start
+  // on the built-in defaults.
+  auto dir = LoadConfig("/tmp");
+  ASSERT_FALSE(dir.ok());
+  EXPECT_EQ(dir.err(), EINVAL);
+  EXPECT_NE(dir.status().context().find("the configuration /tmp is a directory; name a YAML file"),
+            std::string::npos)
+      << dir.status().context();
+  auto dev = LoadConfig("/dev/null");
+  ASSERT_FALSE(dev.ok());
+  EXPECT_NE(dev.status().context().find("/dev/null is not a regular file"), std::string::npos)
+      << dev.status().context();
 }
 
 TEST(VolumeNameTest, Dns1123Labels) {

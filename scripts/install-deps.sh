@@ -8,10 +8,10 @@ packages=(
   libfuse3-dev fuse3 liburing-dev libblkid-dev libspdlog-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   xfsprogs e2fsprogs util-linux acl attr fio python3
-  # the node agent (agent/): gRPC API, YAML config, sd_notify, CLI parsing;
-  # systemd provides systemd-analyze for the unit-file test
+  # the node agent (agent/): gRPC API, YAML config, sd_notify, CLI parsing,
+  # Prometheus metrics; systemd provides systemd-analyze for the unit-file test
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libyaml-cpp-dev libsystemd-dev libcli11-dev systemd
+  libyaml-cpp-dev libsystemd-dev libcli11-dev prometheus-cpp-dev systemd
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -266,7 +266,8 @@ bool ClosedByServer(const UniqueFd& fd, std::chrono::milliseconds timeout) {
 // that send a request line and then a header every 0.5 s, never finishing
 // the request, and clients that connect and send nothing. Scrapes made while
 // they go on, for longer than the request timeout, must each answer within a
-// second, and the server must drop the slow clients after its request timeout.
+// second, and the server must drop the slow and the idle clients after its
+// request timeout.
 TEST(MetricsServerTest, SlowAndIdleClientsDoNotBlockAScrape) {
   Config config;
   PosixCommandRunner runner;
@@ -318,6 +319,9 @@ TEST(MetricsServerTest, SlowAndIdleClientsDoNotBlockAScrape) {
   for (size_t i = 0; i < slow.size(); ++i) {
     EXPECT_TRUE(ClosedByServer(slow[i], std::max(budget, std::chrono::milliseconds(100))))
         << "slow client " << i << " still holds a worker";
+  }
+  for (size_t i = 0; i < idle.size(); ++i) {
+    EXPECT_TRUE(ClosedByServer(idle[i], std::chrono::milliseconds(100))) << "idle client " << i << " still holds a worker";
   }
   stop = true;
   trickle.join();

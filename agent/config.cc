@@ -104,9 +104,13 @@ void CheckNoDuplicateKeys(const YAML::Node& n, const std::string& where, int dep
       const std::string key = kv.first.Scalar();
       const auto [first, inserted] = line_of.emplace(key, LineOf(kv.first));
       if (!inserted) {
+        const int line = LineOf(kv.first);
         throw ConfigError(child(key),
-                          "given twice, on lines " + std::to_string(first->second + 1) + " and " +
-                              std::to_string(LineOf(kv.first) + 1) + "; keep one of them");
+                          "given twice, " +
+                              (line == first->second ? "on line " + std::to_string(line + 1)
+                                                     : "on lines " + std::to_string(first->second + 1) + " and " +
+                                                           std::to_string(line + 1)) +
+                              "; keep one of them");
       }
       CheckNoDuplicateKeys(kv.second, child(key), depth + 1);
     }

@@ -201,7 +201,7 @@ int RunDaemon(int argc, char** argv) {
       continue;
     }
     if (sig == SIGUSR1 || sig == SIGUSR2) {
-      log->warn("{}: ignoring it (localvold acts on SIGTERM, SIGINT and SIGHUP only)",
+      log->warn("{}: ignoring it (localvold stops on SIGTERM or SIGINT)",
                 sig == SIGUSR1 ? "SIGUSR1" : "SIGUSR2");
       continue;
     }

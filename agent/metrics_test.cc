@@ -327,5 +327,22 @@ TEST(MetricsServerTest, SlowAndIdleClientsDoNotBlockAScrape) {
   trickle.join();
 }
 
+TEST(MetricsServerTest, PortInUseFailsNamingIt) {
+  Config config;
+  PosixCommandRunner runner;
+  DiskManager disks(config, &runner);
+  VolumeManager volumes(VolumeManagerOptions{}, &disks);
+  auto first = MetricsServer::Start(0, &volumes);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  auto second = MetricsServer::Start((*first)->port(), &volumes);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.err(), EADDRINUSE) << second.status().ToString();
+  EXPECT_NE(second.status().context().find("127.0.0.1:" + std::to_string((*first)->port())), std::string::npos)
+      << second.status().context();
+  EXPECT_NE(second.status().context().find("choose another metrics_port"), std::string::npos);
+  // The first one still serves.
+  EXPECT_EQ(Scrape((*first)->port()).rfind("HTTP/1.1 200", 0), 0u);
+}
+
 }  // namespace
 }  // namespace localvol::agent

@@ -101,7 +101,8 @@ Result<Args> ParseArgs(int argc, char** argv) {
       auto n = ParseCount(arg, *v);
       if (!n.ok()) return n.status();
       if (*n > localvol::fuse::kMaxInodeLimit) {
-        return Status::Error(EINVAL, "--inodes must be at most " + std::to_string(localvol::fuse::kMaxInodeLimit));
+        return Status::Error(EINVAL, "--inodes takes at most " + std::to_string(localvol::fuse::kMaxInodeLimit) +
+                                         ", not '" + *v + "'");
       }
       args.inodes = *n;
     } else if (arg == "--threads") {

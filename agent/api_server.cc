@@ -1,15 +1,5 @@
-// gRPC first: abseil defines the same lock-annotation macros as
-// base/thread_annotations.h (with the same meaning); ours win below.
-#include <grpcpp/grpcpp.h>
-#undef GUARDED_BY
-#undef PT_GUARDED_BY
-#undef REQUIRES
-#undef EXCLUDES
-#undef ACQUIRE
-#undef RELEASE
-#undef CAPABILITY
-#undef SCOPED_CAPABILITY
-#undef NO_THREAD_SAFETY_ANALYSIS
+// gRPC first, without abseil's lock-annotation macros (agent/grpcpp.h).
+#include "agent/grpcpp.h"
 
 #include "agent/api_server.h"
 
@@ -26,6 +16,7 @@
 #include "agent/system.h"
 #include "base/logging.h"
 #include "base/unique_fd.h"
+#include "fuse/volume.h"
 
 namespace localvol::agent {
 namespace {
@@ -88,6 +79,15 @@ bool SomeoneListens(const std::string& path) {
   return ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
 }
 
+// inode_limit of a create or resize: 0 (the default, or keep) or from 1 to
+// fuse::kMaxInodeLimit; checked before anything is changed.
+grpc::Status CheckInodeLimit(uint64_t inode_limit) {
+  if (inode_limit <= fuse::kMaxInodeLimit) return grpc::Status::OK;
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                      "inode_limit " + std::to_string(inode_limit) + " is out of range: give 1 to " +
+                          std::to_string(fuse::kMaxInodeLimit) + ", or 0 for the default");
+}
+
 }  // namespace
 
 grpc::Status ToGrpcStatus(const Status& s) {
@@ -119,6 +119,7 @@ class ApiServer::Service final : public pb::LocalVol::Service {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                           "capacity_bytes is missing: give the volume a size (e.g. --size 10Gi)");
     }
+    if (grpc::Status st = CheckInodeLimit(req->inode_limit()); !st.ok()) return st;
     CreateVolumeParams params{req->name(), req->capacity_bytes(), req->inode_limit(), req->disk(),
                               std::nullopt};
     if (req->has_io_limits()) params.io_limits = IoLimitsFromProto(req->io_limits());
@@ -148,6 +149,7 @@ class ApiServer::Service final : public pb::LocalVol::Service {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                           "capacity_bytes is missing: give the new size (e.g. --size 20Gi)");
     }
+    if (grpc::Status st = CheckInodeLimit(req->inode_limit()); !st.ok()) return st;
     auto v = volumes_->Resize(req->name(), req->capacity_bytes(), req->inode_limit());
     if (!v.ok()) return Fail("resize volume " + req->name(), v.status());
     ToProto(*v, out);

@@ -1,16 +1,19 @@
 #include "agent/config.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
 #include <cerrno>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
+#include <map>
 #include <set>
-#include <sstream>
 
 #include "base/size.h"
+#include "base/unique_fd.h"
 
 namespace localvol::agent {
 namespace {
@@ -83,6 +86,39 @@ Reserve ParseReserve(const YAML::Node& n, const std::string& key) {
   }
   r.bytes = *size;
   return r;
+}
+
+// Rejects a key given twice in one map, anywhere in the tree below `n`
+// (yaml-cpp keeps both pairs and its lookup returns the first, so the second
+// would be ignored without a word). `where` names `n` as messages do.
+void CheckNoDuplicateKeys(const YAML::Node& n, const std::string& where, int depth = 0) {
+  // No valid configuration nests this deep; the bound also ends a walk that
+  // an alias of an enclosing node (`a: &x [*x]`) would make endless.
+  constexpr int kMaxDepth = 8;
+  if (depth > kMaxDepth) return;
+  const auto child = [&](const std::string& key) { return where.empty() ? key : where + "." + key; };
+  if (n.IsMap()) {
+    std::map<std::string, int> line_of;  // scalar key -> its first line
+    for (const auto& kv : n) {
+      if (!kv.first.IsScalar()) continue;  // CheckKeys rejects it by name
+      const std::string key = kv.first.Scalar();
+      const auto [first, inserted] = line_of.emplace(key, LineOf(kv.first));
+      if (!inserted) {
+        const int line = LineOf(kv.first);
+        throw ConfigError(child(key),
+                          "given twice, " +
+                              (line == first->second ? "on line " + std::to_string(line + 1)
+                                                     : "on lines " + std::to_string(first->second + 1) + " and " +
+                                                           std::to_string(line + 1)) +
+                              "; keep one of them");
+      }
+      CheckNoDuplicateKeys(kv.second, child(key), depth + 1);
+    }
+  } else if (n.IsSequence()) {
+    for (size_t i = 0; i < n.size(); ++i) {
+      CheckNoDuplicateKeys(n[i], where + "[" + std::to_string(i) + "]", depth + 1);
+    }
+  }
 }
 
 // Rejects keys of `map` that are not in `known`.
@@ -228,6 +264,7 @@ bool DiskEntry::IsPattern() const { return device.find_first_of("*?[") != std::s
 Result<Config> ParseConfig(const std::string& text, const std::string& source) {
   try {
     YAML::Node root = YAML::Load(text);
+    CheckNoDuplicateKeys(root, "");
     Config c = Parse(root);
     c.source = source;
     return c;
@@ -247,14 +284,26 @@ Result<Config> ParseConfig(const std::string& text, const std::string& source) {
 }
 
 Result<Config> LoadConfig(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) {
-    const int err = errno == 0 ? ENOENT : errno;
-    return Status::Error(err, "cannot read the configuration " + path);
+  // O_NONBLOCK: a FIFO named by mistake must not hang the start; it is
+  // refused below like any file that is not regular.
+  auto fd = OpenAt(AT_FDCWD, path, O_RDONLY | O_NONBLOCK);
+  if (!fd.ok()) return Status::Error(fd.err(), "cannot read the configuration " + path);
+  struct stat st;
+  if (::fstat(fd->get(), &st) != 0) return Status::FromErrno("cannot read the configuration " + path);
+  if (!S_ISREG(st.st_mode)) {
+    return Status::Error(EINVAL, "the configuration " + path + " is " +
+                                     (S_ISDIR(st.st_mode) ? "a directory" : "not a regular file") +
+                             "; name a YAML file (such as " + kDefaultConfigPath + ")");
   }
-  std::ostringstream text;
-  text << in.rdbuf();
-  return ParseConfig(text.str(), path);
+  std::string text;
+  char buf[8192];
+  for (;;) {
+    const ssize_t n = RetryEintr([&] { return ::read(fd->get(), buf, sizeof buf); });
+    if (n < 0) return Status::FromErrno("cannot read the configuration " + path);
+    if (n == 0) break;
+    text.append(buf, static_cast<size_t>(n));
+  }
+  return ParseConfig(text, path);
 }
 
 }  // namespace localvol::agent

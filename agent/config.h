@@ -27,7 +27,8 @@
 //                                 # fuse/kernel_ring.h and docs/performance.md, section 7.
 //
 // Every key is optional. An unknown key, a value of the wrong type or an
-// invalid value is an error whose message names the key ("disks[1].wipe: ...").
+// invalid value is an error whose message names the key ("disks[1].wipe: ...");
+// so is a key given twice in one map, naming both lines.
 // Pure functions; thread-safe.
 #pragma once
 
@@ -83,7 +84,8 @@ struct Config {
 // Fails with EINVAL and a message naming the key and what is wrong.
 Result<Config> ParseConfig(const std::string& text, const std::string& source);
 
-// Reads and parses `path`. A missing file fails with ENOENT naming the path.
+// Reads and parses `path`. A missing file fails with ENOENT naming the path;
+// a directory or anything else that is not a regular file with EINVAL.
 Result<Config> LoadConfig(const std::string& path);
 
 }  // namespace localvol::agent

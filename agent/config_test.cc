@@ -99,6 +99,15 @@ TEST(ConfigTest, ErrorsNameTheKey) {
       {"state_dir: /a\npublish_dir: /a\n", "publish_dir: must differ from state_dir"},
       {"disks: [/dev/sdb\n", "not valid YAML"},
       {"- just\n- a list\n", "must be a YAML map"},
+      // yaml-cpp keeps both pairs of a duplicated key and its lookup returns
+      // the first: without the check, `metrics_port: abc` would be ignored.
+      {"metrics_port: 0\nmetrics_port: abc\n", "metrics_port: given twice, on lines 1 and 2; keep one of them"},
+      {"log_level: info\nreserve: 1%\nlog_level: info\n", "log_level: given twice, on lines 1 and 3"},
+      {"\"socket\": /a.sock\nsocket: /b.sock\n", "socket: given twice, on lines 1 and 2"},
+      {"disks:\n  - device: /dev/sdb\n    wipe: true\n    wipe: false\n", "disks[0].wipe: given twice, on lines 3 and 4"},
+      {"disks:\n  - /dev/sdb\n  - device: /dev/sdc\n    reserve: 1Gi\n    device: /dev/sdd\n",
+       "disks[1].device: given twice, on lines 3 and 5"},
+      {"disks: [{device: /dev/sdb, device: /dev/sdc}]\n", "disks[0].device: given twice, on line 1;"},
   };
   for (const auto& c : cases) {
     const std::string err = ErrorOf(c.yaml);
@@ -113,11 +122,35 @@ TEST(ConfigTest, ErrorsGiveTheLine) {
   EXPECT_NE(err.find("(line 2)"), std::string::npos) << err;
 }
 
+TEST(ConfigTest, SameKeyInDifferentMapsIsNoDuplicate) {
+  EXPECT_EQ(ErrorOf("disks:\n  - device: /dev/sdb\n    reserve: 1Gi\n  - device: /dev/sdc\n    reserve: 2Gi\n"
+                    "reserve: 3%\n"),
+            "");
+  // An alias of an enclosing node ends the duplicate walk instead of
+  // recursing forever; the value is refused as any other.
+  EXPECT_NE(ErrorOf("disks: &x [*x]\n"), "");
+}
+
 TEST(ConfigTest, MissingFile) {
   auto c = LoadConfig("/nonexistent/localvol/config.yaml");
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.err(), ENOENT);
   EXPECT_NE(c.status().context().find("/nonexistent/localvol/config.yaml"), std::string::npos);
+}
+
+TEST(ConfigTest, DirectoryOrSpecialFileIsRefused) {
+  // An ifstream opens a directory and reads nothing: the agent used to start
+  // on the built-in defaults.
+  auto dir = LoadConfig("/tmp");
+  ASSERT_FALSE(dir.ok());
+  EXPECT_EQ(dir.err(), EINVAL);
+  EXPECT_NE(dir.status().context().find("the configuration /tmp is a directory; name a YAML file"),
+            std::string::npos)
+      << dir.status().context();
+  auto dev = LoadConfig("/dev/null");
+  ASSERT_FALSE(dev.ok());
+  EXPECT_NE(dev.status().context().find("/dev/null is not a regular file"), std::string::npos)
+      << dev.status().context();
 }
 
 TEST(VolumeNameTest, Dns1123Labels) {

@@ -1,9 +1,12 @@
+// gRPC first, without abseil's lock-annotation macros (agent/grpcpp.h).
+#include "agent/grpcpp.h"
+
 #include "agent/ctl.h"
 
 #include <google/protobuf/util/json_util.h>
-#include <grpcpp/grpcpp.h>
 
 #include <CLI/CLI.hpp>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <iomanip>
@@ -16,7 +19,9 @@
 #include "agent/config.h"
 #include "agent/io_limits_proto.h"
 #include "agent/proto/localvol.grpc.pb.h"
+#include "agent/volume_manager.h"
 #include "base/size.h"
+#include "fuse/volume.h"
 #include "iopath/io_limits.h"
 
 namespace localvol::agent {
@@ -268,13 +273,26 @@ void PrintDisks(const pb::ListDisksResponse& r, std::ostream& out) {
   }
 }
 
+// The value of --inodes: a whole number from 1 to fuse::kMaxInodeLimit. A
+// sign or a value beyond 64 bits fails too (from_chars takes neither).
+Result<uint64_t> ParseInodes(const std::string& text) {
+  uint64_t v = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || v == 0 ||
+      v > fuse::kMaxInodeLimit) {
+    return Status::Error(EINVAL, "expected a whole number from 1 to " + std::to_string(fuse::kMaxInodeLimit) +
+                                     ", not '" + text + "'");
+  }
+  return v;
+}
+
 struct Options {
   std::string socket = kDefaultSocketPath;
   std::string output = "table";
   double timeout_s = 120;
   std::string name;
   std::string size;
-  uint64_t inodes = 0;
+  std::string inodes;  // checked by ParseInodes when given
   std::string disk;
   LimitFlags create_limits;
   LimitFlags set_limits;
@@ -351,6 +369,24 @@ int RunCtl(int argc, char** argv, std::ostream& out, std::ostream& err) {
     }
     size = *parsed;
   }
+  uint64_t inodes = 0;
+  if ((cmd == Cmd::kCreate && create->count("--inodes") > 0) ||
+      (cmd == Cmd::kResize && resize->count("--inodes") > 0)) {
+    auto parsed = ParseInodes(o.inodes);
+    if (!parsed.ok()) {
+      err << "localvolctl: --inodes: " << parsed.status().context() << "\n";
+      return kExitUsage;
+    }
+    inodes = *parsed;
+  }
+  // A name the agent would refuse is refused here, before it goes into a
+  // message: protobuf cannot even encode a name that is not UTF-8.
+  if (cmd != Cmd::kDiskList && cmd != Cmd::kList && cmd != Cmd::kNone) {
+    if (Status s = ValidateVolumeName(o.name); !s.ok()) {
+      err << "localvolctl: " << s.context() << "\n";
+      return kExitUsage;
+    }
+  }
   // I/O limit flags: every value is checked before the agent is asked anything.
   iopath::IoLimits create_limits;
   if (cmd == Cmd::kCreate) {
@@ -401,7 +437,7 @@ int RunCtl(int argc, char** argv, std::ostream& out, std::ostream& err) {
       pb::CreateVolumeRequest req;
       req.set_name(o.name);
       req.set_capacity_bytes(size);
-      req.set_inode_limit(o.inodes);
+      req.set_inode_limit(inodes);
       req.set_disk(o.disk);
       if (o.create_limits.any()) IoLimitsToProto(create_limits, req.mutable_io_limits());
       pb::Volume v;
@@ -427,7 +463,7 @@ int RunCtl(int argc, char** argv, std::ostream& out, std::ostream& err) {
       pb::ResizeVolumeRequest req;
       req.set_name(o.name);
       req.set_capacity_bytes(size);
-      req.set_inode_limit(o.inodes);
+      req.set_inode_limit(inodes);
       pb::Volume v;
       st = stub->ResizeVolume(&ctx, req, &v);
       if (st.ok()) json ? void(out << Json(v)) : PrintVolume(v, out);

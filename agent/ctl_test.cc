@@ -72,6 +72,50 @@ TEST(CtlTest, BadIoLimitValuesAreUsageErrorsNamingTheFlag) {
   }
 }
 
+TEST(CtlTest, InodesOutOfRangeAreUsageErrors) {
+  // CLI11 would take "-1" and 2^64 and more as 2^64 - 1, which df -i shows as "-".
+  for (const char* bad : {"-1", "99999999999999999999", "18446744073709551615", "4294967297", "0", "lots", "1e6",
+                          "+5", ""}) {
+    for (auto args : {Create({"--inodes", bad}), std::vector<std::string>{"volume", "resize", "db", "--size", "2Gi",
+                                                                           "--inodes", bad}}) {
+      Outcome r = Ctl(args);
+      EXPECT_EQ(r.code, 2) << args[1] << " --inodes '" << bad << "': " << r.err;
+      EXPECT_NE(r.err.find("localvolctl: --inodes: expected a whole number from 1 to 4294967296, not '" +
+                           std::string(bad) + "'"),
+                std::string::npos)
+          << r.err;
+      EXPECT_EQ(r.err.find("cannot reach"), std::string::npos) << bad << ": it contacted the agent";
+    }
+  }
+  // The bounds themselves are fine.
+  for (const char* good : {"1", "4294967296"}) {
+    Outcome r = Ctl(Create({"--inodes", good}));
+    EXPECT_EQ(r.code, 3) << good << ": " << r.err;
+    EXPECT_NE(r.err.find("cannot reach"), std::string::npos) << r.err;
+  }
+}
+
+TEST(CtlTest, InvalidNamesAreUsageErrorsForEveryCommand) {
+  const std::string not_utf8 = "db\xff\xfe";
+  for (const std::string& name : {not_utf8, std::string("Web_1"), std::string("a-")}) {
+    for (const auto& args : std::vector<std::vector<std::string>>{
+             {"volume", "create", name, "--size", "1Gi"},
+             {"volume", "inspect", name},
+             {"volume", "resize", name, "--size", "2Gi"},
+             {"volume", "set-limits", name, "--weight", "5"},
+             {"volume", "delete", name}}) {
+      Outcome r = Ctl(args);
+      EXPECT_EQ(r.code, 2) << args[1] << " " << name << ": " << r.err;
+      EXPECT_EQ(r.err.rfind("localvolctl: invalid volume name '", 0), 0u) << r.err;
+      EXPECT_EQ(r.err.find("cannot reach"), std::string::npos) << r.err;
+    }
+  }
+  // Bytes that are not UTF-8 are shown escaped, never raw.
+  Outcome r = Ctl({"volume", "inspect", not_utf8});
+  EXPECT_NE(r.err.find("invalid volume name 'db\\xff\\xfe': it contains '\\xff'"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find('\xff'), std::string::npos) << r.err;
+}
+
 TEST(CtlTest, UnknownLimitFlagIsAUsageError) {
   Outcome r = Ctl(Create({"--reed-iops", "5"}));
   EXPECT_EQ(r.code, 2);

@@ -74,9 +74,12 @@ int RunDaemon(int argc, char** argv) {
   }
 
   // Signals go to the main thread only: block them before any thread starts.
+  // SIGUSR1 and SIGUSR2 would end the agent, and every volume with it, by
+  // default: they are taken here too, logged and ignored. SIGPIPE is ignored
+  // outright: a write to a closed socket fails with EPIPE where it happens.
   sigset_t signals;
   sigemptyset(&signals);
-  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&signals, s);
+  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2}) sigaddset(&signals, s);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
 
@@ -195,6 +198,11 @@ int RunDaemon(int argc, char** argv) {
     }
     if (sig == SIGHUP) {
       log->warn("SIGHUP: reloading the configuration is not supported; restart localvold to apply changes");
+      continue;
+    }
+    if (sig == SIGUSR1 || sig == SIGUSR2) {
+      log->warn("{}: ignoring it (localvold stops on SIGTERM or SIGINT)",
+                sig == SIGUSR1 ? "SIGUSR1" : "SIGUSR2");
       continue;
     }
     if (watchdog) {

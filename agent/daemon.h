@@ -3,8 +3,9 @@
 //   localvold [--config PATH] [--log-level LEVEL]
 //
 // Threading model (set up in RunDaemon, in this order):
-//   * main thread: blocks SIGTERM/SIGINT/SIGHUP before any other thread
-//     exists, so only it receives them (sigtimedwait). It loads the config,
+//   * main thread: blocks SIGTERM/SIGINT/SIGHUP/SIGUSR1/SIGUSR2 before any
+//     other thread exists, so only it receives them (sigtimedwait; the USR
+//     signals are logged and ignored, SIGPIPE is ignored). It loads the config,
 //     attaches the disks, mounts the volumes, starts the API and metrics,
 //     tells systemd READY=1, then waits for signals; between signals it pings
 //     the systemd watchdog after checking that the VolumeManager's locks can
@@ -17,7 +18,7 @@
 //     are independent. Before touching any disk, the main thread checks that
 //     an engine can be created at all (a kernel without io_uring stops here).
 //   * gRPC's thread pool: API handlers, calling the VolumeManager.
-//   * the metrics thread (MetricsServer) and the trash thread
+//   * the metrics exposer's threads (MetricsServer) and the trash thread
 //     (VolumeManager): background work.
 // On SIGTERM/SIGINT: STOPPING=1, the API stops taking calls (in-flight ones
 // finish), metrics stop, every volume is unmounted (in parallel; a busy one

@@ -1,11 +1,22 @@
 #include "agent/metrics.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 
+#include <atomic>
+#include <chrono>
 #include <map>
-#include <string>
-#include <vector>
 #include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent/disk_manager.h"
+#include "agent/system.h"
+#include "base/unique_fd.h"
 
 namespace localvol::agent {
 namespace {
@@ -126,7 +137,7 @@ TEST(MetricsTest, LatencyHistogramIsCumulativeInSeconds) {
   const std::string b = "localvol_volume_io_latency_seconds_bucket{volume=\"db\",disk=\"u1\",le=";
   for (const std::string& line : std::vector<std::string>{
            "# TYPE localvol_volume_io_latency_seconds histogram\n",
-           b + "\"0.00005\"} 2\n",
+           b + "\"5e-05\"} 2\n",
            b + "\"0.0001\"} 5\n",
            b + "\"0.00025\"} 5\n",
            b + "\"0.0005\"} 5\n",
@@ -205,6 +216,132 @@ TEST(MetricsTest, EveryFamilyHasHelpAndTypeOnceBeforeItsSamples) {
   EXPECT_NE(text.find("localvol_disk_ready{disk=\"u1\",device=\"/dev/sdb\"} 1\n"), std::string::npos);
   EXPECT_NE(text.find("localvol_disk_ready{disk=\"u2\",device=\"/dev/sdb\"} 0\n"), std::string::npos);
   EXPECT_EQ(text.find("localvol_disk_refused{"), std::string::npos);
+}
+
+// A TCP connection to 127.0.0.1:`port` with 5 s send and receive timeouts;
+// invalid if it cannot connect.
+UniqueFd Connect(uint16_t port) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  timeval tv{5, 0};
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(port);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) fd.Reset();
+  return fd;
+}
+
+bool Send(const UniqueFd& fd, const std::string& data) {
+  return ::send(fd.get(), data.data(), data.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(data.size());
+}
+
+// What a scraper gets for GET /metrics: the whole response, or what came
+// before a 5 s receive timeout.
+std::string Scrape(uint16_t port) {
+  UniqueFd fd = Connect(port);
+  if (!fd || !Send(fd, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")) return "";
+  std::string out;
+  char buf[8192];
+  ssize_t n;
+  while ((n = ::recv(fd.get(), buf, sizeof buf, 0)) > 0) out.append(buf, static_cast<size_t>(n));
+  return out;
+}
+
+// True once the server has closed `fd` (EOF or reset), waiting up to `timeout`.
+bool ClosedByServer(const UniqueFd& fd, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  char buf[4096];
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd.get(), POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    const ssize_t n = ::recv(fd.get(), buf, sizeof buf, MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) return true;
+  }
+  return false;
+}
+
+// The attack that blocked every scrape of the hand-written server: clients
+// that send a request line and then a header every 0.5 s, never finishing
+// the request, and clients that connect and send nothing. Scrapes made while
+// they go on, for longer than the request timeout, must each answer within a
+// second, and the server must drop the slow and the idle clients after its
+// request timeout.
+TEST(MetricsServerTest, SlowAndIdleClientsDoNotBlockAScrape) {
+  Config config;
+  PosixCommandRunner runner;
+  DiskManager disks(config, &runner);
+  VolumeManager volumes(VolumeManagerOptions{}, &disks);  // not started: no volumes, no disks
+  auto server = MetricsServer::Start(0, &volumes);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  const uint16_t port = (*server)->port();
+  ASSERT_NE(port, 0);
+
+  constexpr int kSlow = 6;
+  constexpr int kIdle = 3;
+  static_assert(kSlow + kIdle < MetricsServer::kWorkerThreads);
+  std::vector<UniqueFd> slow, idle;
+  for (int i = 0; i < kSlow; ++i) {
+    slow.push_back(Connect(port));
+    ASSERT_TRUE(slow.back()) << "connect slow client " << i;
+    ASSERT_TRUE(Send(slow.back(), "GET /metrics HTTP/1.1\r\n"));
+  }
+  for (int i = 0; i < kIdle; ++i) {
+    idle.push_back(Connect(port));
+    ASSERT_TRUE(idle.back()) << "connect idle client " << i;
+  }
+  std::atomic<bool> stop{false};
+  std::thread trickle([&] {
+    for (int n = 0; !stop; ++n) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      // A client the server has dropped fails here; that is the point.
+      for (const auto& fd : slow) (void)Send(fd, "X-Slow-" + std::to_string(n) + ": 1\r\n");
+    }
+  });
+
+  const auto attack_start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 5; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(700));
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::string response = Scrape(port);
+    const auto took = std::chrono::steady_clock::now() - t0;
+    EXPECT_EQ(response.rfind("HTTP/1.1 200", 0), 0u) << "scrape " << i << ": " << response;
+    EXPECT_NE(response.find("# TYPE localvol_disk_refused gauge"), std::string::npos) << response;
+    EXPECT_LT(took, std::chrono::seconds(1))
+        << "scrape " << i << " took "
+        << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms";
+  }
+  // Still trickling, yet dropped once the request timeout has passed.
+  const auto waited = std::chrono::steady_clock::now() - attack_start;
+  const auto budget = std::chrono::milliseconds(MetricsServer::kRequestTimeoutMs + 5000) -
+                      std::chrono::duration_cast<std::chrono::milliseconds>(waited);
+  for (size_t i = 0; i < slow.size(); ++i) {
+    EXPECT_TRUE(ClosedByServer(slow[i], std::max(budget, std::chrono::milliseconds(100))))
+        << "slow client " << i << " still holds a worker";
+  }
+  for (size_t i = 0; i < idle.size(); ++i) {
+    EXPECT_TRUE(ClosedByServer(idle[i], std::chrono::milliseconds(100))) << "idle client " << i << " still holds a worker";
+  }
+  stop = true;
+  trickle.join();
+}
+
+TEST(MetricsServerTest, PortInUseFailsNamingIt) {
+  Config config;
+  PosixCommandRunner runner;
+  DiskManager disks(config, &runner);
+  VolumeManager volumes(VolumeManagerOptions{}, &disks);
+  auto first = MetricsServer::Start(0, &volumes);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  auto second = MetricsServer::Start((*first)->port(), &volumes);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.err(), EADDRINUSE) << second.status().ToString();
+  EXPECT_NE(second.status().context().find("127.0.0.1:" + std::to_string((*first)->port())), std::string::npos)
+      << second.status().context();
+  EXPECT_NE(second.status().context().find("choose another metrics_port"), std::string::npos);
+  // The first one still serves.
+  EXPECT_EQ(Scrape((*first)->port()).rfind("HTTP/1.1 200", 0), 0u);
 }
 
 }  // namespace

@@ -78,8 +78,23 @@ std::string RandomSuffix() {
 }  // namespace
 
 Status ValidateVolumeName(const std::string& name) {
+  // Messages show bytes outside printable ASCII as \xNN: a name that is not
+  // UTF-8 must not end up raw in a terminal, a log or a gRPC status.
+  const auto printable = [](std::string_view s) {
+    std::string out;
+    for (unsigned char c : s) {
+      if (c >= 0x20 && c < 0x7f) {
+        out += static_cast<char>(c);
+      } else {
+        char hex[5];
+        std::snprintf(hex, sizeof hex, "\\x%02x", c);
+        out += hex;
+      }
+    }
+    return out;
+  };
   const auto bad = [&](const std::string& why) {
-    return Status::Error(EINVAL, "invalid volume name '" + name + "': " + why +
+    return Status::Error(EINVAL, "invalid volume name '" + printable(name) + "': " + why +
                                      " (use 1 to 63 lowercase letters, digits and '-', starting "
                                      "and ending with a letter or digit, e.g. 'db-data-0')");
   };
@@ -87,7 +102,7 @@ Status ValidateVolumeName(const std::string& name) {
   if (name.size() > 63) return bad("it is " + std::to_string(name.size()) + " characters long");
   for (char c : name) {
     if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) {
-      return bad(std::string("it contains '") + c + "'");
+      return bad("it contains '" + printable(std::string_view(&c, 1)) + "'");
     }
   }
   if (name.front() == '-' || name.back() == '-') return bad("it starts or ends with '-'");

@@ -81,7 +81,7 @@ unsigned DefaultWorkerThreads() {
 }
 
 uint64_t DefaultInodeLimit(uint64_t capacity_bytes) {
-  return std::max<uint64_t>(1024, capacity_bytes / (16 * 1024));
+  return std::clamp<uint64_t>(capacity_bytes / (16 * 1024), 1024, kMaxInodeLimit);
 }
 
 struct Volume::Impl {

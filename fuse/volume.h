@@ -69,7 +69,14 @@ struct VolumeUsage {
 // queue with relaxed loads (recent, not a consistent snapshot).
 using VolumeIoStats = iopath::IoStatsSnapshot;
 
-// One inode per 16 KiB of capacity, like mkfs.ext4's default ratio; at least 1024.
+// The largest inode limit a volume may be given: 2^32 (4294967296), far
+// beyond what a volume can use and far below 2^64 - 1, which statfs(2)
+// readers take for "unknown" (df -i shows "-"). The agent, localvolctl and
+// localvol-fuse refuse an explicit limit above it.
+inline constexpr uint64_t kMaxInodeLimit = uint64_t{1} << 32;
+
+// One inode per 16 KiB of capacity, like mkfs.ext4's default ratio; at least
+// 1024 and at most kMaxInodeLimit.
 uint64_t DefaultInodeLimit(uint64_t capacity_bytes);
 
 class Volume {

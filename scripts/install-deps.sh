@@ -10,10 +10,10 @@ packages=(
   xfsprogs e2fsprogs util-linux acl attr fio python3
   # deploy/kubernetes/validate.py (ctest deploy_manifests)
   python3-yaml
-  # the node agent (agent/): gRPC API, YAML config, sd_notify, CLI parsing;
-  # systemd provides systemd-analyze for the unit-file test
+  # the node agent (agent/): gRPC API, YAML config, sd_notify, CLI parsing,
+  # Prometheus metrics; systemd provides systemd-analyze for the unit-file test
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libyaml-cpp-dev libsystemd-dev libcli11-dev systemd
+  libyaml-cpp-dev libsystemd-dev libcli11-dev prometheus-cpp-dev systemd
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -3,6 +3,9 @@
 // (tables, JSON, exit codes, every error class), SIGTERM, kill -9 in the
 // middle of writes with the data verified after the restart, config errors,
 // the embedded disk, metrics, and a second instance.
+// gRPC first, without abseil's lock-annotation macros (agent/grpcpp.h).
+#include "agent/grpcpp.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <glob.h>
@@ -26,6 +29,8 @@
 #include <thread>
 
 #include "agent/loop_device.h"
+#include "agent/proto/localvol.grpc.pb.h"
+#include "fuse/volume.h"
 #include "tests/agent_fixtures.h"
 #include "tests/support/fuse_uring_switch.h"
 #include "tests/support/mounts.h"
@@ -74,6 +79,7 @@ class Daemon {
     return st ? *st : -1;
   }
   void Kill9() { process_.Kill(); }
+  void Signal(int sig) { process_.Signal(sig); }
   bool running() { return process_.running() && !process_.TryWait(); }
 
   CommandResult Ctl(std::vector<std::string> args) const {
@@ -173,7 +179,7 @@ TEST_F(AgentDaemonTest, CliEndToEnd) {
   // Idempotent create; conflicting create; every error class.
   EXPECT_TRUE(daemon_->Ctl({"volume", "create", "web", "--size", "64Mi"}).ok());
   ExpectFails(daemon_->Ctl({"volume", "create", "web", "--size", "65Mi"}), 1, "AlreadyExists: volume web already exists");
-  ExpectFails(daemon_->Ctl({"volume", "create", "Web_1", "--size", "1Gi"}), 1, "InvalidArgument: invalid volume name");
+  ExpectFails(daemon_->Ctl({"volume", "create", "Web_1", "--size", "1Gi"}), 2, "invalid volume name 'Web_1'");
   ExpectFails(daemon_->Ctl({"volume", "create", "huge", "--size", "100Gi"}), 1, "ResourceExhausted: no disk has 100Gi");
   ExpectFails(daemon_->Ctl({"volume", "create", "x", "--size", "1Mi", "--disk", "nosuchdisk"}), 1, "NotFound");
   ExpectFails(daemon_->Ctl({"volume", "inspect", "nope"}), 1, "NotFound: no volume named nope");
@@ -424,6 +430,122 @@ TEST_F(AgentDaemonTest, ConfigErrorsStopStartupNamingTheKey) {
   std::string mounted;
   EXPECT_TRUE(NothingMountedBelow(&mounted)) << mounted;
   EXPECT_FALSE(Exists(dirs_->state() + "/disks"));
+}
+
+TEST_F(AgentDaemonTest, ConfigThatIsNoFileOrHasADuplicateKeyStopsStartup) {
+  // An ifstream opens a directory (or /dev/null) and reads nothing: the agent
+  // used to start on the built-in defaults, with an embedded disk in
+  // /var/lib/localvol. Run as nobody, so that if that ever comes back the
+  // agent stops at its root check (exit 1) instead of touching the node.
+  for (const auto& [path, what] : std::vector<std::pair<std::string, std::string>>{
+           {"/tmp", "the configuration /tmp is a directory; name a YAML file"},
+           {"/dev/null", "the configuration /dev/null is not a regular file"}}) {
+    CommandResult r = RunCommand({"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", LOCALVOLD_BIN,
+                                  "--config", path},
+                                 std::chrono::seconds(30));
+    EXPECT_EQ(r.exit_code, 2) << r.Summary();
+    EXPECT_NE(r.err.find(what), std::string::npos) << r.Summary();
+  }
+  // The first value would win without a word.
+  ASSERT_TRUE(dirs_->WriteConfig({}, "metrics_port: abc\n").ok());
+  CommandResult r = RunCommand({LOCALVOLD_BIN, "--config", dirs_->config_path()}, std::chrono::seconds(30));
+  EXPECT_EQ(r.exit_code, 2) << r.Summary();
+  EXPECT_NE(r.err.find("metrics_port: given twice, on lines "), std::string::npos) << r.Summary();
+  std::string mounted;
+  EXPECT_TRUE(NothingMountedBelow(&mounted)) << mounted;
+  EXPECT_FALSE(Exists(dirs_->state() + "/disks"));
+}
+
+TEST_F(AgentDaemonTest, BadInodeLimitsAndNamesAreRefusedByTheCliAndTheApi) {
+  namespace pb = ::localvol::v1;
+  auto devices = Loops(1);
+  ASSERT_TRUE(dirs_->WriteConfig(devices).ok());
+  ASSERT_TRUE(daemon_->Start());
+
+  // localvolctl: usage errors, nothing sent. A name that is not UTF-8 used to
+  // come back as a libprotobuf error and "Internal:" with exit 1.
+  for (const char* bad : {"-1", "99999999999999999999"}) {
+    ExpectFails(daemon_->Ctl({"volume", "create", "many", "--size", "16Mi", "--inodes", bad}), 2,
+                "localvolctl: --inodes: expected a whole number from 1 to 4294967296, not '" + std::string(bad) + "'");
+  }
+  CommandResult r = daemon_->Ctl({"volume", "create", "db\xff", "--size", "16Mi"});
+  ExpectFails(r, 2, "localvolctl: invalid volume name 'db\\xff': it contains '\\xff'");
+  EXPECT_EQ(r.err.find("libprotobuf"), std::string::npos) << r.Summary();
+  EXPECT_NE(daemon_->Ctl({"volume", "list"}).out.find("No volumes"), std::string::npos);
+
+  // The API checks the same bound itself.
+  auto stub = pb::LocalVol::NewStub(grpc::CreateChannel("unix:" + dirs_->socket(), grpc::InsecureChannelCredentials()));
+  auto create = [&](uint64_t inodes, pb::Volume* v) {
+    pb::CreateVolumeRequest req;
+    req.set_name("many");
+    req.set_capacity_bytes(16 * kMi);
+    req.set_inode_limit(inodes);
+    grpc::ClientContext ctx;
+    return stub->CreateVolume(&ctx, req, v);
+  };
+  auto resize = [&](uint64_t inodes) {
+    pb::ResizeVolumeRequest req;
+    req.set_name("many");
+    req.set_capacity_bytes(32 * kMi);
+    req.set_inode_limit(inodes);
+    grpc::ClientContext ctx;
+    pb::Volume v;
+    return stub->ResizeVolume(&ctx, req, &v);
+  };
+  const std::string mount = dirs_->publish() + "/many";
+  for (uint64_t absurd : {~uint64_t{0}, fuse::kMaxInodeLimit + 1}) {
+    pb::Volume v;
+    grpc::Status st = create(absurd, &v);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+    EXPECT_NE(st.error_message().find("inode_limit " + std::to_string(absurd) +
+                                      " is out of range: give 1 to 4294967296, or 0 for the default"),
+              std::string::npos)
+        << st.error_message();
+    EXPECT_FALSE(IsMountPoint(mount));
+  }
+  // The bound itself is served, and statfs (df -i) shows it as a number.
+  pb::Volume v;
+  grpc::Status st = create(fuse::kMaxInodeLimit, &v);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(v.inode_limit(), fuse::kMaxInodeLimit);
+  EXPECT_EQ(StatFs(mount)->files, fuse::kMaxInodeLimit);
+  CommandResult df = RunCommand({"df", "--output=itotal", mount});
+  EXPECT_NE(df.out.find("4294967296"), std::string::npos) << df.Summary();
+  // A resize with an absurd count changes nothing, not even the size.
+  for (uint64_t absurd : {~uint64_t{0}, fuse::kMaxInodeLimit + 1}) {
+    st = resize(absurd);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+  }
+  EXPECT_EQ(StatFs(mount)->files, fuse::kMaxInodeLimit);
+  EXPECT_EQ(StatFs(mount)->capacity(), 16 * kMi);
+  ExpectFails(daemon_->Ctl({"volume", "resize", "many", "--size", "32Mi", "--inodes", "-1"}), 2, "--inodes");
+  EXPECT_EQ(StatFs(mount)->files, fuse::kMaxInodeLimit);
+}
+
+TEST_F(AgentDaemonTest, Usr1Usr2AndPipeDoNotStopTheAgent) {
+  // Their default action ends the process, and every volume with it.
+  auto devices = Loops(1);
+  ASSERT_TRUE(dirs_->WriteConfig(devices).ok());
+  ASSERT_TRUE(daemon_->Start());
+  ASSERT_TRUE(daemon_->Ctl({"volume", "create", "calm", "--size", "16Mi"}).ok());
+  const std::string file = dirs_->publish() + "/calm/f";
+  ASSERT_TRUE(WriteFile(file, "still here").ok());
+  for (int sig : {SIGUSR1, SIGUSR2, SIGPIPE}) daemon_->Signal(sig);
+  bool logged = false;
+  for (int i = 0; i < 100 && !logged; ++i) {
+    const std::string log = daemon_->Log();
+    logged = log.find("SIGUSR1: ignoring it") != std::string::npos &&
+             log.find("SIGUSR2: ignoring it") != std::string::npos;
+    if (!logged) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(logged) << daemon_->Log();
+  ASSERT_TRUE(daemon_->running());
+  CommandResult r = daemon_->Ctl({"volume", "list"});
+  ASSERT_TRUE(r.ok()) << r.Summary();
+  EXPECT_NE(r.out.find("calm"), std::string::npos) << r.out;
+  EXPECT_EQ(ReadOr(file), "still here");
+  const int status = daemon_->Stop();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << DescribeWaitStatus(status);
 }
 
 TEST_F(AgentDaemonTest, EmbeddedDiskWhenNoDiskIsConfigured) {

@@ -120,7 +120,7 @@ TEST_F(CliTest, ZeroCapacity) {
 }
 
 TEST_F(CliTest, MalformedInodeCount) {
-  for (const std::string bad : {"many", "-1", "12k34"}) {
+  for (const std::string bad : {"many", "-1", "12k34", "99999999999999999999", "4294967297"}) {
     SCOPED_TRACE("--inodes '" + bad + "'");
     ExpectRefused(Run({src_, mnt_, "--capacity", "10Mi", "--inodes", bad}), {bad});
   }

@@ -30,6 +30,7 @@
 #include <liburing.h>
 
 #include "base/unique_fd.h"
+#include "fuse/volume.h"
 #include "tests/support/fuse_server.h"
 #include "tests/support/in_process_volume.h"
 #include "tests/support/janitor.h"
@@ -176,6 +177,9 @@ TEST_F(QuotaTest, DefaultInodeLimitIsOnePer16KiB) {
   server_.reset();
   ASSERT_NO_FATAL_FAILURE(Start("4Mi"));
   EXPECT_EQ(Space().files, 1024u);  // the floor
+  // The ceiling, from 64 TiB of capacity on: an explicit limit may not exceed it either.
+  EXPECT_EQ(fuse::DefaultInodeLimit(uint64_t{64} << 40), fuse::kMaxInodeLimit);
+  EXPECT_EQ(fuse::DefaultInodeLimit(uint64_t{1} << 60), fuse::kMaxInodeLimit);
 }
 
 TEST_F(QuotaTest, StatfsTracksUsage) {

@@ -100,6 +100,10 @@ Result<Args> ParseArgs(int argc, char** argv) {
       if (!v.ok()) return v.status();
       auto n = ParseCount(arg, *v);
       if (!n.ok()) return n.status();
+      if (*n > localvol::fuse::kMaxInodeLimit) {
+        return Status::Error(EINVAL, "--inodes takes at most " + std::to_string(localvol::fuse::kMaxInodeLimit) +
+                                         ", not '" + *v + "'");
+      }
       args.inodes = *n;
     } else if (arg == "--threads") {
       auto v = value();

@@ -1017,11 +1017,24 @@ void Filesystem::Rename(fuse_req_t req, fuse_ino_t parent, const char* name,
   if (!from_fd.ok()) return (void)fuse_reply_err(req, from_fd.err());
   auto to_fd = Pin(to);
   if (!to_fd.ok()) return (void)fuse_reply_err(req, to_fd.err());
-  Reservation r;
-  if (!quota_->TryReserve(config_.block_size, 0, &r)) return (void)fuse_reply_err(req, ENOSPC);
   struct stat victim;
-  const bool replaces = !(flags & RENAME_EXCHANGE) &&
-                        fstatat(to_fd->get(), newname, &victim, AT_SYMLINK_NOFOLLOW) == 0;
+  const bool exchange = (flags & RENAME_EXCHANGE) != 0;
+  const bool replaces =
+      !exchange && fstatat(to_fd->get(), newname, &victim, AT_SYMLINK_NOFOLLOW) == 0;
+  // Admission (README, "Quotas"). Replacing or exchanging rewrites entries
+  // that exist, in place: nothing grows and nothing new is made, so nothing
+  // is reserved and a full volume renames as XFS does. A whiteout is a new
+  // inode and may grow the source directory. A new name may grow the target
+  // directory by a block: reserved when it fits, and otherwise tried the way
+  // XFS renames without a reservation (RenameWithoutGrowing).
+  Reservation r;
+  if (flags & RENAME_WHITEOUT) {
+    if (!quota_->TryReserve(config_.block_size, 1, &r)) return (void)fuse_reply_err(req, ENOSPC);
+  } else if (!replaces && !exchange && !quota_->TryReserve(config_.block_size, 0, &r)) {
+    const int err = RenameWithoutGrowing(from, from_fd->get(), name, to, to_fd->get(), newname,
+                                         flags);
+    return (void)fuse_reply_err(req, err);
+  }
   if (replaces) KeepOpenUntilForgotten(victim);
   if (renameat2(from_fd->get(), name, to_fd->get(), newname, flags) != 0) {
     return (void)fuse_reply_err(req, errno);
@@ -1029,8 +1042,40 @@ void Filesystem::Rename(fuse_req_t req, fuse_ino_t parent, const char* name,
   if (replaces) ReleaseVictim(victim);
   int64_t delta = TakeAllocationDelta(from, from_fd->get());
   if (&to != &from) delta += TakeAllocationDelta(to, to_fd->get());
-  quota_->Settle(r, delta, 0);
+  quota_->Settle(r, delta, (flags & RENAME_WHITEOUT) ? 1 : 0);
   fuse_reply_err(req, 0);
+}
+
+int Filesystem::RenameWithoutGrowing(Inode& from, int from_fd, const char* name, Inode& to,
+                                     int to_fd, const char* newname, unsigned flags) {
+  // Charge any change not yet seen, so that what follows measures this rename alone.
+  int64_t delta = TakeAllocationDelta(to, to_fd);
+  // NOREPLACE keeps the name new, as the admission assumed.
+  if (renameat2(from_fd, name, to_fd, newname, flags | RENAME_NOREPLACE) != 0) {
+    const int err = errno;
+    quota_->Adjust(delta, 0);
+    return err;
+  }
+  const int64_t grown = TakeAllocationDelta(to, to_fd);
+  delta += grown;
+  int err = 0;
+  if (grown > 0) {
+    // The entry did not fit in the blocks the directory had: put the name
+    // back, which gives the block back. The kernel holds both directories
+    // locked for the whole request, so no caller sees the name come and go.
+    if (renameat2(to_fd, newname, from_fd, name, RENAME_NOREPLACE) == 0) {
+      err = ENOSPC;
+      delta += TakeAllocationDelta(to, to_fd);
+    } else {
+      const int undo_err = errno;
+      GetLogger("fuse")->error(
+          "rename at a full volume grew a directory by {} bytes and could not be undone: {}",
+          grown, std::strerror(undo_err));
+    }
+  }
+  if (&to != &from) delta += TakeAllocationDelta(from, from_fd);
+  quota_->Adjust(delta, 0);
+  return err;
 }
 
 Result<UniqueFd> Filesystem::Reopen(fuse_req_t req, Inode& inode, int flags) {

@@ -269,6 +269,12 @@ class Filesystem {
   void ReplyEntry(fuse_req_t req, const fuse_entry_param& e);
   // unlink (flags 0) or rmdir (AT_REMOVEDIR) of `name` in `parent`.
   void RemoveEntry(fuse_req_t req, fuse_ino_t parent, const char* name, int flags);
+  // Renames `name` in `from` to the new name `newname` in `to` with no space
+  // reserved, as XFS does at a full volume: only if the entry fits in the
+  // blocks `to` already has. Undoes the rename and returns ENOSPC if `to`
+  // grew; errno of a failed rename, 0 on success. Charges what it observed.
+  int RenameWithoutGrowing(Inode& from, int from_fd, const char* name, Inode& to, int to_fd,
+                           const char* newname, unsigned flags);
   // Settles a dropped Inode: returns its space and inode if it was unlinked.
   void Finalize(Inode& inode);
 

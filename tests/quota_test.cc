@@ -997,7 +997,7 @@ TEST_F(SetLimitsTest, MountRefusesASourceOverItsLimits) {
 
 // ---------------------------------------------------------------------------
 // Overwrites: writes into a file's allocated prefix skip the reservation and
-// the fstat that settles it (fuse/filesystem.h, "Quota"). In-process, to see
+// the fstat that settles it (fuse/space.h). In-process, to see
 // that they did.
 
 class OverwriteTest : public SetLimitsTest {

@@ -64,7 +64,8 @@ struct Inode {
   const mode_t type;  // S_IFMT bits
   const InodeHandle handle;
 
-  // Space (fuse/space.h). Taken after the table's locks, before the quota's.
+  // Space (fuse/space.h). Taken after the table's locks (InodeTable::fd_mu_
+  // states it) and before the quota's mutex, a leaf.
   Mutex alloc_mu;
   uint64_t charged_bytes GUARDED_BY(alloc_mu);
   // Overwrites: [0, dense_end) was allocated when probed; 0 while unknown or
@@ -177,11 +178,12 @@ class InodeTable {
   UniqueFd handle_mount_fd_;  // the root, O_RDONLY: the mount fd for open_by_handle_at
 
   // The lock order: mu_, fd_mu_, Inode::alloc_mu, then the quota's mutex (a
-  // leaf). None is held while replying to the kernel.
-  mutable Mutex mu_;  // the table
+  // leaf, fuse/quota.h), as annotated. None is held while replying to the
+  // kernel.
+  mutable Mutex mu_ ACQUIRED_BEFORE(fd_mu_);  // the table
   std::unordered_map<DevIno, std::unique_ptr<Inode>, DevInoHash> inodes_ GUARDED_BY(mu_);
 
-  Mutex fd_mu_;                                   // the fd cache
+  Mutex fd_mu_ ACQUIRED_AFTER(mu_) ACQUIRED_BEFORE(Inode::alloc_mu);  // the fd cache
   Inode* lru_head_ GUARDED_BY(fd_mu_) = nullptr;  // most recently used
   Inode* lru_tail_ GUARDED_BY(fd_mu_) = nullptr;  // eviction starts here
   static std::atomic<size_t> open_path_fds_;

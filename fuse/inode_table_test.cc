@@ -12,24 +12,13 @@
 #include <string>
 
 #include "base/status.h"
-#include "tests/support/temp_dir.h"
+#include "fuse/inode_table_fixture.h"
 
 namespace localvol::fuse {
 namespace {
 
-class InodeTableTest : public ::testing::Test {
+class InodeTableTest : public InodeTableFixture {
  protected:
-  void SetUp() override {
-    auto dir = testing::TempDir::Create("lv-inode-table");
-    ASSERT_TRUE(dir.ok()) << dir.status().ToString();
-    dir_ = std::move(dir).value();
-    auto root = OpenAt(AT_FDCWD, dir_.path(), O_PATH | O_DIRECTORY);
-    ASSERT_TRUE(root.ok()) << root.status().ToString();
-    struct stat st;
-    ASSERT_EQ(fstat(root->get(), &st), 0);
-    table_.emplace(std::move(root).value(), st, &quota_);
-  }
-
   // Writes `bytes` bytes to a new file `name` and syncs it, so that its
   // allocation shows in st_blocks.
   void MakeFile(const std::string& name, size_t bytes) {
@@ -40,29 +29,34 @@ class InodeTableTest : public ::testing::Test {
     ASSERT_EQ(fsync(fd.get()), 0);
   }
 
-  // What LookupChild does: the O_PATH fd and stat of `name`, added to the table.
-  Inode* Lookup(const std::string& name, struct stat* st_out = nullptr) {
-    auto fd = OpenAt(AT_FDCWD, dir_.Sub(name), O_PATH | O_NOFOLLOW);
-    EXPECT_TRUE(fd.ok()) << fd.status().ToString();
-    if (!fd.ok()) return nullptr;
-    struct stat st;
-    EXPECT_EQ(fstatat(fd->get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW), 0);
-    if (st_out != nullptr) *st_out = st;
-    return table_->Add(std::move(fd).value(), st);
-  }
-
   // Charges `inode` as the create that made it would have.
   void Charge(Inode& inode) {
     MutexLock lock(inode.alloc_mu);
     quota_.Adjust(static_cast<int64_t>(inode.charged_bytes), 1);
   }
 
+  // A 64 KiB file, looked up and charged; its stat in `st`.
+  Inode* MakeChargedFile(const std::string& name, struct stat* st) {
+    MakeFile(name, 64 * 1024);
+    Inode* inode = Lookup(name, st);
+    if (inode != nullptr) Charge(*inode);
+    return inode;
+  }
+
+  void ExpectNothingUsed() {
+    EXPECT_EQ(used_bytes(), 0u);
+    EXPECT_EQ(used_inodes(), 0u);
+  }
+
   uint64_t used_bytes() const { return quota_.Snapshot().used_bytes; }
   uint64_t used_inodes() const { return quota_.Snapshot().used_inodes; }
 
-  testing::TempDir dir_;
-  Quota quota_{/*capacity_bytes=*/1 << 30, /*inode_limit=*/1000, 0, 0};
-  std::optional<InodeTable> table_;
+  // As RemoveEntry does: keep the fd, unlink, release.
+  void UnlinkAndRelease(const std::string& name, const struct stat& victim) {
+    table_->KeepOpenUntilForgotten(victim);
+    ASSERT_EQ(unlink(dir_.Sub(name).c_str()), 0);
+    table_->ReleaseVictim(victim);
+  }
 };
 
 TEST_F(InodeTableTest, HardLinksShareOneInodeUntilEveryLookupIsForgotten) {
@@ -98,43 +92,31 @@ TEST_F(InodeTableTest, PinnedFdReachesTheInode) {
 }
 
 TEST_F(InodeTableTest, UnlinkedInodeReturnsItsChargeOnceWhenReleased) {
-  ASSERT_NO_FATAL_FAILURE(MakeFile("f", 64 * 1024));
   struct stat victim;
-  Inode* f = Lookup("f", &victim);
+  Inode* f = MakeChargedFile("f", &victim);
   ASSERT_NE(f, nullptr);
-  ASSERT_NO_FATAL_FAILURE(Charge(*f));
   const uint64_t charged = used_bytes();
   ASSERT_GT(charged, 0u);
   ASSERT_EQ(used_inodes(), 1u);
-  // As RemoveEntry does: keep the fd, unlink, release.
-  table_->KeepOpenUntilForgotten(victim);
-  ASSERT_EQ(unlink(dir_.Sub("f").c_str()), 0);
-  table_->ReleaseVictim(victim);
-  EXPECT_EQ(used_bytes(), 0u);
-  EXPECT_EQ(used_inodes(), 0u);
+  ASSERT_NO_FATAL_FAILURE(UnlinkAndRelease("f", victim));
+  ExpectNothingUsed();
   // The kernel forgets it later: nothing is returned twice.
   table_->Forget(f, 1);
-  EXPECT_EQ(used_bytes(), 0u);
-  EXPECT_EQ(used_inodes(), 0u);
+  ExpectNothingUsed();
 }
 
 TEST_F(InodeTableTest, OpenInodeKeepsItsChargeUntilForgotten) {
-  ASSERT_NO_FATAL_FAILURE(MakeFile("f", 64 * 1024));
   struct stat victim;
-  Inode* f = Lookup("f", &victim);
+  Inode* f = MakeChargedFile("f", &victim);
   ASSERT_NE(f, nullptr);
-  ASSERT_NO_FATAL_FAILURE(Charge(*f));
   const uint64_t charged = used_bytes();
   table_->CountOpenHandle(*f, +1);
-  table_->KeepOpenUntilForgotten(victim);
-  ASSERT_EQ(unlink(dir_.Sub("f").c_str()), 0);
-  table_->ReleaseVictim(victim);
+  ASSERT_NO_FATAL_FAILURE(UnlinkAndRelease("f", victim));
   EXPECT_EQ(used_bytes(), charged) << "an open file keeps its space";
   EXPECT_EQ(used_inodes(), 1u);
   table_->CountOpenHandle(*f, -1);
   table_->Forget(f, 1);
-  EXPECT_EQ(used_bytes(), 0u);
-  EXPECT_EQ(used_inodes(), 0u);
+  ExpectNothingUsed();
 }
 
 TEST_F(InodeTableTest, VictimTheKernelNeverLookedUpIsFreedAtOnce) {
@@ -144,8 +126,7 @@ TEST_F(InodeTableTest, VictimTheKernelNeverLookedUpIsFreedAtOnce) {
   quota_.Adjust(victim.st_blocks * 512, 1);
   ASSERT_EQ(unlink(dir_.Sub("f").c_str()), 0);
   table_->ReleaseVictim(victim);
-  EXPECT_EQ(used_bytes(), 0u);
-  EXPECT_EQ(used_inodes(), 0u);
+  ExpectNothingUsed();
 }
 
 TEST_F(InodeTableTest, ForgetAllSettlesWhatChangedSinceTheLastCharge) {

@@ -12,24 +12,22 @@
 #include <string>
 
 #include "base/status.h"
-#include "tests/support/temp_dir.h"
+#include "fuse/inode_table_fixture.h"
 
 namespace localvol::fuse {
 namespace {
 
 constexpr uint64_t kBlock = 4096;
 
-class SpaceTest : public ::testing::Test {
+// Some usage from elsewhere, so that a limit of exactly the usage is valid.
+constexpr uint64_t kUsedElsewhere = 1 << 20;
+
+class SpaceTest : public InodeTableFixture {
  protected:
+  SpaceTest() : InodeTableFixture(kUsedElsewhere) {}
+
   void SetUp() override {
-    auto dir = testing::TempDir::Create("lv-space");
-    ASSERT_TRUE(dir.ok()) << dir.status().ToString();
-    dir_ = std::move(dir).value();
-    auto root = OpenAt(AT_FDCWD, dir_.path(), O_PATH | O_DIRECTORY);
-    ASSERT_TRUE(root.ok()) << root.status().ToString();
-    struct stat st;
-    ASSERT_EQ(fstat(root->get(), &st), 0);
-    table_.emplace(std::move(root).value(), st, &quota_);
+    ASSERT_NO_FATAL_FAILURE(InodeTableFixture::SetUp());
     space_.emplace(&*table_, &quota_, kBlock);
     // A file whose first 16 blocks are allocated, then a 16-block hole.
     file_ = UniqueFd(open(dir_.Sub("f").c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
@@ -49,11 +47,6 @@ class SpaceTest : public ::testing::Test {
     ASSERT_TRUE(quota_.SetLimits(q.used_bytes + q.reserved_bytes + free_bytes, 1000).ok());
   }
 
-  testing::TempDir dir_;
-  // Some usage from elsewhere, so that a limit of exactly the usage is valid.
-  static constexpr uint64_t kUsedElsewhere = 1 << 20;
-  Quota quota_{/*capacity_bytes=*/1 << 30, /*inode_limit=*/1000, kUsedElsewhere, 0};
-  std::optional<InodeTable> table_;
   std::optional<Space> space_;
   UniqueFd file_;
 };
@@ -101,10 +94,8 @@ TEST_F(SpaceTest, NearlyFullVolumeAdmitsThePrefixThatFits) {
 
 TEST_F(SpaceTest, SettlingChargesTheObservedAllocationOnce) {
   struct stat st;
-  ASSERT_EQ(fstat(file_.get(), &st), 0);
-  auto fd = OpenAt(AT_FDCWD, dir_.Sub("f"), O_PATH | O_NOFOLLOW);
-  ASSERT_TRUE(fd.ok());
-  Inode* inode = table_->Add(std::move(fd).value(), st);
+  Inode* inode = Lookup("f", &st);
+  ASSERT_NE(inode, nullptr);
   const uint64_t known = static_cast<uint64_t>(st.st_blocks) * 512;  // charged by the rescan
   Reservation r;
   ASSERT_EQ(space_->AdmitWrite(file_.get(), 16 * kBlock, kBlock, &r), kBlock);
@@ -126,10 +117,8 @@ TEST_F(SpaceTest, SettlingChargesTheObservedAllocationOnce) {
 
 TEST_F(SpaceTest, OverwritesNeedTheProbedPrefixAndStopWhileFreeing) {
   struct stat st;
-  ASSERT_EQ(fstat(file_.get(), &st), 0);
-  auto fd = OpenAt(AT_FDCWD, dir_.Sub("f"), O_PATH | O_NOFOLLOW);
-  ASSERT_TRUE(fd.ok());
-  Inode* inode = table_->Add(std::move(fd).value(), st);
+  Inode* inode = Lookup("f", &st);
+  ASSERT_NE(inode, nullptr);
   EXPECT_FALSE(space_->BeginOverwrite(*inode, 1)) << "nothing probed yet";
   space_->CountSettledWrite(*inode, file_.get());  // the first settled write probes
   EXPECT_EQ(inode->dense_end.load(), 16 * kBlock);

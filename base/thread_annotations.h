@@ -14,6 +14,11 @@
 #define PT_GUARDED_BY(x) LV_THREAD_ANNOTATION(pt_guarded_by(x))
 #define REQUIRES(...) LV_THREAD_ANNOTATION(requires_capability(__VA_ARGS__))
 #define EXCLUDES(...) LV_THREAD_ANNOTATION(locks_excluded(__VA_ARGS__))
+// Lock order, stated once on the mutex it concerns: this mutex is taken
+// before (after) the ones named, never while holding them the other way.
+// Clang checks the order with -Wthread-safety-beta.
+#define ACQUIRED_BEFORE(...) LV_THREAD_ANNOTATION(acquired_before(__VA_ARGS__))
+#define ACQUIRED_AFTER(...) LV_THREAD_ANNOTATION(acquired_after(__VA_ARGS__))
 #define ACQUIRE(...) LV_THREAD_ANNOTATION(acquire_capability(__VA_ARGS__))
 #define RELEASE(...) LV_THREAD_ANNOTATION(release_capability(__VA_ARGS__))
 #define CAPABILITY(x) LV_THREAD_ANNOTATION(capability(x))

@@ -1,56 +1,41 @@
 // Filesystem: the FUSE low-level operations of one volume (private to fuse/).
 //
-// Inodes
-//   Each inode the kernel knows is an Inode holding an O_PATH|O_NOFOLLOW fd to
-//   the backing file, keyed by (st_dev, st_ino) so hard links share one Inode.
-//   The fuse_ino_t handed to the kernel is the Inode's address (the root is
-//   FUSE_ROOT_ID). Every operation works relative to these fds with the *at
-//   calls, never by path, so nothing can reach outside the backing directory
-//   and no symlink is ever resolved by the server.
-//
-// Quota
-//   Each Inode remembers the allocation charged to the quota for it. An
-//   operation that can allocate reserves its worst case first (ENOSPC if that
-//   does not fit), and settles to the allocation observed with fstat after it
-//   completed. Space of an unlinked inode is returned when the kernel forgets
-//   it (the server's O_PATH fd keeps it allocated until then).
-//
-//   Overwrites skip both. Each Inode knows a prefix of its backing file that
-//   is allocated (dense_end, found with lseek(SEEK_HOLE) every kProbeEvery
-//   settled writes). A write inside it cannot allocate: the backing
-//   filesystem is this volume's alone and nothing here shares extents
-//   (copy_file_range copies), so overwriting allocated blocks keeps them.
-//   Freeing blocks (truncate, fallocate) happens only under a FreeingGuard,
-//   which forgets the prefix and waits for overwrites in flight first, so no
-//   write is admitted without a reservation into blocks being freed.
+// The operations live in one file per family: entry_ops.cc (names),
+// attr_ops.cc, data_ops.cc (open files and their data), dir_ops.cc,
+// xattr_ops.cc, and lowlevel.cc (the libfuse trampolines). The inodes and
+// their fds are an InodeTable (fuse/inode_table.h); quota admission and
+// settling are Space (fuse/space.h).
 //
 // Threads
 //   FUSE worker threads (libfuse's mt loop) run every operation. Metadata
 //   operations run synchronously on them; data operations (read, write,
 //   fsync, fallocate, copy_file_range) are submitted to the iopath engine and
-//   replied to from its completion thread, so no worker waits for the disk.
+//   replied to from its completion thread, or on the worker itself when the
+//   engine runs them there (Engine::SubmitOrRun), so no worker waits for a
+//   busy disk.
 //
-// Lock order: mu_ (inode table), fd_mu_ (fd cache), Inode::alloc_mu, then
-// the quota's mutex.
-// None is held while replying to the kernel.
+// Locks: the InodeTable's, then Inode::alloc_mu, then the quota's
+// (fuse/inode_table.h); handles_mu_ below is a leaf. None is held while
+// replying to the kernel.
 #pragma once
 
 #include <fuse_lowlevel.h>
 #include <sched.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <atomic>
-#include <unordered_map>
+#include <string>
 #include <unordered_set>
-#include <utility>
 
 #include "base/thread_annotations.h"
 #include "base/unique_fd.h"
 #include "fuse/buffer_pool.h"
+#include "fuse/inode_table.h"
 #include "fuse/quota.h"
+#include "fuse/space.h"
 
 namespace localvol::iopath {
 class Engine;
@@ -60,93 +45,16 @@ class IoRequest;
 
 namespace localvol::fuse {
 
-// A kernel file handle (name_to_handle_at), to reopen an inode without a path.
-struct InodeHandle {
-  bool valid = false;
-  int type = 0;
-  uint32_t size = 0;
-  unsigned char bytes[64] = {};
-};
-
-struct Inode {
-  Inode(UniqueFd fd, const struct stat& st, const InodeHandle& kernel_handle)
-      : dev(st.st_dev), ino(st.st_ino), type(st.st_mode & S_IFMT), handle(kernel_handle),
-        path_fd(std::move(fd)), evictable(kernel_handle.valid),
-        charged_bytes(static_cast<uint64_t>(st.st_blocks) * 512) {}
-
-  const dev_t dev;
-  const ino_t ino;
-  const mode_t type;  // S_IFMT bits
-  const InodeHandle handle;
-  uint64_t nlookup = 0;  // guarded by Filesystem::mu_
-
-  // The O_PATH | O_NOFOLLOW fd, cached: guarded by Filesystem::fd_mu_.
-  // Closed when the cache needs room and nothing pins it; reopened by handle.
-  // Inodes without a handle, the root, and unlinked inodes (which cannot be
-  // reopened by handle) are never evicted.
-  UniqueFd path_fd;
-  uint32_t pins = 0;
-  uint32_t open_handles = 0;  // open files and directories of this inode
-  bool evictable;
-  // Unlinked with nothing holding it: its space and inode were returned to
-  // the quota and its fd closed before the kernel forgot it.
-  bool released = false;
-  Inode* lru_prev = nullptr;
-  Inode* lru_next = nullptr;
-
-  Mutex alloc_mu;  // acquire after Filesystem::mu_, before the quota's mutex
-  uint64_t charged_bytes GUARDED_BY(alloc_mu);
-
-  // Overwrites (see "Quota" above). [0, dense_end) was allocated when probed;
-  // 0 while unknown or while a FreeingGuard lives. Written under alloc_mu.
-  std::atomic<uint64_t> dense_end{0};
-  std::atomic<uint32_t> overwrites_in_flight{0};
-  uint32_t freeing GUARDED_BY(alloc_mu) = 0;  // FreeingGuards alive; no probe meanwhile
-  std::atomic<uint32_t> settled_writes{0};  // the first, then every kProbeEvery-th probes
-};
-
-class Filesystem;
-
-// An inode's O_PATH fd, kept open (pinned) while this object lives. Move-only.
-class PathFd {
- public:
-  PathFd(Filesystem* fs, Inode* inode, int fd) : fs_(fs), inode_(inode), fd_(fd) {}
-  PathFd(PathFd&& o) noexcept
-      : fs_(o.fs_), inode_(std::exchange(o.inode_, nullptr)), fd_(std::exchange(o.fd_, -1)) {}
-  PathFd& operator=(PathFd&&) = delete;
-  PathFd(const PathFd&) = delete;
-  ~PathFd();
-  int get() const { return fd_; }
-
- private:
-  Filesystem* fs_;
-  Inode* inode_;
-  int fd_;
-};
-
-// While it lives, writes into `inode` take the reservation and fstat path
-// and its allocated prefix is neither used nor probed. The constructor waits
-// for overwrites already in flight. Held around every operation that can free
-// blocks of a file. Move-only; a moved-from guard does nothing.
-class FreeingGuard {
- public:
-  explicit FreeingGuard(Inode& inode);
-  FreeingGuard(FreeingGuard&& o) noexcept : inode_(std::exchange(o.inode_, nullptr)) {}
-  FreeingGuard& operator=(FreeingGuard&&) = delete;
-  FreeingGuard(const FreeingGuard&) = delete;
-  ~FreeingGuard();
-
- private:
-  Inode* inode_;
-};
+struct OpenHandle;
+struct FileHandle;
 
 struct FilesystemConfig {
   double entry_timeout_s = 3600;  // the backing directory belongs to this volume alone
   double attr_timeout_s = 3600;
-  bool cache_listings = true;     // FOPEN_CACHE_DIR and keep_cache on directories
+  bool cache_listings = true;  // FOPEN_CACHE_DIR and keep_cache on directories
   uint32_t max_write = 1 << 20;
-  uint32_t max_background = 64;   // background FUSE requests in flight
-  uint64_t block_size = 4096;     // allocation unit of the backing filesystem
+  uint32_t max_background = 64;  // background FUSE requests in flight
+  uint64_t block_size = 4096;    // allocation unit of the backing filesystem
   // When set, Init asks the kernel for FUSE over io_uring and, if granted,
   // calls this (on the session's loop thread, before the INIT reply is sent)
   // to start serving the ring; see fuse/kernel_ring.h.
@@ -161,14 +69,16 @@ class Filesystem {
              iopath::IoQueue* queue, const FilesystemConfig& config);
   ~Filesystem();
 
-  // The operation table to pass to fuse_session_new with this as userdata.
+  // The operation table to pass to fuse_session_new with this as userdata
+  // (lowlevel.cc).
   static const fuse_lowlevel_ops& Operations();
 
-  // After the session ended: settles the allocation of every inode the kernel
-  // still held (returning the space of unlinked ones) and drops them.
+  // After the session ended: closes the handles the kernel never released,
+  // settles the allocation of every inode the kernel still held (returning
+  // the space of unlinked ones) and drops them.
   void ForgetAll();
 
-  // Public so the C trampolines in filesystem.cc can reach them.
+  // Public so the C trampolines in lowlevel.cc can reach them.
   void Init(fuse_conn_info* conn);
   void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name);
   void Forget(fuse_ino_t ino, uint64_t nlookup);
@@ -215,82 +125,49 @@ class Filesystem {
   // The session, for cache invalidations. Set once, before serving.
   void SetSession(fuse_session* session) { session_ = session; }
 
-  // Used by the completion side of data requests.
-  Quota& quota() { return *quota_; }
-  // Allocation change of `inode` since it was last charged; records the new
-  // value. `fd` is any open fd of the inode, or -1 to use its O_PATH fd.
-  int64_t TakeAllocationDelta(Inode& inode, int fd = -1);
-  // Settles `reservation` against the allocation change of `inode` observed
-  // now through `fd`, an open fd of that inode.
-  void SettleAllocation(Inode& inode, int fd, Reservation& reservation);
-  // A write of [.., end) of `inode` that lies in its allocated prefix is an
-  // overwrite: it needs no reservation and no settling. Returns whether it
-  // is; if so, EndOverwrite must follow once the write completed.
-  bool BeginOverwrite(Inode& inode, uint64_t end);
-  void EndOverwrite(Inode& inode);
-  // After a write was settled: every kProbeEvery calls, probes the allocated
-  // prefix of `inode` through `fd`, an open fd of it (whose file offset moves;
-  // all I/O here is positional).
-  void CountSettledWrite(Inode& inode, int fd);
-  static constexpr uint32_t kProbeEvery = 64;
   // Writes admitted as overwrites since construction.
-  uint64_t overwrites() const { return overwrites_.load(std::memory_order_relaxed); }
+  uint64_t overwrites() const { return space_.overwrites(); }
 
  private:
-  struct OpenHandle;
-  struct FileHandle;
-  struct DirHandle;
   // Every open handle is registered, so that ForgetAll() can close those the
   // kernel never released. AddHandle counts the inode's open handle.
   void AddHandle(OpenHandle* handle) EXCLUDES(handles_mu_);
   // Unregisters, uncounts and deletes.
   void DropHandle(OpenHandle* handle) EXCLUDES(handles_mu_);
-  // The open flags of a file open or create reply (`flags` as the backing
-  // file was opened with), and the handle registered.
-  void SetOpenReply(fuse_file_info* fi, FileHandle* handle, int flags);
 
-  Inode& GetInode(fuse_ino_t ino);
-  // Pins the inode's O_PATH fd open, reopening it by handle if the cache
-  // closed it. Fails with ESTALE if the inode no longer exists.
-  Result<PathFd> Pin(Inode& inode);
-  void Unpin(Inode& inode);
-  // The inode is being unlinked: keep its fd open until it is forgotten,
-  // since an unlinked inode cannot be reopened by handle.
-  void KeepOpenUntilForgotten(const struct stat& victim);
-  void EvictFdsLocked() REQUIRES(fd_mu_);
-  void LruRemoveLocked(Inode& inode) REQUIRES(fd_mu_);
-  void LruPushFrontLocked(Inode& inode) REQUIRES(fd_mu_);
-  friend class PathFd;
+  // ---- entry_ops.cc
   // Finds or creates the Inode for `name` in `parent` and counts one lookup.
   int LookupChild(Inode& parent, const char* name, fuse_entry_param* entry, Inode** out);
-  void ForgetOne(Inode* inode, uint64_t n);
   // Replies with a positive entry; takes the lookup back if the kernel
   // abandoned the request.
   void ReplyEntry(fuse_req_t req, const fuse_entry_param& e);
   // unlink (flags 0) or rmdir (AT_REMOVEDIR) of `name` in `parent`.
   void RemoveEntry(fuse_req_t req, fuse_ino_t parent, const char* name, int flags);
-  // Settles a dropped Inode: returns its space and inode if it was unlinked.
-  void Finalize(Inode& inode);
-
-  // After an unlink/rmdir/rename removed the last name of `victim`: returns
-  // its space and inode now unless something still holds it open (then
-  // Finalize does when the kernel forgets it).
-  void ReleaseVictim(const struct stat& victim);
-  // Counts an open file or directory handle of `inode` (delta +1 or -1).
-  void CountOpenHandle(Inode& inode, int delta);
+  // Renames `name` in `from` to the new name `newname` in `to` with no space
+  // reserved, as XFS does at a full volume: only if the entry fits in the
+  // blocks `to` already has. Undoes the rename and returns ENOSPC if `to`
+  // grew; errno of a failed rename, 0 on success. Charges what it observed.
+  int RenameWithoutGrowing(Inode& from, int from_fd, const char* name, Inode& to, int to_fd,
+                           const char* newname, unsigned flags);
   // Runs `make` (a mkdirat/mknodat/symlinkat/openat creating `name`) as the
   // caller with an inode and a directory block reserved, then replies with
   // the new entry. `make` returns a fd (or 0) on success, -1 with errno set.
   template <typename MakeFn>
   int CreateAsCaller(fuse_req_t req, Inode& parent, const char* name, mode_t mode, MakeFn make,
                      fuse_entry_param* entry, Reservation* reservation);
+
+  // ---- data_ops.cc
+  // The open flags of a file open or create reply (`flags` as the backing
+  // file was opened with), and the handle registered.
+  void SetOpenReply(fuse_file_info* fi, FileHandle* handle, int flags);
   // Opens `inode`, a file the kernel resolved and checked, with `flags`
   // through /proc. With O_TRUNC: under a FreeingGuard, drops setuid/setgid
   // when the kernel asks, and settles the space freed.
   Result<UniqueFd> Reopen(fuse_req_t req, Inode& inode, int flags);
-  // Reserves space for writing [offset, offset+len). May admit only a prefix
-  // (like a kernel filesystem that fills up); returns the admitted length, 0 for ENOSPC.
-  size_t AdmitWrite(int fd, uint64_t offset, size_t len, Reservation* reservation);
+  // fsync or fdatasync of `fd` through the engine, replied to when done.
+  void SubmitSync(fuse_req_t req, int fd, int datasync);
+
+  // ---- filesystem.cc
   // A data read or write: on the calling thread when the engine finds the
   // disk idle, unless other requests wait for this thread. On a /dev/fuse
   // worker, whether it found the disk idle also places the worker
@@ -307,6 +184,8 @@ class Filesystem {
   // one that joined other I/O; `spread` whether in batches it gains from the
   // workers being spread over the CPUs (small reads and writes).
   void PlaceWorker(pid_t caller, size_t per_wake, bool spread);
+  // The inode itself through procfs: following this magic link lands on the
+  // inode an O_PATH fd refers to, a symlink included (never its target).
   static std::string ProcPath(int fd);
   // Clears the setuid/setgid bits of a regular file as Linux does before a
   // write, truncate or chown: setuid always, setgid when group-execute is set
@@ -316,15 +195,18 @@ class Filesystem {
   void KillSuidSgid(fuse_req_t req, Inode& inode, int fd);
   void KillSuidSgidIfAsked(fuse_req_t req, Inode& inode, int fd);
 
+  Inode& GetInode(fuse_ino_t ino) { return inodes_.Get(ino); }
+  Result<PathFd> Pin(Inode& inode) { return inodes_.Pin(inode); }
+
   UniqueFd proc_self_fd_;
-  UniqueFd handle_mount_fd_;  // the root, O_RDONLY: the mount fd for open_by_handle_at
   fuse_session* session_ = nullptr;
   // O_DIRECT opens get FOPEN_DIRECT_IO, which lets their writes run in
   // parallel; only where the kernel keeps shared mappings of such files
   // working (FUSE_DIRECT_IO_ALLOW_MMAP). Set by Init, before any open.
   bool direct_io_for_o_direct_ = false;
-  std::unique_ptr<Inode> root_;
   Quota* quota_;
+  InodeTable inodes_;
+  Space space_;
   iopath::Engine* engine_;
   iopath::IoQueue* queue_;
   const FilesystemConfig config_;
@@ -340,30 +222,10 @@ class Filesystem {
   // or -1 until a worker decides to (FollowCpu).
   std::atomic<int> follow_cpu_{-1};
   BufferPool buffers_;
-  std::atomic<uint64_t> overwrites_{0};
 
-  Mutex mu_;  // the inode table; acquire before Inode::alloc_mu
-  struct DevIno {
-    dev_t dev;
-    ino_t ino;
-    bool operator==(const DevIno&) const = default;
-  };
-  struct DevInoHash {
-    size_t operator()(const DevIno& k) const { return std::hash<uint64_t>()(k.ino ^ (uint64_t(k.dev) << 40)); }
-  };
-  std::unordered_map<DevIno, std::unique_ptr<Inode>, DevInoHash> inodes_ GUARDED_BY(mu_);
-
-  // The O_PATH fd cache. Acquire after mu_; no other lock is taken under it.
-  // The budget is shared by every volume in the process (one RLIMIT_NOFILE).
-  Mutex fd_mu_;
-  Inode* lru_head_ GUARDED_BY(fd_mu_) = nullptr;  // most recently used
-  Inode* lru_tail_ GUARDED_BY(fd_mu_) = nullptr;  // eviction starts here
-  static std::atomic<size_t> open_path_fds_;
   // Open file and directory handles; a leaf lock.
   Mutex handles_mu_;
   std::unordered_set<OpenHandle*> open_handles_ GUARDED_BY(handles_mu_);
-  static size_t PathFdBudget();
-
 };
 
 }  // namespace localvol::fuse

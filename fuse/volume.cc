@@ -15,7 +15,6 @@
 #include <condition_variable>
 #include <cstdio>
 #include <fstream>
-#include <mutex>
 #include <optional>
 #include <thread>
 
@@ -23,6 +22,7 @@
 #include "base/mount_table.h"
 #include "base/scope_guard.h"
 #include "base/size.h"
+#include "base/thread_annotations.h"
 #include "base/unique_fd.h"
 #include "fuse/filesystem.h"
 #include "fuse/kernel_ring.h"
@@ -95,11 +95,11 @@ struct Volume::Impl {
   unsigned connection_id = 0;  // minor of the FUSE device: /sys/fs/fuse/connections/<id>
   std::thread loop_thread;
 
-  std::mutex mu;
-  std::condition_variable loop_done_cv;
-  bool loop_done = false;  // guarded by mu
-  bool torn_down = false;  // guarded by mu
-  std::unique_ptr<KernelRing> kernel_ring;  // guarded by mu; set by the init callback
+  Mutex mu;
+  std::condition_variable_any loop_done_cv;  // notified when loop_done is set
+  bool loop_done GUARDED_BY(mu) = false;
+  bool torn_down GUARDED_BY(mu) = false;
+  std::unique_ptr<KernelRing> kernel_ring GUARDED_BY(mu);  // set by the init callback
 
   void RunLoop(unsigned max_threads) {
     fuse_loop_config* config = fuse_loop_cfg_create();
@@ -108,7 +108,7 @@ struct Volume::Impl {
     int rc = fuse_session_loop_mt(session, config);
     fuse_loop_cfg_destroy(config);
     if (rc != 0) GetLogger("fuse")->warn("volume {}: FUSE loop ended with {}", options.name, rc);
-    std::lock_guard<std::mutex> lock(mu);
+    MutexLock lock(mu);
     loop_done = true;
     loop_done_cv.notify_all();
   }
@@ -257,7 +257,7 @@ Result<std::unique_ptr<Volume>> Volume::Mount(const VolumeOptions& options) {
                                 raw->options.name, ring.status().ToString());
         return;
       }
-      std::lock_guard<std::mutex> lock(raw->mu);
+      MutexLock lock(raw->mu);
       raw->kernel_ring = std::move(ring).value();
     };
   }
@@ -297,21 +297,21 @@ Result<std::unique_ptr<Volume>> Volume::Mount(const VolumeOptions& options) {
 }
 
 void Volume::WaitUntilUnmounted() {
-  std::unique_lock<std::mutex> lock(impl_->mu);
-  impl_->loop_done_cv.wait(lock, [&] { return impl_->loop_done; });
+  MutexLock lock(impl_->mu);
+  while (!impl_->loop_done) impl_->loop_done_cv.wait(impl_->mu);
 }
 
 Status Volume::Unmount() {
   Impl& impl = *impl_;
   {
-    std::lock_guard<std::mutex> lock(impl.mu);
+    MutexLock lock(impl.mu);
     if (impl.torn_down) return Status::Ok();
     impl.torn_down = true;
   }
   auto log = GetLogger("fuse");
   bool done;
   {
-    std::lock_guard<std::mutex> lock(impl.mu);
+    MutexLock lock(impl.mu);
     done = impl.loop_done;
   }
   if (!done) {
@@ -321,9 +321,15 @@ Status Volume::Unmount() {
       log->warn("volume {}: umount {}: {}", impl.options.name, impl.mountpoint,
                 std::strerror(errno));
     }
-    std::unique_lock<std::mutex> lock(impl.mu);
-    if (!impl.loop_done_cv.wait_for(lock, kBusyUnmountGrace, [&] { return impl.loop_done; })) {
-      lock.unlock();
+    const auto deadline = std::chrono::steady_clock::now() + kBusyUnmountGrace;
+    {
+      MutexLock lock(impl.mu);
+      while (!impl.loop_done &&
+             impl.loop_done_cv.wait_until(impl.mu, deadline) != std::cv_status::timeout) {
+      }
+      done = impl.loop_done;
+    }
+    if (!done) {
       log->warn("volume {}: still in use {}s after unmount; aborting the FUSE connection",
                 impl.options.name, kBusyUnmountGrace.count());
       impl.AbortConnection();
@@ -336,7 +342,7 @@ Status Volume::Unmount() {
   // Every ring request has been answered now, and the connection is gone.
   std::unique_ptr<KernelRing> ring;
   {
-    std::lock_guard<std::mutex> lock(impl.mu);
+    MutexLock lock(impl.mu);
     ring = std::move(impl.kernel_ring);
   }
   if (ring) {
@@ -366,7 +372,7 @@ Status Volume::SetLimits(uint64_t capacity_bytes, uint64_t inode_limit) {
 }
 
 Status Volume::SetIoLimits(const iopath::IoLimits& limits) {
-  std::lock_guard<std::mutex> lock(impl_->mu);
+  MutexLock lock(impl_->mu);
   if (impl_->torn_down || !impl_->queue) {
     return Status::Error(ESHUTDOWN, "volume " + impl_->options.name + " is unmounted");
   }
@@ -378,25 +384,25 @@ Status Volume::SetIoLimits(const iopath::IoLimits& limits) {
 }
 
 iopath::IoLimits Volume::IoLimits() const {
-  std::lock_guard<std::mutex> lock(impl_->mu);
+  MutexLock lock(impl_->mu);
   return impl_->options.io_limits;
 }
 
 VolumeIoStats Volume::IoStats() const {
   // Unmount() sets torn_down under mu before it destroys the queue, so the
   // queue is alive whenever this sees torn_down == false.
-  std::lock_guard<std::mutex> lock(impl_->mu);
+  MutexLock lock(impl_->mu);
   if (impl_->torn_down || !impl_->queue) return {};
   return impl_->queue->stats().Snapshot();
 }
 
 uint64_t Volume::KernelRingRequests() const {
-  std::lock_guard<std::mutex> lock(impl_->mu);
+  MutexLock lock(impl_->mu);
   return impl_->kernel_ring ? impl_->kernel_ring->requests_served() : 0;
 }
 
 uint64_t Volume::KernelRingResidentBytes() const {
-  std::lock_guard<std::mutex> lock(impl_->mu);
+  MutexLock lock(impl_->mu);
   return impl_->kernel_ring ? impl_->kernel_ring->resident_bytes() : 0;
 }
 

@@ -119,7 +119,7 @@ class Volume {
   // Bytes of FUSE over io_uring buffers resident now; 0 without the ring.
   uint64_t KernelRingResidentBytes() const;
   // Writes admitted as overwrites of allocated blocks (no reservation and no
-  // fstat to settle; see fuse/filesystem.h, "Quota") since Mount().
+  // fstat to settle; see fuse/space.h) since Mount().
   uint64_t Overwrites() const;
   const std::string& mountpoint() const;
 

@@ -40,9 +40,12 @@ class IoRequest {
  public:
   virtual ~IoRequest() = default;
 
-  // Called exactly once, on the engine's completion thread, without engine
-  // locks held. It may call Engine::Submit() to chain another request. It must
-  // not block on I/O and must not throw.
+  // Called exactly once, without engine locks held: on the engine's
+  // completion thread, or, for a request that Engine::SubmitOrRun() ran on
+  // the calling thread, on that thread before SubmitOrRun() returns. So it
+  // must not take a lock the submitter may hold while submitting. It may call
+  // Engine::Submit() to chain another request. It must not block on I/O and
+  // must not throw.
   virtual void Complete(IoResult result) noexcept = 0;
 
   IoOp op = IoOp::kRead;

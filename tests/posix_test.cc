@@ -37,6 +37,7 @@
 #include "base/unique_fd.h"
 #include "tests/support/fs_under_test.h"
 #include "tests/support/process.h"
+#include "tests/support/space.h"
 #include "tests/support/sys.h"
 
 namespace localvol::testing {
@@ -832,6 +833,101 @@ TEST_P(RenameTest, AcrossFilesystemsIsExdev) {
   EXPECT_SYS_ERRNO(::rename(P("f").c_str(), (*other + "/f").c_str()), EXDEV);
   EXPECT_SYS_ERRNO(::rename((*other + "/o").c_str(), P("o").c_str()), EXDEV);
   EXPECT_TRUE(Exists(P("f")));
+}
+
+// ---------------------------------------------------------------------------
+// rename at a full volume: on Raw the XFS disk itself is full, through
+// localvol the volume's quota. XFS renames without a space reservation when
+// it has none, as long as no directory must grow (xfs_rename).
+
+class RenameFullTest : public FsTest {
+ protected:
+  FsConfig Config() const override {
+    FsConfig c;
+    c.disk_size = 320 * kMiB;  // about XFS's smallest, so that Raw fills quickly
+    c.capacity = "16Mi";
+    return c;
+  }
+
+  // Writes until write(2) fails with ENOSPC, in large then in block-sized
+  // chunks, so that not even a block is left.
+  void Fill() {
+    UniqueFd fd(::open(P("fill").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+    ASSERT_TRUE(fd.valid()) << std::strerror(errno);
+    const std::string chunk(kMiB, 'f');
+    for (size_t size : {size_t{kMiB}, size_t{4096}}) {
+      while (true) {
+        const ssize_t n = ::write(fd.get(), chunk.data(), size);
+        if (n < 0) {
+          ASSERT_EQ(ErrnoName(errno), "ENOSPC");
+          break;
+        }
+      }
+    }
+    ASSERT_SYS_OK(::fsync(fd.get()));
+  }
+};
+LOCALVOL_INSTANTIATE_FS_MODES(RenameFullTest);
+
+TEST_P(RenameFullTest, ReplacingOrExchangingEntriesSucceeds) {
+  MakeFile(P("a"), 0644, "A");
+  MakeFile(P("b"), 0644, "B");
+  MakeDir(P("d"));
+  MakeFile(P("d/c"), 0644, "C");
+  MakeDir(P("e"));
+  MakeDir(P("empty"));
+  ASSERT_NO_FATAL_FAILURE(Fill());
+  // Neither frees anything.
+  EXPECT_SYS_OK(RenameAt2(P("d"), P("e"), RENAME_EXCHANGE));
+  EXPECT_EQ(Content(P("e/c")), "C");
+  EXPECT_SYS_OK(::rename(P("e").c_str(), P("empty").c_str()));
+  EXPECT_EQ(Content(P("empty/c")), "C");
+  // A file over a file, in one directory and across two.
+  EXPECT_SYS_OK(::rename(P("a").c_str(), P("b").c_str()));
+  EXPECT_EQ(Content(P("b")), "A");
+  EXPECT_FALSE(Exists(P("a")));
+  EXPECT_SYS_OK(::rename(P("empty/c").c_str(), P("b").c_str()));
+  EXPECT_EQ(Content(P("b")), "C");
+}
+
+TEST_P(RenameFullTest, NewNameThatFitsTheDirectorySucceeds) {
+  MakeFile(P("a"), 0644, "A");
+  MakeDir(P("d"));
+  MakeDir(P("d/sub"));
+  ASSERT_NO_FATAL_FAILURE(Fill());
+  EXPECT_SYS_OK(::rename(P("a").c_str(), P("a2").c_str()));
+  EXPECT_SYS_OK(::rename(P("a2").c_str(), P("d/a3").c_str()));
+  EXPECT_EQ(Content(P("d/a3")), "A");
+  EXPECT_FALSE(Exists(P("a2")));
+  // A directory moves to a new parent too: its ".." is rewritten in place.
+  EXPECT_SYS_OK(::rename(P("d/sub").c_str(), P("sub").c_str()));
+}
+
+TEST_P(RenameFullTest, NewNameThatMustGrowTheDirectoryIsEnospc) {
+  // Names of one length until the directory leaves its inode for a block,
+  // then the last one removed: XFS moves it back into the inode, and one
+  // more such name needs a block again.
+  MakeDir(P("big"));
+  const blkcnt_t inline_blocks = LstatOrDie(P("big")).st_blocks;
+  std::string last;
+  for (int i = 0; i < 1000 && last.empty(); ++i) {
+    char name[16];
+    std::snprintf(name, sizeof name, "e%03d", i);
+    MakeFile(P("big/") + name);
+    if (LstatOrDie(P("big")).st_blocks != inline_blocks) last = name;
+  }
+  ASSERT_FALSE(last.empty()) << "the directory never grew";
+  ASSERT_SYS_OK(::unlink(P("big/" + last).c_str()));
+  ASSERT_EQ(LstatOrDie(P("big")).st_blocks, inline_blocks);
+  MakeFile(P("x"), 0644, "X");
+  ASSERT_NO_FATAL_FAILURE(Fill());
+  EXPECT_SYS_ERRNO(::rename(P("x").c_str(), P("big/" + last).c_str()), ENOSPC);
+  EXPECT_EQ(Content(P("x")), "X");
+  EXPECT_FALSE(Exists(P("big/" + last)));
+  EXPECT_EQ(LstatOrDie(P("big")).st_blocks, inline_blocks);
+  // Over a name that exists, it still moves.
+  EXPECT_SYS_OK(::rename(P("x").c_str(), P("big/e000").c_str()));
+  EXPECT_EQ(Content(P("big/e000")), "X");
 }
 
 // ---------------------------------------------------------------------------

@@ -547,6 +547,43 @@ TEST_F(QuotaTest, RenameOverAFileFreesTheReplacedFile) {
   ExpectUsageMatchesDu("after rename over");
 }
 
+// A full volume renames as XFS does (posix_test's RenameFullTest): nothing
+// is reserved to replace a name, and a new name is tried without a
+// reservation. Usage stays exact and within the capacity.
+TEST_F(QuotaTest, RenamesAtAFullVolumeKeepUsageExact) {
+  constexpr uint64_t kCap = 16 * kMiB;
+  ASSERT_NO_FATAL_FAILURE(Start("16Mi"));
+  ASSERT_TRUE(WriteFile(M("a"), "a").ok());
+  ASSERT_TRUE(WriteFile(M("b"), "b").ok());
+  ASSERT_SYS_OK(::mkdir(M("d").c_str(), 0755));
+  ASSERT_EQ(ErrnoName(FillPath(M("fill"), 4096).err), "ENOSPC");
+  EXPECT_LT(Space().free_bytes(), 4096u) << Space().ToString();
+  EXPECT_SYS_OK(::rename(M("a").c_str(), M("d/a2").c_str()));
+  EXPECT_SYS_OK(::rename(M("d/a2").c_str(), M("b").c_str()));
+  EXPECT_GE(WaitForFreeBytes(4096, 2s), 4096u) << "the replaced file's block came back";
+  ExpectUsageMatchesDu("after renames at a full volume");
+  EXPECT_LE(Du(), kCap);
+}
+
+// RENAME_WHITEOUT leaves a new inode (a 0/0 character device) at the old
+// name: it is admitted and counted as one.
+TEST_F(QuotaTest, RenameWhiteoutCountsTheWhiteout) {
+  ASSERT_NO_FATAL_FAILURE(Start("32Mi", 2));
+  auto used = [&] { return Space().used_inodes(); };
+  ASSERT_TRUE(WriteFile(M("a"), "a").ok());
+  ASSERT_SYS_OK(::renameat2(AT_FDCWD, M("a").c_str(), AT_FDCWD, M("b").c_str(), RENAME_WHITEOUT));
+  struct stat st {};
+  ASSERT_SYS_OK(::lstat(M("a").c_str(), &st));
+  EXPECT_TRUE(S_ISCHR(st.st_mode));
+  EXPECT_EQ(used(), 2u);
+  // At the inode limit, a whiteout cannot be made.
+  EXPECT_SYS_ERRNO(
+      ::renameat2(AT_FDCWD, M("b").c_str(), AT_FDCWD, M("c").c_str(), RENAME_WHITEOUT), ENOSPC);
+  EXPECT_TRUE(Exists(M("b")));
+  ASSERT_SYS_OK(::unlink(M("a").c_str()));
+  EXPECT_EQ(used(), 1u);
+}
+
 TEST_F(QuotaTest, InodeAccountingFollowsLinksRenamesAndRemovals) {
   ASSERT_NO_FATAL_FAILURE(Start("32Mi", 100));
   auto used = [&] { return Space().used_inodes(); };
@@ -964,7 +1001,7 @@ TEST_F(SetLimitsTest, MountRefusesASourceOverItsLimits) {
 
 // ---------------------------------------------------------------------------
 // Overwrites: writes into a file's allocated prefix skip the reservation and
-// the fstat that settles it (fuse/filesystem.h, "Quota"). In-process, to see
+// the fstat that settles it (fuse/space.h). In-process, to see
 // that they did.
 
 class OverwriteTest : public SetLimitsTest {

@@ -1,0 +1,316 @@
+// The operations on open files and their data: open, create's reply,
+// release, read, write, fsync, fallocate, copy_file_range and lseek.
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <optional>
+#include <string>
+
+#include "fuse/filesystem.h"
+#include "fuse/handles.h"
+#include "fuse/protocol_extensions.h"
+#include "iopath/engine.h"
+
+namespace localvol::fuse {
+
+namespace {
+
+// ---- Data requests: submitted on a FUSE worker, completed on the iopath thread.
+
+class ReadRequest final : public iopath::IoRequest {
+ public:
+  ReadRequest(fuse_req_t req, PooledBuffer buffer) : req_(req), buffer_(std::move(buffer)) {
+    op = iopath::IoOp::kRead;
+    buf = buffer_.data();
+  }
+  void Complete(iopath::IoResult r) noexcept override {
+    if (r.err != 0) {
+      fuse_reply_err(req_, r.err);
+    } else {
+      fuse_reply_buf(req_, buffer_.data(), r.bytes);
+    }
+  }
+
+ private:
+  fuse_req_t req_;
+  PooledBuffer buffer_;
+};
+
+// Writes and fallocate: settle the quota reservation against what the
+// backing file really allocated (an overwrite has nothing to settle), then
+// reply.
+class AllocatingRequest final : public iopath::IoRequest {
+ public:
+  AllocatingRequest(fuse_req_t req, Space* space, Inode* inode, Reservation reservation,
+                    PooledBuffer buffer)
+      : req_(req),
+        space_(space),
+        inode_(inode),
+        reservation_(std::move(reservation)),
+        buffer_(std::move(buffer)) {
+    buf = buffer_.data();
+  }
+  // The write was admitted by Space::BeginOverwrite.
+  void MarkOverwrite() { overwrite_ = true; }
+  // Held until the operation (a fallocate) completed and was settled.
+  void HoldWhileFreeing(FreeingGuard guard) { freeing_.emplace(std::move(guard)); }
+
+  void Complete(iopath::IoResult r) noexcept override {
+    if (overwrite_) {
+      space_->EndOverwrite(*inode_);
+    } else {
+      space_->SettleAllocation(*inode_, fd, reservation_);
+      if (op == iopath::IoOp::kWrite) space_->CountSettledWrite(*inode_, fd);
+    }
+    freeing_.reset();
+    if (r.err != 0) {
+      fuse_reply_err(req_, r.err);
+    } else if (op == iopath::IoOp::kWrite) {
+      fuse_reply_write(req_, r.bytes);
+    } else {
+      fuse_reply_err(req_, 0);
+    }
+  }
+
+ private:
+  fuse_req_t req_;
+  Space* space_;
+  Inode* inode_;
+  Reservation reservation_;
+  PooledBuffer buffer_;
+  bool overwrite_ = false;
+  std::optional<FreeingGuard> freeing_;
+};
+
+class SyncRequest final : public iopath::IoRequest {
+ public:
+  explicit SyncRequest(fuse_req_t req) : req_(req) {}
+  void Complete(iopath::IoResult r) noexcept override { fuse_reply_err(req_, r.err); }
+
+ private:
+  fuse_req_t req_;
+};
+
+// copy_file_range as a chain of reads and writes through the ring, one chunk
+// at a time. Not a reflink: a copy always allocates, so the quota sees it.
+struct CopyJob {
+  fuse_req_t req;
+  Space* space;
+  iopath::Engine* engine;
+  iopath::IoQueue* queue;
+  int in_fd;
+  int out_fd;
+  Inode* out_inode;
+  uint64_t in_off;
+  uint64_t out_off;
+  size_t remaining;  // admitted bytes still to copy
+  uint64_t copied = 0;
+  Reservation reservation;
+  PooledBuffer buffer;
+};
+
+constexpr size_t kCopyChunk = 1 << 20;
+
+class CopyStep final : public iopath::IoRequest {
+ public:
+  // Submits the next read of `job`.
+  static void Read(std::unique_ptr<CopyJob> job) {
+    const size_t n = std::min(job->remaining, kCopyChunk);
+    Next(std::move(job), iopath::IoOp::kRead, n);
+  }
+
+  void Complete(iopath::IoResult r) noexcept override {
+    if (op == iopath::IoOp::kRead) {
+      if (r.err != 0 || r.bytes == 0) return Finish(r.err);
+      return Next(std::move(job_), iopath::IoOp::kWrite, r.bytes);
+    }
+    if (r.err != 0) return Finish(r.err);
+    job_->copied += r.bytes;
+    job_->in_off += r.bytes;
+    job_->out_off += r.bytes;
+    job_->remaining -= std::min<size_t>(job_->remaining, r.bytes);
+    if (r.bytes < len || job_->remaining == 0) return Finish(0);
+    Read(std::move(job_));
+  }
+
+ private:
+  static void Next(std::unique_ptr<CopyJob> job, iopath::IoOp next_op, size_t n) {
+    CopyJob& j = *job;
+    auto step = std::make_unique<CopyStep>();
+    step->op = next_op;
+    step->fd = next_op == iopath::IoOp::kRead ? j.in_fd : j.out_fd;
+    step->offset = next_op == iopath::IoOp::kRead ? j.in_off : j.out_off;
+    step->buf = j.buffer.data();
+    step->len = n;
+    step->job_ = std::move(job);
+    j.engine->Submit(*j.queue, std::move(step));
+  }
+
+  void Finish(int err) {
+    CopyJob& job = *job_;
+    job.space->SettleAllocation(*job.out_inode, job.out_fd, job.reservation);
+    if (job.copied > 0 || err == 0) {
+      fuse_reply_write(job.req, job.copied);
+    } else {
+      fuse_reply_err(job.req, err);
+    }
+  }
+
+  std::unique_ptr<CopyJob> job_;
+};
+
+}  // namespace
+
+Result<UniqueFd> Filesystem::Reopen(fuse_req_t req, Inode& inode, int flags) {
+  auto path_fd = Pin(inode);
+  if (!path_fd.ok()) return path_fd.status();
+  std::optional<FreeingGuard> truncating;
+  if (flags & O_TRUNC) truncating.emplace(inode);
+  auto fd = OpenAt(proc_self_fd_.get(), std::to_string(path_fd->get()), flags);
+  if (fd.ok() && (flags & O_TRUNC)) {
+    KillSuidSgidIfAsked(req, inode, fd->get());
+    space_.ChargeAllocation(inode, fd->get());
+  }
+  return fd;
+}
+
+void Filesystem::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Inode& inode = GetInode(ino);
+  // The kernel resolved the path and checked permissions; reopen the inode
+  // itself through /proc (O_NOFOLLOW would refuse that magic link).
+  const int flags = fi->flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW);
+  auto fd = Reopen(req, inode, flags);
+  if (!fd.ok()) return (void)fuse_reply_err(req, fd.err());
+  auto* handle = new FileHandle{std::move(fd).value(), &inode};
+  SetOpenReply(fi, handle, flags);
+  if (fuse_reply_open(req, fi) != 0) DropHandle(handle);
+}
+
+void Filesystem::SetOpenReply(fuse_file_info* fi, FileHandle* handle, int flags) {
+  fi->fh = reinterpret_cast<uint64_t>(handle);
+  // Page cache survives reopen: only this server changes the backing file.
+  fi->keep_cache = 1;
+  fi->direct_io = direct_io_for_o_direct_ && (flags & O_DIRECT);
+  fi->noflush = 1;
+  AddHandle(handle);
+}
+
+void Filesystem::Release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto* handle = HandleOf<FileHandle>(fi);
+  Inode* inode = handle->inode;
+  DropHandle(handle);
+  // Closing may trim preallocation past EOF; charge what is really allocated.
+  space_.ChargeAllocation(*inode);
+  fuse_reply_err(req, 0);
+}
+
+void Filesystem::Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  PooledBuffer buffer = protocol::TakeReplyBuffer(size);
+  if (buffer.data() == nullptr) buffer = buffers_.Get(size);
+  auto request = std::make_unique<ReadRequest>(req, std::move(buffer));
+  request->fd = HandleOf<FileHandle>(fi)->fd.get();
+  request->offset = static_cast<uint64_t>(off);
+  request->len = size;
+  SubmitData(req, std::move(request));
+}
+
+void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
+                       fuse_file_info* fi) {
+  FileHandle* handle = HandleOf<FileHandle>(fi);
+  const uint64_t offset = static_cast<uint64_t>(off);
+  Reservation reservation;
+  const bool overwrite = space_.BeginOverwrite(*handle->inode, offset + size);
+  const size_t admitted =
+      overwrite ? size : space_.AdmitWrite(handle->fd.get(), offset, size, &reservation);
+  if (admitted == 0 && size != 0) return (void)fuse_reply_err(req, ENOSPC);
+  // Before the data changes, as the kernel orders it for its own filesystems.
+  KillSuidSgidIfAsked(req, *handle->inode, handle->fd.get());
+  // The data must outlive this call and be aligned for O_DIRECT: normally it
+  // was received into such a buffer; otherwise libfuse reuses `buf` once this
+  // returns, so copy it.
+  PooledBuffer data = protocol::TakeWritePayload();
+  if (data.data() == nullptr) {
+    data = buffers_.Get(admitted);
+    std::memcpy(data.data(), buf, admitted);
+  }
+  auto request = std::make_unique<AllocatingRequest>(req, &space_, handle->inode,
+                                                     std::move(reservation), std::move(data));
+  if (overwrite) request->MarkOverwrite();
+  request->op = iopath::IoOp::kWrite;
+  request->fd = handle->fd.get();
+  request->offset = offset;
+  request->len = admitted;
+  SubmitData(req, std::move(request));
+}
+
+void Filesystem::Fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
+  SubmitSync(req, HandleOf<FileHandle>(fi)->fd.get(), datasync);
+}
+
+void Filesystem::SubmitSync(fuse_req_t req, int fd, int datasync) {
+  auto request = std::make_unique<SyncRequest>(req);
+  request->op = datasync ? iopath::IoOp::kFdatasync : iopath::IoOp::kFsync;
+  request->fd = fd;
+  engine_->Submit(*queue_, std::move(request));
+}
+
+void Filesystem::Fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+                           fuse_file_info* fi) {
+  if (offset < 0 || length <= 0) return (void)fuse_reply_err(req, EINVAL);
+  FileHandle* handle = HandleOf<FileHandle>(fi);
+  // Punching, zeroing (XFS frees and reallocates) and collapsing free blocks;
+  // plain allocation and insertion take the same guard, for one rule.
+  FreeingGuard freeing(*handle->inode);
+  Reservation reservation;
+  // All or nothing, as fallocate(2) is.
+  if (!(mode & FALLOC_FL_PUNCH_HOLE) &&
+      !space_.AdmitAllocation(handle->fd.get(), static_cast<uint64_t>(offset),
+                              static_cast<uint64_t>(length), &reservation)) {
+    return (void)fuse_reply_err(req, ENOSPC);
+  }
+  auto request = std::make_unique<AllocatingRequest>(req, &space_, handle->inode,
+                                                     std::move(reservation), PooledBuffer());
+  request->HoldWhileFreeing(std::move(freeing));
+  request->op = iopath::IoOp::kFallocate;
+  request->fd = handle->fd.get();
+  request->offset = static_cast<uint64_t>(offset);
+  request->len = static_cast<size_t>(length);
+  request->fallocate_mode = mode;
+  engine_->Submit(*queue_, std::move(request));
+}
+
+void Filesystem::CopyFileRange(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+                               fuse_file_info* fi_in, fuse_ino_t ino_out, off_t off_out,
+                               fuse_file_info* fi_out, size_t len, int flags) {
+  if (flags != 0) return (void)fuse_reply_err(req, EINVAL);
+  FileHandle* in = HandleOf<FileHandle>(fi_in);
+  FileHandle* out = HandleOf<FileHandle>(fi_out);
+  auto job = std::make_unique<CopyJob>();
+  const size_t admitted =
+      space_.AdmitWrite(out->fd.get(), static_cast<uint64_t>(off_out), len, &job->reservation);
+  if (admitted == 0 && len != 0) return (void)fuse_reply_err(req, ENOSPC);
+  if (admitted == 0) return (void)fuse_reply_write(req, 0);
+  job->req = req;
+  job->space = &space_;
+  job->engine = engine_;
+  job->queue = queue_;
+  job->in_fd = in->fd.get();
+  job->out_fd = out->fd.get();
+  job->out_inode = out->inode;
+  job->in_off = static_cast<uint64_t>(off_in);
+  job->out_off = static_cast<uint64_t>(off_out);
+  job->remaining = admitted;
+  job->buffer = buffers_.Get(std::min(admitted, kCopyChunk));
+  CopyStep::Read(std::move(job));
+}
+
+void Filesystem::Lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info* fi) {
+  off_t res = lseek(HandleOf<FileHandle>(fi)->fd.get(), off, whence);
+  if (res < 0) return (void)fuse_reply_err(req, errno);
+  fuse_reply_lseek(req, res);
+}
+
+}  // namespace localvol::fuse

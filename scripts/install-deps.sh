@@ -5,6 +5,8 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config clang
+  # scripts/lint.sh: the format and lint checks
+  clang-format clang-tidy
   libfuse3-dev fuse3 liburing-dev libblkid-dev libspdlog-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   xfsprogs e2fsprogs util-linux acl attr fio python3

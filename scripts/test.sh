@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The README's test command: installs what is needed, builds, and runs the
-# whole test suite. Must run as root (tests attach loop devices and mount).
+# The README's test command: installs what is needed, builds, runs the whole
+# test suite, the format and lint checks, and the sanitizer runs. Must run as root (tests attach loop devices and mount).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then
@@ -16,6 +16,12 @@ cmake --build build-clang -j"$(nproc)" --target localvol_iopath localvol_fuse lo
 
 status=0
 (cd build && ctest --output-on-failure -j"$(nproc)" --timeout 600) || status=$?
+
+# The checks review cannot do: format and clang-tidy, then the sanitizer runs
+# (scripts/sanitize.sh says what each covers).
+scripts/lint.sh build || status=1
+scripts/sanitize.sh asan || status=1
+scripts/sanitize.sh tsan || status=1
 
 # The tests must leave nothing behind; a leak here is a bug in a fixture.
 # Every test resource lives under /tmp/lv* (tests/support/temp_dir.h).

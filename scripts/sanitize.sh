@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Sanitizer runs (CI, via scripts/test.sh). Usage: scripts/sanitize.sh asan|tsan
+#   asan: AddressSanitizer + UndefinedBehaviorSanitizer (leaks included)
+#   tsan: ThreadSanitizer
+# Builds build-<mode>/ with -fsanitize and runs the subset below: every unit
+# test (iopath's engine and scheduler, fuse's quota and worker placement,
+# agent's config/manifest/metrics/ctl, fsx), the in-process volume tests
+# (quota_test, which also mounts the sanitized localvol-fuse binary), and a
+# short fsx and fio run through a mounted volume (fsx_test, fio_verify_test),
+# where the server is the sanitized localvol-fuse. ctest runs every test of
+# the targets built here (the others show as *_NOT_BUILT and are left out). The agent's daemon-level
+# tests run only in the normal build, to keep CI within its time.
+# Every process writes its reports to one directory (log_path); any report
+# there fails the run, whether or not the test that caused it noticed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:?usage: scripts/sanitize.sh asan|tsan}
+case "$mode" in
+  asan) flags=address,undefined ;;
+  tsan) flags=thread ;;
+  *) echo "sanitize.sh: unknown mode '$mode' (asan or tsan)" >&2; exit 2 ;;
+esac
+build=build-$mode
+unit_targets=(base_size_test iopath_engine_test iopath_throttle_test iopath_scheduler_test
+              iopath_io_limits_test fuse_quota_test fuse_thread_placement_test tools_fsx_test
+              agent_config_unit_test agent_manifest_unit_test agent_metrics_unit_test
+              agent_ctl_unit_test)
+mount_targets=(localvol-fuse localvol-fsx quota_test fsx_test fio_verify_test)
+
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOCALVOL_SANITIZE="$flags" >/dev/null
+cmake --build "$build" -j"$(nproc)" --target "${unit_targets[@]}" "${mount_targets[@]}"
+
+reports=$(mktemp -d /tmp/lvsan-"$mode"-XXXXXX)
+trap 'rm -rf "$reports"' EXIT
+common="log_path=$reports/report:print_stacktrace=1"
+export ASAN_OPTIONS="$common:detect_leaks=1:abort_on_error=0"
+export UBSAN_OPTIONS="$common:halt_on_error=1"
+export TSAN_OPTIONS="$common:halt_on_error=1:second_deadlock_stack=1"
+status=0
+(cd "$build" && ctest --output-on-failure -j"$(nproc)" --timeout 600 -E '_NOT_BUILT$') || status=$?
+if compgen -G "$reports/report*" >/dev/null; then
+  echo "sanitize.sh ($mode): sanitizer reports:" >&2
+  cat "$reports"/report* >&2
+  status=1
+fi
+exit $status

@@ -272,6 +272,8 @@ Result<std::unique_ptr<Volume>> Volume::Mount(const VolumeOptions& options) {
   fuse_args args = FUSE_ARGS_INIT(3, const_cast<char**>(argv));
   impl->session = fuse_session_new(&args, &Filesystem::Operations(),
                                    sizeof(fuse_lowlevel_ops), impl->fs.get());
+  // fuse_session_new parses `args` into a copy it allocates; the caller owns it.
+  fuse_opt_free_args(&args);
   if (impl->session == nullptr) return Status::Error(EINVAL, "fuse_session_new failed");
   impl->fs->SetSession(impl->session);
   ScopeGuard destroy_session([&] { fuse_session_destroy(impl->session); });

@@ -34,6 +34,7 @@ reports=$(mktemp -d /tmp/lvsan-"$mode"-XXXXXX)
 trap 'rm -rf "$reports"' EXIT
 common="log_path=$reports/report:print_stacktrace=1"
 export ASAN_OPTIONS="$common:detect_leaks=1:abort_on_error=0"
+export LSAN_OPTIONS="suppressions=$PWD/scripts/lsan.supp:print_suppressions=0"
 export UBSAN_OPTIONS="$common:halt_on_error=1"
 export TSAN_OPTIONS="$common:halt_on_error=1:second_deadlock_stack=1"
 status=0

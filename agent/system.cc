@@ -190,7 +190,7 @@ std::vector<FsMount> MountsOfFilesystem(dev_t dev) {
   std::set<ino_t> seen;
   if (have_self) seen.insert(self_ns.st_ino);
   for (const auto& m : ReadMountTable()) {
-    if (m.dev == dev) out.push_back(FsMount{m.mount_point, 0});
+    if (m.dev == dev) out.push_back(FsMount{m.mount_point, 0, m.shared_group, m.master_group});
   }
   for (const auto& entry : ListDir("/proc")) {
     if (entry.find_first_not_of("0123456789") != std::string::npos) continue;
@@ -199,8 +199,69 @@ std::vector<FsMount> MountsOfFilesystem(dev_t dev) {
     if (!seen.insert(ns.st_ino).second) continue;
     const pid_t pid = static_cast<pid_t>(std::atol(entry.c_str()));
     for (const auto& m : ReadMountTableOf(pid)) {
-      if (m.dev == dev) out.push_back(FsMount{m.mount_point, pid});
+      if (m.dev == dev) out.push_back(FsMount{m.mount_point, pid, m.shared_group, m.master_group});
     }
+  }
+  return out;
+}
+
+std::vector<FsMount> MountsOutlivingUnmount(dev_t dev, const std::string& mount_point) {
+  const std::vector<FsMount> all = MountsOfFilesystem(dev);
+  // Ours is the topmost (last) mount at the path in our namespace.
+  const FsMount* ours = nullptr;
+  for (const auto& m : all) {
+    if (m.ns_pid == 0 && m.mount_point == mount_point) ours = &m;
+  }
+  // The peer groups our unmount reaches: ours, and (transitively) those of
+  // copies that are slaves of one of them.
+  std::set<int> groups;
+  if (ours != nullptr && ours->shared_group != 0) groups.insert(ours->shared_group);
+  for (bool grew = true; grew;) {
+    grew = false;
+    for (const auto& m : all) {
+      if (m.master_group != 0 && groups.count(m.master_group) != 0 && m.shared_group != 0) {
+        grew |= groups.insert(m.shared_group).second;
+      }
+    }
+  }
+  std::vector<FsMount> out;
+  for (const auto& m : all) {
+    if (&m == ours) continue;
+    const bool propagated = m.ns_pid != 0 && m.mount_point == mount_point &&
+                            (groups.count(m.shared_group) != 0 || groups.count(m.master_group) != 0);
+    if (!propagated) out.push_back(m);
+  }
+  return out;
+}
+
+std::string ProcessUse::Describe() const {
+  return "pid " + std::to_string(pid) + " (" + command + "): " + what;
+}
+
+std::vector<ProcessUse> ProcessesUsingFilesystem(dev_t dev) {
+  // statx without a sync: the device number comes from the superblock, and no
+  // request reaches a filesystem's server.
+  const auto on_dev = [dev](const std::string& path) {
+    struct statx stx;
+    if (::statx(AT_FDCWD, path.c_str(), AT_STATX_DONT_SYNC, STATX_TYPE, &stx) != 0) return false;
+    return makedev(stx.stx_dev_major, stx.stx_dev_minor) == dev;
+  };
+  std::vector<ProcessUse> out;
+  for (const auto& entry : ListDir("/proc")) {
+    if (entry.find_first_not_of("0123456789") != std::string::npos) continue;
+    const std::string dir = "/proc/" + entry;
+    const pid_t pid = static_cast<pid_t>(std::atol(entry.c_str()));
+    std::vector<std::string> uses;
+    if (on_dev(dir + "/cwd")) uses.push_back("its working directory");
+    if (on_dev(dir + "/root")) uses.push_back("its root directory");
+    for (const auto& fd : ListDir(dir + "/fd")) {
+      const std::string link = dir + "/fd/" + fd;
+      if (!on_dev(link)) continue;
+      char target[PATH_MAX];
+      const ssize_t n = ::readlink(link.c_str(), target, sizeof target - 1);
+      uses.push_back("open file " + (n > 0 ? std::string(target, static_cast<size_t>(n)) : "fd " + fd));
+    }
+    for (auto& what : uses) out.push_back(ProcessUse{pid, ReadLine(dir + "/comm"), std::move(what)});
   }
   return out;
 }
@@ -360,6 +421,7 @@ Status WriteFileAtomic(const std::string& path, const std::string& contents, mod
   if (::fchmod(fd->get(), mode) != 0) return Status::FromErrno("chmod " + tmp);
   if (::fsync(fd->get()) != 0) return Status::FromErrno("fsync " + tmp);
   fd->Reset();
+  CrashPoint((path.substr(path.rfind('/') + 1) + ":before-rename").c_str());
   if (::rename(tmp.c_str(), path.c_str()) != 0) return Status::FromErrno("rename " + tmp + " to " + path);
   remove_tmp.Cancel();
   auto dfd = OpenAt(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY);
@@ -403,6 +465,15 @@ Result<std::string> CanonicalPath(const std::string& path) {
   char buf[PATH_MAX];
   if (::realpath(path.c_str(), buf) == nullptr) return Status::FromErrno("resolve " + path);
   return std::string(buf);
+}
+
+void CrashPoint(const char* step) {
+  static const std::string chosen = [] {
+    const char* v = std::getenv("LOCALVOL_CRASH_AT");
+    return std::string(v != nullptr ? v : "");
+  }();
+  if (chosen.empty() || chosen != step) return;
+  ::raise(SIGKILL);
 }
 
 }  // namespace localvol::agent

@@ -26,6 +26,7 @@
 #include <thread>
 
 #include "agent/loop_device.h"
+#include "tests/agent_daemon.h"
 #include "tests/agent_fixtures.h"
 #include "tests/support/fuse_uring_switch.h"
 #include "tests/support/mounts.h"
@@ -37,56 +38,6 @@ namespace localvol::testing {
 namespace {
 
 constexpr uint64_t kMi = 1ull << 20;
-
-// The file's contents, or `fallback` when it cannot be read.
-std::string ReadOr(const std::string& path, const std::string& fallback = "") {
-  auto r = ReadFile(path);
-  return r.ok() ? *r : fallback;
-}
-
-// One localvold process. The destructor SIGKILLs it if it still runs (the
-// AgentDirs fixture then detaches what it left mounted).
-class Daemon {
- public:
-  explicit Daemon(const AgentDirs& dirs) : dirs_(dirs) {}
-
-  // Starts it and waits until the API answers (or it exits).
-  ::testing::AssertionResult Start(const std::vector<std::string>& extra_args = {}) {
-    std::vector<std::string> argv = {LOCALVOLD_BIN, "--config", dirs_.config_path(), "--log-level", "debug"};
-    argv.insert(argv.end(), extra_args.begin(), extra_args.end());
-    auto p = Subprocess::Spawn(argv, dirs_.Sub("localvold.log"));
-    if (!p.ok()) return ::testing::AssertionFailure() << p.status().ToString();
-    process_ = std::move(p).value();
-    for (int i = 0; i < 300; ++i) {
-      if (auto st = process_.TryWait()) {
-        return ::testing::AssertionFailure() << "localvold exited: " << DescribeWaitStatus(*st) << "\n" << Log();
-      }
-      if (Ctl({"disk", "list"}).ok()) return ::testing::AssertionSuccess();
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    return ::testing::AssertionFailure() << "localvold did not answer within 30 s\n" << Log();
-  }
-
-  // SIGTERM; returns the wait status (or -1 on timeout).
-  int Stop() {
-    process_.Signal(SIGTERM);
-    auto st = process_.Wait(std::chrono::seconds(60));
-    return st ? *st : -1;
-  }
-  void Kill9() { process_.Kill(); }
-  bool running() { return process_.running() && !process_.TryWait(); }
-
-  CommandResult Ctl(std::vector<std::string> args) const {
-    args.insert(args.begin(), {LOCALVOLCTL_BIN, "--socket", dirs_.socket()});
-    return RunCommand(args, std::chrono::seconds(120));
-  }
-
-  std::string Log() const { return ReadOr(dirs_.Sub("localvold.log"), "(no log)"); }
-
- private:
-  const AgentDirs& dirs_;
-  Subprocess process_;
-};
 
 class AgentDaemonTest : public ::testing::Test {
  protected:

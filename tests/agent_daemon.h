@@ -1,5 +1,5 @@
-// One localvold process for the tests that drive the real binaries
-// (agent_daemon_test, agent_recovery_test). The including test target defines
+// One localvold process, and the fixture, for the tests that drive the real
+// binaries (agent_daemon_test, agent_recovery_test). The including test target defines
 // LOCALVOLD_BIN and LOCALVOLCTL_BIN. Not thread-safe, except Ctl(), which
 // several client threads may call at once.
 #pragma once
@@ -11,6 +11,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <iostream>
+#include <memory>
 #include <optional>
 #include <string>
 #include <thread>
@@ -80,6 +82,43 @@ class Daemon {
  private:
   const AgentDirs& dirs_;
   Subprocess process_;
+};
+
+// The fixture of the daemon tests: root only, fresh AgentDirs, one Daemon
+// (stopped at the end, its log printed when the test failed) and loop disks.
+class DaemonTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (loop devices, mounts)";
+    auto d = AgentDirs::Create();
+    ASSERT_TRUE(d.ok()) << d.status().ToString();
+    dirs_ = std::move(d).value();
+    daemon_ = std::make_unique<Daemon>(*dirs_);
+  }
+  void TearDown() override {
+    if (daemon_ && daemon_->running()) daemon_->Stop();
+    if (HasFailure() && daemon_) std::cerr << "localvold log:\n" << daemon_->Log();
+    daemon_.reset();
+    dirs_.reset();
+    loops_.clear();
+  }
+
+  // `n` fresh blank loop devices.
+  std::vector<std::string> Loops(int n, uint64_t size = RawLoop::kDefaultSize) {
+    std::vector<std::string> devices;
+    for (int i = 0; i < n; ++i) {
+      auto l = RawLoop::Create(size);
+      EXPECT_TRUE(l.ok()) << l.status().ToString();
+      if (!l.ok()) return devices;
+      devices.push_back((*l)->device());
+      loops_.push_back(std::move(l).value());
+    }
+    return devices;
+  }
+
+  std::vector<std::unique_ptr<RawLoop>> loops_;
+  std::unique_ptr<AgentDirs> dirs_;
+  std::unique_ptr<Daemon> daemon_;
 };
 
 }  // namespace localvol::testing

@@ -39,37 +39,8 @@ namespace {
 
 constexpr uint64_t kMi = 1ull << 20;
 
-class AgentDaemonTest : public ::testing::Test {
+class AgentDaemonTest : public DaemonTest {
  protected:
-  void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "needs root (loop devices, mounts)";
-    auto d = AgentDirs::Create();
-    ASSERT_TRUE(d.ok()) << d.status().ToString();
-    dirs_ = std::move(d).value();
-    daemon_ = std::make_unique<Daemon>(*dirs_);
-  }
-  void TearDown() override {
-    if (daemon_ && daemon_->running()) {
-      daemon_->Stop();
-    }
-    if (HasFailure() && daemon_) std::cerr << "localvold log:\n" << daemon_->Log();
-    daemon_.reset();
-    dirs_.reset();
-    loops_.clear();
-  }
-
-  std::vector<std::string> Loops(int n, uint64_t size = RawLoop::kDefaultSize) {
-    std::vector<std::string> devices;
-    for (int i = 0; i < n; ++i) {
-      auto l = RawLoop::Create(size);
-      EXPECT_TRUE(l.ok()) << l.status().ToString();
-      if (!l.ok()) return devices;
-      devices.push_back((*l)->device());
-      loops_.push_back(std::move(l).value());
-    }
-    return devices;
-  }
-
   // Asserts the command failed with `exit_code` and `text` in its stderr.
   static void ExpectFails(const CommandResult& r, int exit_code, const std::string& text) {
     EXPECT_EQ(r.exit_code, exit_code) << r.Summary();
@@ -84,10 +55,6 @@ class AgentDaemonTest : public ::testing::Test {
     }
     return what->empty();
   }
-
-  std::vector<std::unique_ptr<RawLoop>> loops_;
-  std::unique_ptr<AgentDirs> dirs_;
-  std::unique_ptr<Daemon> daemon_;
 };
 
 TEST_F(AgentDaemonTest, CliEndToEnd) {

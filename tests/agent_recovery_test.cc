@@ -42,29 +42,11 @@ std::vector<std::string> Glob(const std::string& pattern) {
   return out;
 }
 
-class AgentRecoveryTest : public ::testing::Test {
+class AgentRecoveryTest : public DaemonTest {
  protected:
-  void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "needs root (loop devices, mounts)";
-    auto d = AgentDirs::Create();
-    ASSERT_TRUE(d.ok()) << d.status().ToString();
-    dirs_ = std::move(d).value();
-    daemon_ = std::make_unique<Daemon>(*dirs_);
-  }
-  void TearDown() override {
-    if (daemon_ && daemon_->running()) daemon_->Stop();
-    if (HasFailure() && daemon_) std::cerr << "localvold log:\n" << daemon_->Log();
-    daemon_.reset();
-    dirs_.reset();
-    loops_.clear();
-  }
-
   std::string Loop() {
-    auto l = RawLoop::Create();
-    EXPECT_TRUE(l.ok()) << l.status().ToString();
-    if (!l.ok()) return "";
-    loops_.push_back(std::move(l).value());
-    return loops_.back()->device();
+    auto devices = Loops(1);
+    return devices.empty() ? "" : devices[0];
   }
 
   // The mount path of the only attached disk.
@@ -118,9 +100,6 @@ class AgentRecoveryTest : public ::testing::Test {
     EXPECT_EQ(err, 0) << "a non-root pod cannot write in volume " << name << ": " << std::strerror(err);
   }
 
-  std::vector<std::unique_ptr<RawLoop>> loops_;
-  std::unique_ptr<AgentDirs> dirs_;
-  std::unique_ptr<Daemon> daemon_;
 };
 
 // Items 1 and 3: a crash at each step of a create, then a restart and the
@@ -281,7 +260,7 @@ TEST_F(AgentRecoveryTest, DeleteRefusedWhileAProcessInAnotherMountNamespaceUsesT
   // In a namespace with a private copy of the mount (which our unmount does
   // not reach), with a slave copy (which it reaches where the mount is
   // shared), and in our own namespace.
-  const std::string loop = "cd " + vol + " && while :; do date +%s%N > beat || exit 3; sleep 0.1; done";
+  const std::string loop = "cd " + vol + " && while :; do echo beat >> beat || exit 3; sleep 0.1; done";
   for (const char* propagation : {"private", "slave", ""}) {
     SCOPED_TRACE(propagation);
     std::vector<std::string> argv = {"sh", "-c", loop};
@@ -296,10 +275,10 @@ TEST_F(AgentRecoveryTest, DeleteRefusedWhileAProcessInAnotherMountNamespaceUsesT
     EXPECT_NE(r.err.find("FailedPrecondition"), std::string::npos) << r.Summary();
     EXPECT_NE(r.err.find("pid " + std::to_string(user->pid())), std::string::npos) << r.Summary();
     // Still served, and the user still works in it.
-    const std::string before = ReadOr(vol + "/" + beat);
+    const size_t before = ReadOr(vol + "/" + beat).size();
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     EXPECT_TRUE(user->running() && !user->TryWait()) << "the process died";
-    EXPECT_NE(ReadOr(vol + "/" + beat), before) << "the process stopped writing";
+    EXPECT_GT(ReadOr(vol + "/" + beat).size(), before) << "the process stopped writing";
     r = daemon_->Ctl({"volume", "inspect", "shared"});
     EXPECT_NE(r.out.find("ready"), std::string::npos) << r.out;
     user->Kill();

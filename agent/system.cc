@@ -190,7 +190,7 @@ std::vector<FsMount> MountsOfFilesystem(dev_t dev) {
   std::set<ino_t> seen;
   if (have_self) seen.insert(self_ns.st_ino);
   for (const auto& m : ReadMountTable()) {
-    if (m.dev == dev) out.push_back(FsMount{m.mount_point, 0, m.shared_group, m.master_group});
+    if (m.dev == dev) out.push_back(FsMount{m.mount_point, 0});
   }
   for (const auto& entry : ListDir("/proc")) {
     if (entry.find_first_not_of("0123456789") != std::string::npos) continue;
@@ -199,37 +199,8 @@ std::vector<FsMount> MountsOfFilesystem(dev_t dev) {
     if (!seen.insert(ns.st_ino).second) continue;
     const pid_t pid = static_cast<pid_t>(std::atol(entry.c_str()));
     for (const auto& m : ReadMountTableOf(pid)) {
-      if (m.dev == dev) out.push_back(FsMount{m.mount_point, pid, m.shared_group, m.master_group});
+      if (m.dev == dev) out.push_back(FsMount{m.mount_point, pid});
     }
-  }
-  return out;
-}
-
-std::vector<FsMount> MountsOutlivingUnmount(dev_t dev, const std::string& mount_point) {
-  const std::vector<FsMount> all = MountsOfFilesystem(dev);
-  // Ours is the topmost (last) mount at the path in our namespace.
-  const FsMount* ours = nullptr;
-  for (const auto& m : all) {
-    if (m.ns_pid == 0 && m.mount_point == mount_point) ours = &m;
-  }
-  // The peer groups our unmount reaches: ours, and (transitively) those of
-  // copies that are slaves of one of them.
-  std::set<int> groups;
-  if (ours != nullptr && ours->shared_group != 0) groups.insert(ours->shared_group);
-  for (bool grew = true; grew;) {
-    grew = false;
-    for (const auto& m : all) {
-      if (m.master_group != 0 && groups.count(m.master_group) != 0 && m.shared_group != 0) {
-        grew |= groups.insert(m.shared_group).second;
-      }
-    }
-  }
-  std::vector<FsMount> out;
-  for (const auto& m : all) {
-    if (&m == ours) continue;
-    const bool propagated = m.ns_pid != 0 && m.mount_point == mount_point &&
-                            (groups.count(m.shared_group) != 0 || groups.count(m.master_group) != 0);
-    if (!propagated) out.push_back(m);
   }
   return out;
 }

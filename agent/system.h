@@ -56,8 +56,6 @@ std::string JoinArgv(const std::vector<std::string>& argv);
 struct FsMount {
   std::string mount_point;  // as that namespace sees it
   pid_t ns_pid = 0;         // 0: our own namespace; else a process in the other one
-  int shared_group = 0;     // MountInfo::shared_group
-  int master_group = 0;     // MountInfo::master_group
   // "/mnt/x" or "/mnt/x (in the mount namespace of pid 42)".
   std::string Describe() const;
 };
@@ -65,13 +63,6 @@ struct FsMount {
 // (compared by device number, whatever the path). Reads
 // /proc/<pid>/mountinfo once per namespace.
 std::vector<FsMount> MountsOfFilesystem(dev_t dev);
-
-// The mounts of `dev` that unmounting its mount at `mount_point` (canonical,
-// in our namespace) would leave alive: every other mount in our namespace,
-// and every copy in another namespace that does not receive our unmount by
-// propagation (a private copy, as `unshare -m --propagation private` makes,
-// or a copy at another path).
-std::vector<FsMount> MountsOutlivingUnmount(dev_t dev, const std::string& mount_point);
 
 // A process holding something inside a filesystem.
 struct ProcessUse {

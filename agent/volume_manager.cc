@@ -579,16 +579,18 @@ Status VolumeManager::Delete(const std::string& name) {
 }
 
 Status VolumeManager::CheckNotInUse(const Vol& vol, const MountInfo& ours) const {
-  // By the connection's device number, in every mount namespace: a copy our
-  // unmount does not reach would keep the connection alive, and the
-  // connection would be aborted under whoever uses it.
+  // By the connection's device number, in every mount namespace. Another
+  // mount of it (a bind mount into a pod) would outlive ours and be cut off
+  // under its users. A copy at the same path in another namespace goes with
+  // ours, or is cut off after the unmount's grace period; what matters there
+  // is whether a process uses it, which the scan below finds.
   std::string list;
-  for (const auto& m : MountsOutlivingUnmount(ours.dev, vol.mount_path)) {
-    list += (list.empty() ? "" : ", ") + m.Describe();
+  for (const auto& m : MountsOfFilesystem(ours.dev)) {
+    if (m.mount_point != vol.mount_path) list += (list.empty() ? "" : ", ") + m.Describe();
   }
   if (!list.empty()) {
     return Status::Error(EBUSY, "volume " + vol.name + " is also mounted at " + list +
-                                    "; unmount it there (stop the pods or processes using it) and retry");
+                                    "; unmount it there (stop the pods using it) and retry");
   }
   std::string users;
   for (const auto& use : ProcessesUsingFilesystem(ours.dev)) {
@@ -596,7 +598,7 @@ Status VolumeManager::CheckNotInUse(const Vol& vol, const MountInfo& ours) const
   }
   if (!users.empty()) {
     return Status::Error(EBUSY, "volume " + vol.name + " is in use by " + users +
-                                    "; stop those processes and retry");
+                                    " (in any mount namespace); stop those processes and retry");
   }
   return Status::Ok();
 }

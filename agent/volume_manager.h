@@ -177,9 +177,8 @@ class VolumeManager {
       EXCLUDES(ops_mu_, mu_);
   // Refuses (EBUSY) while any process, in any mount namespace, has its
   // working or root directory or an open file in the volume, or while the
-  // volume is mounted anywhere our unmount would not reach (another path, a
-  // private copy in another namespace); the message names the processes and
-  // mounts. Otherwise unmounts it, drops it from the manifest and removes its
+  // volume is mounted at another path in any namespace; the message names
+  // the processes and mounts. Otherwise unmounts it, drops it from the manifest and removes its
   // data in the background.
   Status Delete(const std::string& name) EXCLUDES(ops_mu_, mu_);
 

@@ -3,7 +3,6 @@
 #include <sys/sysmacros.h>
 
 #include <cstdio>
-#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -33,13 +32,10 @@ std::vector<MountInfo> ParseMountInfo(std::istream& in) {
     std::istringstream f(line);
     std::string id, parent, devno, root, mount_point, opts, field;
     f >> id >> parent >> devno >> root >> mount_point >> opts;
-    MountInfo m;
     // Optional fields end with "-", then fstype and source.
     while (f >> field && field != "-") {
-      std::sscanf(field.c_str(), "shared:%d", &m.shared_group);
-      std::sscanf(field.c_str(), "master:%d", &m.master_group);
     }
-    m.mount_id = std::atoi(id.c_str());
+    MountInfo m;
     f >> m.fstype >> m.source;
     unsigned maj = 0, min = 0;
     if (std::sscanf(devno.c_str(), "%u:%u", &maj, &min) == 2) m.dev = makedev(maj, min);

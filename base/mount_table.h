@@ -19,12 +19,6 @@ struct MountInfo {
   std::string mount_point;  // unescaped
   std::string fstype;
   std::string source;       // "/dev/loop3", "localvol:<name>"
-  int mount_id = 0;         // unique on the host, across namespaces
-  // Propagation (the optional fields): the peer group this mount shares
-  // mounts and unmounts with ("shared:N"), and the one it receives them from
-  // ("master:N"); 0 when none.
-  int shared_group = 0;
-  int master_group = 0;
 };
 
 // Undoes the octal escapes procfs uses in paths ("\040" for a space), as in

@@ -461,7 +461,10 @@ Result<VolumeInfo> VolumeManager::Resize(const std::string& name, uint64_t capac
   rec->inode_limit = inodes;
   rec->default_inodes = default_inodes;
   if (Status s = CommitManifest(vol->disk, manifest); !s.ok()) {
-    (void)vol->fs->SetLimits(old_rec.capacity_bytes, old_rec.inode_limit);
+    if (Status back = vol->fs->SetLimits(old_rec.capacity_bytes, old_rec.inode_limit); !back.ok()) {
+      Log()->error("volume {}: putting back the limits {} and {} inodes: {}", name,
+                   FormatSize(old_rec.capacity_bytes), old_rec.inode_limit, back.ToString());
+    }
     return s;
   }
   Log()->info("volume {}: resized from {} to {} ({} inodes)", name, FormatSize(old_rec.capacity_bytes),

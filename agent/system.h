@@ -1,8 +1,10 @@
-// The agent's boundary with the OS: running programs, the mount table, block
-// devices in sysfs, and atomic file replacement.
+// The agent's boundary with the OS: running programs, the mount table and
+// the processes using a filesystem, block devices in sysfs, atomic file
+// replacement, and crash points.
 //
 // CommandRunner is an interface so tests can inject failures (a failing mkfs)
-// the way leveldb's EnvWrapper does; everything else is plain functions.
+// the way leveldb's EnvWrapper does; CrashPoint() lets a test stop the whole
+// process at a chosen step; everything else is plain functions.
 // All functions are thread-safe; they hold no state.
 #pragma once
 

@@ -245,7 +245,7 @@ void PrintDisks(const pb::ListDisksResponse& r, std::ostream& out) {
   Table t({"ID", "DEVICE", "STATE", "FS", "SIZE", "RESERVE", "ALLOCATED", "FREE", "VOLUMES", "MOUNT"});
   bool refused = false, failed = false;
   for (const auto& d : r.disks()) {
-    failed |= d.state() == "error";
+    failed |= d.state() == "error" || d.state() == "missing";
     if (d.state() == "refused") {
       refused = true;
       t.Add({"-", d.device().empty() ? d.configured_as() : d.device(), d.state(), "-", "-", "-", "-", "-", "-", "-"});
@@ -259,7 +259,9 @@ void PrintDisks(const pb::ListDisksResponse& r, std::ostream& out) {
   if (failed) {
     out << "\nDisks that cannot serve volumes:\n";
     for (const auto& d : r.disks()) {
-      if (d.state() == "error") out << "  " << d.id() << " (" << d.device() << "): " << d.reason() << "\n";
+      if (d.state() == "error" || d.state() == "missing") {
+        out << "  " << d.id() << " (" << d.device() << "): " << d.reason() << "\n";
+      }
     }
   }
   if (refused) {

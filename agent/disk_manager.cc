@@ -1,5 +1,6 @@
 #include "agent/disk_manager.h"
 
+#include <dirent.h>
 #include <glob.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -10,6 +11,7 @@
 #include <chrono>
 #include <cstring>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "agent/blkid_probe.h"
@@ -66,7 +68,21 @@ std::string JoinMounts(const std::vector<FsMount>& mounts) {
 
 bool Supported(const std::string& fstype) { return fstype == "xfs" || fstype == "ext4"; }
 
+// The entries of a directory, without "." and ".."; empty if it cannot be read.
+std::vector<std::string> ListNames(const std::string& dir) {
+  std::vector<std::string> out;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) out.emplace_back(e->d_name);
+    }
+    ::closedir(d);
+  }
+  return out;
+}
+
 }  // namespace
+
+std::string KnownDisksPath(const Config& config) { return config.state_dir + "/known-disks"; }
 
 std::string DiskMountPath(const Config& config, const std::string& uuid) {
   return config.state_dir + "/disks/" + uuid;
@@ -84,28 +100,106 @@ void DiskManager::Refuse(const std::string& configured_as, const std::string& de
   refusals_.push_back(DiskRefusal{configured_as, device, reason});
 }
 
+void DiskManager::ReportMissing(const std::string& uuid, const std::string& configured_as,
+                                const std::string& device, const std::string& reason) {
+  for (const auto& m : missing_) {
+    if (m.uuid == uuid) return;
+  }
+  Log()->error("disk {} is missing: {}", uuid, reason);
+  missing_.push_back(MissingDisk{uuid, configured_as, device, reason});
+}
+
+std::string DiskManager::KnownUuidOf(const std::string& configured_as) const {
+  std::string uuid;
+  for (const auto& [entry, known] : known_) {
+    if (entry != configured_as) continue;
+    if (!uuid.empty()) return "";  // a pattern's disks: no one device stands for one disk
+    uuid = known;
+  }
+  return uuid;
+}
+
+Status DiskManager::AttachEmbedded() {
+  // The embedded disk: a sparse image on a loop device, used like a real one.
+  const std::string dir = config_.state_dir + "/embedded";
+  const std::string image = dir + "/disk.img";
+  const std::string configured_as = "embedded:" + image;
+  std::string known = KnownUuidOf(configured_as);
+  if (known.empty() && !known_file_found_) {
+    // State written before known-disks existed: the embedded directory and a
+    // disk's mount point under state_dir/disks say the image was made.
+    struct stat st;
+    if (::stat(dir.c_str(), &st) == 0) {
+      for (const auto& name : ListNames(config_.state_dir + "/disks")) {
+        if (name[0] != '.') known = name;
+      }
+    }
+  }
+  struct stat st;
+  if (!known.empty() && ::stat(image.c_str(), &st) != 0 && errno == ENOENT) {
+    ReportMissing(known, configured_as, image,
+                  "the embedded disk image " + image + " is gone; localvol does not make an "
+                  "empty one in its place. Put the image back and restart localvold; if its "
+                  "volumes are lost for good, remove the line of " + known + " from " +
+                      KnownDisksPath(config_) + " (or that file) and restart");
+    return Status::Ok();
+  }
+  Status st_dir = MakeDirs(dir, 0700);
+  if (!st_dir.ok()) return st_dir;
+  Status made = CreateSparseImage(image, config_.embedded_disk_size);
+  if (!made.ok()) return made;
+  auto loop = LoopDevice::Attach(image);
+  if (!loop.ok()) return Status::Error(loop.err(), "embedded disk: " + loop.status().context());
+  embedded_loop_ = std::move(loop).value();
+  Log()->info("no disk configured: using the embedded disk {} ({}) on {}", image,
+              FormatSize(config_.embedded_disk_size), embedded_loop_.path());
+  Status attached = AttachDevice(configured_as, embedded_loop_.path(), /*wipe=*/false,
+                                 config_.reserve, /*embedded=*/true);
+  if (!attached.ok()) {
+    embedded_loop_.Release();
+    return Status::Error(attached.err(), "embedded disk " + image + ": " + attached.context());
+  }
+  return Status::Ok();
+}
+
+void DiskManager::ReconcileKnownDisks() {
+  std::set<std::string> configured;
+  if (config_.disks.empty()) configured.insert("embedded:" + config_.state_dir + "/embedded/disk.img");
+  for (const auto& entry : config_.disks) configured.insert(entry.device);
+  std::vector<std::pair<std::string, std::string>> record;
+  for (const auto& d : disks_) record.emplace_back(d->configured_as, d->uuid);
+  for (const auto& [entry, uuid] : known_) {
+    if (configured.count(entry) == 0) continue;  // its entry was removed: forgotten
+    bool attached = false;
+    for (const auto& d : disks_) attached |= d->uuid == uuid;
+    if (attached) continue;
+    ReportMissing(uuid, entry, "",
+                  "disk " + uuid + " (from the entry '" + entry + "') was not found. Its volumes "
+                  "are not served. Attach it again and restart localvold; if it is gone for good, "
+                  "remove its line from " + KnownDisksPath(config_) + " and restart");
+    record.emplace_back(entry, uuid);
+  }
+  std::string text;
+  for (const auto& [entry, uuid] : record) text += uuid + " " + entry + "\n";
+  Status st = WriteFileAtomic(KnownDisksPath(config_), text, 0644);
+  if (!st.ok()) Log()->error("could not record the known disks: {}", st.ToString());
+}
+
 Status DiskManager::AttachAll() {
   Status st = MakeDirs(config_.state_dir + "/disks", 0755);
   if (!st.ok()) return Status::Error(st.err(), "state directory: " + st.ToString());
+  auto known = ReadWholeFile(KnownDisksPath(config_));
+  known_file_found_ = known.ok();
+  known_.clear();
+  if (known.ok()) {
+    std::istringstream in(*known);
+    std::string uuid, entry;
+    while (in >> uuid && std::getline(in >> std::ws, entry)) known_.emplace_back(entry, uuid);
+  }
   if (config_.disks.empty()) {
-    // The embedded disk: a sparse image on a loop device, used like a real one.
-    const std::string dir = config_.state_dir + "/embedded";
-    const std::string image = dir + "/disk.img";
-    st = MakeDirs(dir, 0700);
+    st = AttachEmbedded();
     if (!st.ok()) return st;
-    st = CreateSparseImage(image, config_.embedded_disk_size);
-    if (!st.ok()) return st;
-    auto loop = LoopDevice::Attach(image);
-    if (!loop.ok()) return Status::Error(loop.err(), "embedded disk: " + loop.status().context());
-    embedded_loop_ = std::move(loop).value();
-    Log()->info("no disk configured: using the embedded disk {} ({}) on {}", image,
-                FormatSize(config_.embedded_disk_size), embedded_loop_.path());
-    st = AttachDevice("embedded:" + image, embedded_loop_.path(), /*wipe=*/false, config_.reserve,
-                      /*embedded=*/true);
-    if (!st.ok()) {
-      embedded_loop_.Release();
-      return Status::Error(st.err(), "embedded disk " + image + ": " + st.context());
-    }
+    ReconcileKnownDisks();
     return Status::Ok();
   }
   std::set<dev_t> seen;
@@ -125,18 +219,34 @@ Status DiskManager::AttachAll() {
     } else {
       paths.push_back(entry.device);
     }
+    const std::string known = entry.IsPattern() ? "" : KnownUuidOf(entry.device);
     for (const auto& path : paths) {
       auto bd = DescribeBlockDevice(path);
       if (bd.ok() && !seen.insert(bd->dev).second) {
         Log()->info("{} is {}, already handled through another entry", path, bd->path);
         continue;
       }
+      if (!known.empty() && bd.ok()) {
+        // The entry held a known disk; a blank device there now is another
+        // device (or the disk wiped), never to be formatted in its place.
+        auto sigs = ProbeSignatures(bd->path);
+        if (sigs.ok() && sigs->blank()) {
+          ReportMissing(known, entry.device, bd->path,
+                        bd->path + " (entry '" + entry.device + "') held disk " + known +
+                            " and is now blank; localvol does not format a replacement. Attach "
+                            "the disk again and restart localvold; if it is gone for good, "
+                            "remove its line from " + KnownDisksPath(config_) + " and restart");
+          continue;
+        }
+      }
       const Reserve reserve = entry.reserve.value_or(config_.reserve);
       Status s = AttachDevice(entry.device, path, entry.wipe, reserve, /*embedded=*/false);
       if (!s.ok()) Refuse(entry.device, bd.ok() ? bd->path : path, s.context());
     }
   }
-  Log()->info("{} disk(s) ready, {} refused", disks_.size(), refusals_.size());
+  ReconcileKnownDisks();
+  Log()->info("{} disk(s) ready, {} refused, {} missing", disks_.size(), refusals_.size(),
+              missing_.size());
   return Status::Ok();
 }
 
@@ -310,6 +420,9 @@ Result<std::unique_ptr<AttachedDisk>> DiskManager::Adopt(const std::string& devi
   // The authoritative read, from the read-write mount (after log replay).
   auto manifest = ReadManifestOfDisk(disk->mount_path, uuid);
   if (!manifest.ok()) return manifest.status();
+  for (const auto& name : RemoveStaleManifestTemps(disk->mount_path)) {
+    Log()->warn("disk {}: removed {}, left by a crash while the manifest was written", uuid, name);
+  }
   for (const char* sub : {kVolumesDir, kTrashDir}) {
     Status st = MakeDirs(disk->mount_path + "/" + sub, std::string(sub) == kTrashDir ? 0700 : 0755);
     if (!st.ok()) return st;

@@ -25,6 +25,15 @@
 // When the configuration names no disk, a sparse file-backed loop disk of
 // `embedded_disk_size` at <state_dir>/embedded/disk.img is used like a real one.
 //
+// Missing disks: <state_dir>/known-disks records, for every disk attached, its
+// UUID and the config entry it came from. A known disk whose entry is still
+// configured but which is not found at the next start is reported missing
+// (an error in the log, state "missing" in `disk list`), and the agent never
+// formats a replacement for it: not a new embedded image when disk.img is
+// gone, not a blank device found at a plain (non-pattern) entry that held it.
+// The other disks are served. To give up a disk for good, remove its line
+// from known-disks (or the entry from the config).
+//
 // Threading: AttachAll() and DetachAll() run on the daemon's main thread at
 // start and stop. In between, disks() and refusals() do not change and may be
 // read from any thread; an AttachedDisk's manifest is guarded by the
@@ -68,6 +77,14 @@ struct DiskRefusal {
   std::string reason;
 };
 
+// A disk the agent knew (known-disks) that is not there.
+struct MissingDisk {
+  std::string uuid;
+  std::string configured_as;  // the config entry it came from
+  std::string device;         // the image or device path looked at
+  std::string reason;         // what is missing and what to do
+};
+
 class DiskManager {
  public:
   // `runner` is borrowed and must outlive the manager.
@@ -88,12 +105,21 @@ class DiskManager {
 
   const std::vector<std::unique_ptr<AttachedDisk>>& disks() const { return disks_; }
   const std::vector<DiskRefusal>& refusals() const { return refusals_; }
+  const std::vector<MissingDisk>& missing() const { return missing_; }
   const Config& config() const { return config_; }
 
  private:
   // Attaches one device; returns the reason on refusal or failure.
   Status AttachDevice(const std::string& configured_as, const std::string& path, bool wipe,
                       const Reserve& reserve, bool embedded);
+  Status AttachEmbedded();
+  // Reports the known disks of still-configured entries that were not
+  // attached, then records the attached ones (and those still missing).
+  void ReconcileKnownDisks();
+  void ReportMissing(const std::string& uuid, const std::string& configured_as,
+                     const std::string& device, const std::string& reason);
+  // The UUID known-disks records for a plain entry, "" if none or several.
+  std::string KnownUuidOf(const std::string& configured_as) const;
   Result<std::unique_ptr<AttachedDisk>> Adopt(const std::string& device, const std::string& uuid,
                                               const std::string& fstype, bool already_mounted);
   Result<std::unique_ptr<AttachedDisk>> Format(const std::string& device, bool wipe_first);
@@ -107,8 +133,15 @@ class DiskManager {
   CommandRunner* const runner_;
   std::vector<std::unique_ptr<AttachedDisk>> disks_;
   std::vector<DiskRefusal> refusals_;
+  std::vector<MissingDisk> missing_;
+  // From <state_dir>/known-disks: config entry -> disk UUID.
+  std::vector<std::pair<std::string, std::string>> known_;
+  bool known_file_found_ = false;
   LoopDevice embedded_loop_;
 };
+
+// <state_dir>/known-disks: one "<uuid> <config entry>" line per known disk.
+std::string KnownDisksPath(const Config& config);
 
 // The state_dir/disks/<uuid> mount path for a disk.
 std::string DiskMountPath(const Config& config, const std::string& uuid);

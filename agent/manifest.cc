@@ -1,5 +1,7 @@
 #include "agent/manifest.h"
 
+#include <dirent.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
@@ -152,6 +154,31 @@ Status WriteManifest(const std::string& disk_root, const DiskManifest& manifest)
   char host[256] = {};
   if (::gethostname(host, sizeof host - 1) == 0) m.host = host;
   return WriteFileAtomic(ManifestPath(disk_root), FormatManifest(m), 0644);
+}
+
+std::vector<std::string> RemoveStaleManifestTemps(const std::string& disk_root) {
+  const std::string prefix = std::string(kManifestFile) + ".tmp.";
+  std::vector<std::string> stale;
+  if (DIR* d = ::opendir(disk_root.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      const std::string name = e->d_name;
+      if (name.size() > prefix.size() && name.compare(0, prefix.size(), prefix) == 0 &&
+          name.find_first_not_of("0123456789", prefix.size()) == std::string::npos) {
+        stale.push_back(name);
+      }
+    }
+    ::closedir(d);
+  }
+  std::vector<std::string> removed;
+  for (const auto& name : stale) {
+    const std::string path = disk_root + "/" + name;
+    struct stat st;
+    // Only a regular file: WriteFileAtomic never makes anything else.
+    if (::lstat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::unlink(path.c_str()) == 0) {
+      removed.push_back(name);
+    }
+  }
+  return removed;
 }
 
 std::string NowUtc() {

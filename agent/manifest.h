@@ -63,6 +63,11 @@ Result<DiskManifest> ParseManifest(const std::string& text, const std::string& s
 std::string ManifestPath(const std::string& disk_root);
 Result<DiskManifest> ReadManifest(const std::string& disk_root);
 Status WriteManifest(const std::string& disk_root, const DiskManifest& manifest);
+// Removes the temporary files a crash during WriteManifest left in
+// `disk_root`: exactly the names localvol-manifest.yaml.tmp.<pid>, nothing
+// else. Returns the names removed; a file that cannot be removed is skipped
+// (and named in the log by the caller's next attempt).
+std::vector<std::string> RemoveStaleManifestTemps(const std::string& disk_root);
 
 // The current time, UTC, ISO 8601 ("2024-05-01T12:00:00Z").
 std::string NowUtc();

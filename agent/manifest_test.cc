@@ -1,6 +1,13 @@
 #include "agent/manifest.h"
 
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
+
+#include <algorithm>
+#include <fstream>
 
 namespace localvol::agent {
 namespace {
@@ -116,6 +123,32 @@ TEST(ManifestTest, RejectsMalformedIoLimitsNamingVolumeAndKey) {
           << "'" << word << "' not in: " << m.status().context();
     }
   }
+}
+
+// A crash at the rename of WriteManifest leaves its temporary file; only
+// exactly those names are removed, whatever else lies there.
+TEST(ManifestTest, RemovesOnlyStaleManifestTemporaries) {
+  char tmpl[] = "/tmp/lvmanifest-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  for (const char* name : {"localvol-manifest.yaml.tmp.123", "localvol-manifest.yaml.tmp.9",
+                           "localvol-manifest.yaml.tmp.abc", "localvol-manifest.yaml.tmp.",
+                           "localvol-manifest.yaml.tmp.12x", "other.yaml.tmp.5",
+                           "localvol-manifest.yaml"}) {
+    std::ofstream(dir + "/" + name) << "x";
+  }
+  ASSERT_EQ(::mkdir((dir + "/localvol-manifest.yaml.tmp.77").c_str(), 0755), 0);
+  auto removed = RemoveStaleManifestTemps(dir);
+  std::sort(removed.begin(), removed.end());
+  EXPECT_EQ(removed, (std::vector<std::string>{"localvol-manifest.yaml.tmp.123",
+                                                "localvol-manifest.yaml.tmp.9"}));
+  for (const char* kept : {"localvol-manifest.yaml.tmp.abc", "localvol-manifest.yaml.tmp.",
+                           "localvol-manifest.yaml.tmp.12x", "other.yaml.tmp.5",
+                           "localvol-manifest.yaml", "localvol-manifest.yaml.tmp.77"}) {
+    EXPECT_EQ(::access((dir + "/" + kept).c_str(), F_OK), 0) << kept;
+  }
+  EXPECT_NE(::access((dir + "/localvol-manifest.yaml.tmp.123").c_str(), F_OK), 0);
+  ASSERT_EQ(std::system(("rm -rf " + dir).c_str()), 0);
 }
 
 }  // namespace

@@ -205,6 +205,38 @@ std::vector<FsMount> MountsOfFilesystem(dev_t dev) {
   return out;
 }
 
+std::string ProcessUse::Describe() const {
+  return "pid " + std::to_string(pid) + " (" + command + "): " + what;
+}
+
+std::vector<ProcessUse> ProcessesUsingFilesystem(dev_t dev) {
+  // statx without a sync: the device number comes from the superblock, and no
+  // request reaches a filesystem's server.
+  const auto on_dev = [dev](const std::string& path) {
+    struct statx stx;
+    if (::statx(AT_FDCWD, path.c_str(), AT_STATX_DONT_SYNC, STATX_TYPE, &stx) != 0) return false;
+    return makedev(stx.stx_dev_major, stx.stx_dev_minor) == dev;
+  };
+  std::vector<ProcessUse> out;
+  for (const auto& entry : ListDir("/proc")) {
+    if (entry.find_first_not_of("0123456789") != std::string::npos) continue;
+    const std::string dir = "/proc/" + entry;
+    const pid_t pid = static_cast<pid_t>(std::atol(entry.c_str()));
+    std::vector<std::string> uses;
+    if (on_dev(dir + "/cwd")) uses.push_back("its working directory");
+    if (on_dev(dir + "/root")) uses.push_back("its root directory");
+    for (const auto& fd : ListDir(dir + "/fd")) {
+      const std::string link = dir + "/fd/" + fd;
+      if (!on_dev(link)) continue;
+      char target[PATH_MAX];
+      const ssize_t n = ::readlink(link.c_str(), target, sizeof target - 1);
+      uses.push_back("open file " + (n > 0 ? std::string(target, static_cast<size_t>(n)) : "fd " + fd));
+    }
+    for (auto& what : uses) out.push_back(ProcessUse{pid, ReadLine(dir + "/comm"), std::move(what)});
+  }
+  return out;
+}
+
 std::set<dev_t> BlockDevicesInUse() {
   std::set<dev_t> in_use;
   for (const auto& m : ReadMountTable()) {
@@ -360,6 +392,7 @@ Status WriteFileAtomic(const std::string& path, const std::string& contents, mod
   if (::fchmod(fd->get(), mode) != 0) return Status::FromErrno("chmod " + tmp);
   if (::fsync(fd->get()) != 0) return Status::FromErrno("fsync " + tmp);
   fd->Reset();
+  CrashPoint((path.substr(path.rfind('/') + 1) + ":before-rename").c_str());
   if (::rename(tmp.c_str(), path.c_str()) != 0) return Status::FromErrno("rename " + tmp + " to " + path);
   remove_tmp.Cancel();
   auto dfd = OpenAt(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY);
@@ -403,6 +436,15 @@ Result<std::string> CanonicalPath(const std::string& path) {
   char buf[PATH_MAX];
   if (::realpath(path.c_str(), buf) == nullptr) return Status::FromErrno("resolve " + path);
   return std::string(buf);
+}
+
+void CrashPoint(const char* step) {
+  static const std::string chosen = [] {
+    const char* v = std::getenv("LOCALVOL_CRASH_AT");
+    return std::string(v != nullptr ? v : "");
+  }();
+  if (chosen.empty() || chosen != step) return;
+  ::raise(SIGKILL);
 }
 
 }  // namespace localvol::agent

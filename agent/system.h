@@ -1,8 +1,10 @@
-// The agent's boundary with the OS: running programs, the mount table, block
-// devices in sysfs, and atomic file replacement.
+// The agent's boundary with the OS: running programs, the mount table and
+// the processes using a filesystem, block devices in sysfs, atomic file
+// replacement, and crash points.
 //
 // CommandRunner is an interface so tests can inject failures (a failing mkfs)
-// the way leveldb's EnvWrapper does; everything else is plain functions.
+// the way leveldb's EnvWrapper does; CrashPoint() lets a test stop the whole
+// process at a chosen step; everything else is plain functions.
 // All functions are thread-safe; they hold no state.
 #pragma once
 
@@ -59,9 +61,25 @@ struct FsMount {
   // "/mnt/x" or "/mnt/x (in the mount namespace of pid 42)".
   std::string Describe() const;
 };
-// Every mount, in every mount namespace on the host, of the filesystem `dev`.
-// Reads /proc/<pid>/mountinfo once per namespace.
+// Every mount, in every mount namespace on the host, of the filesystem `dev`
+// (compared by device number, whatever the path). Reads
+// /proc/<pid>/mountinfo once per namespace.
 std::vector<FsMount> MountsOfFilesystem(dev_t dev);
+
+// A process holding something inside a filesystem.
+struct ProcessUse {
+  pid_t pid = 0;
+  std::string command;  // /proc/<pid>/comm
+  std::string what;     // "its working directory", "its root directory", "open file /x/y"
+  // "pid 42 (sh): its working directory".
+  std::string Describe() const;
+};
+// Every process, in any mount namespace, whose working directory, root
+// directory or an open file lies on the filesystem `dev`. Compares device
+// numbers with statx(AT_STATX_DONT_SYNC) through /proc/<pid>/{cwd,root,fd/*},
+// so it never waits for a filesystem's server (not even a hung one).
+// Processes that exit meanwhile are skipped.
+std::vector<ProcessUse> ProcessesUsingFilesystem(dev_t dev);
 
 // Block devices the kernel is using: the devices of every mounted filesystem
 // (the device behind /, /boot and every other mount), every active swap
@@ -101,7 +119,9 @@ Status ZeroSampledRegions(const std::string& device);
 
 // Writes `contents` to `path` atomically: a temporary file in the same
 // directory, fsync, rename over `path`, fsync of the directory. On failure
-// `path` is unchanged and the temporary file is gone.
+// `path` is unchanged and the temporary file is gone. The temporary file is
+// `path` + ".tmp." + our pid; a crash may leave one behind. Crash point:
+// "<file name>:before-rename".
 Status WriteFileAtomic(const std::string& path, const std::string& contents, mode_t mode = 0644);
 
 // Reads a whole file. ENOENT if it does not exist.
@@ -112,5 +132,13 @@ Status MakeDirs(const std::string& path, mode_t mode = 0755);
 
 // realpath(3), with errno kept.
 Result<std::string> CanonicalPath(const std::string& path);
+
+// Crash points, for crash-consistency tests (the way leveldb's EnvWrapper
+// lets a test stop at a chosen step). When the environment variable
+// LOCALVOL_CRASH_AT names `step` (e.g. "volume-create-after-mkdir"), the
+// process kills itself with SIGKILL there, exactly as a crash would stop it:
+// no destructor, no unmount, no flush. Unset (always, in production), it does
+// nothing. The steps are listed where they are called (grep CrashPoint).
+void CrashPoint(const char* step);
 
 }  // namespace localvol::agent

@@ -8,10 +8,10 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstring>
-#include <random>
+#include <set>
 
+#include "agent/volume_dirs.h"
 #include "base/logging.h"
 #include "base/scope_guard.h"
 #include "base/size.h"
@@ -22,58 +22,6 @@ namespace localvol::agent {
 namespace {
 
 std::shared_ptr<spdlog::logger> Log() { return GetLogger("volume"); }
-
-// Removes everything below the directory `dir_fd` without following symlinks
-// or crossing into another filesystem. Stops early (returning ECANCELED) when
-// `stop` becomes true. Recursion depth is the tree's depth.
-Status RemoveContents(int dir_fd, dev_t dev, const std::atomic<bool>& stop, int depth = 0) {
-  if (depth > 4096) return Status::Error(ELOOP, "directory tree too deep");
-  int dup_fd = ::dup(dir_fd);
-  if (dup_fd < 0) return Status::FromErrno("dup");
-  DIR* d = ::fdopendir(dup_fd);
-  if (d == nullptr) {
-    ::close(dup_fd);
-    return Status::FromErrno("fdopendir");
-  }
-  ScopeGuard close_dir([&] { ::closedir(d); });
-  std::vector<std::string> names;
-  while (dirent* e = ::readdir(d)) {
-    if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
-    names.emplace_back(e->d_name);
-  }
-  Status first;
-  for (const auto& name : names) {
-    if (stop.load(std::memory_order_relaxed)) return Status::Error(ECANCELED, "stopping");
-    struct stat st;
-    if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-    if (S_ISDIR(st.st_mode)) {
-      if (st.st_dev != dev) continue;  // a mount: never walk into it
-      auto sub = OpenAt(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
-      if (!sub.ok()) {
-        if (first.ok()) first = sub.status();
-        continue;
-      }
-      Status s = RemoveContents(sub->get(), dev, stop, depth + 1);
-      if (s.err() == ECANCELED) return s;
-      if (!s.ok() && first.ok()) first = s;
-      if (::unlinkat(dir_fd, name.c_str(), AT_REMOVEDIR) != 0 && first.ok()) {
-        first = Status::FromErrno("rmdir " + name);
-      }
-    } else if (::unlinkat(dir_fd, name.c_str(), 0) != 0 && errno != ENOENT && first.ok()) {
-      first = Status::FromErrno("unlink " + name);
-    }
-  }
-  return first;
-}
-
-std::string RandomSuffix() {
-  static std::mt19937_64 rng(std::random_device{}());
-  static std::mutex mu;
-  std::lock_guard<std::mutex> lock(mu);
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(rng()));
-  return buf;
-}
 
 }  // namespace
 
@@ -117,23 +65,22 @@ VolumeManager::~VolumeManager() { Shutdown(); }
 uint64_t VolumeManager::AllocatedLocked(const AttachedDisk* disk) const {
   uint64_t sum = 0;
   for (const auto& v : disk->manifest.volumes) sum += v.capacity_bytes;
-  auto it = trash_bytes_.find(disk);
-  if (it != trash_bytes_.end()) sum += it->second;
-  return sum;
+  return sum + trash_.PendingBytes(disk);
 }
 
-Status VolumeManager::PrepareMountpoint(const std::string& path) {
-  if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) return Status::FromErrno("mkdir " + path);
-  for (int i = 0; i < 32; ++i) {
+Result<UniqueFd> VolumeManager::PrepareMountpoint(const std::string& name) {
+  const std::string path = publish_dir_ + "/" + name;
+  for (int i = 0;; ++i) {
+    if (i == 32) return Status::Error(EBUSY, path + ": too many stacked mounts");
     auto m = FindMountAt(path);
-    if (!m) return Status::Ok();
+    if (!m) break;
     if (m->fstype == "fuse.localvol") {
       // statfs always asks the server (stat may be answered from the
       // attribute cache): a dead server's mount fails with ENOTCONN.
       struct statfs sfs;
       if (::statfs(path.c_str(), &sfs) != 0 && (errno == ENOTCONN || errno == ECONNABORTED)) {
         Log()->warn("{}: clearing a stale mount left by a stopped server ({})", path, m->source);
-        if (::umount2(path.c_str(), MNT_DETACH) != 0) {
+        if (::umount2(path.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) != 0) {
           return Status::FromErrno("umount stale mount " + path);
         }
         continue;
@@ -144,7 +91,7 @@ Status VolumeManager::PrepareMountpoint(const std::string& path) {
     return Status::Error(EBUSY, path + " has a " + m->fstype + " filesystem (" + m->source +
                                     ") mounted on it; unmount it and restart localvold");
   }
-  return Status::Error(EBUSY, path + ": too many stacked mounts");
+  return OpenPublishPath(publish_dir_, name);
 }
 
 void VolumeManager::CreateEngines() {
@@ -174,11 +121,13 @@ Result<std::unique_ptr<fuse::Volume>> VolumeManager::MountVolume(const Vol& vol,
     }
     return Status::Error(EBUSY, "disk " + vol.disk->uuid + " cannot serve volumes: " + why);
   }
-  Status st = PrepareMountpoint(vol.mount_path);
-  if (!st.ok()) return st;
+  auto mountpoint = PrepareMountpoint(vol.name);
+  if (!mountpoint.ok()) return mountpoint.status();
   fuse::VolumeOptions o;
   o.source_dir = vol.backing_path;
-  o.mountpoint = vol.mount_path;
+  // The directory opened without following links, named through its fd: the
+  // mount lands on that directory, not wherever a path would lead.
+  o.mountpoint = "/proc/self/fd/" + std::to_string(mountpoint->get());
   o.name = vol.name;
   o.capacity_bytes = rec.capacity_bytes;
   o.inode_limit = rec.inode_limit;
@@ -186,7 +135,13 @@ Result<std::unique_ptr<fuse::Volume>> VolumeManager::MountVolume(const Vol& vol,
   o.io_limits = rec.io_limits;
   o.max_threads = options_.fuse_threads;
   o.fuse_io_uring = options_.fuse_io_uring;
-  return fuse::Volume::Mount(o);
+  auto mounted = fuse::Volume::Mount(o);
+  if (mounted.ok() && (*mounted)->mountpoint() != vol.mount_path) {
+    // The directory was moved between the open and the mount.
+    return Status::Error(EBUSY, "the publish directory of volume " + vol.name + " was moved to " +
+                                    (*mounted)->mountpoint() + " while it was mounted; retry");
+  }
+  return mounted;
 }
 
 Status VolumeManager::CommitManifest(AttachedDisk* disk, const DiskManifest& manifest) {
@@ -200,54 +155,57 @@ Status VolumeManager::CommitManifest(AttachedDisk* disk, const DiskManifest& man
   return Status::Ok();
 }
 
-Status VolumeManager::MoveToTrash(AttachedDisk* disk, const std::string& path, uint64_t bytes) {
-  const std::string base = path.substr(path.rfind('/') + 1);
-  const std::string target = disk->TrashDir() + "/" + base + "." + RandomSuffix();
-  if (::rename(path.c_str(), target.c_str()) != 0) {
-    return Status::FromErrno("move " + path + " to " + target);
-  }
-  {
-    MutexLock lock(mu_);
-    trash_bytes_[disk] += bytes;
-  }
-  MutexLock lock(trash_mu_);
-  trash_queue_.push_back(TrashItem{disk, target, bytes});
-  trash_cv_.notify_all();
-  return Status::Ok();
-}
-
-void VolumeManager::TrashLoop() {
-  for (;;) {
-    TrashItem item;
-    {
-      MutexLock lock(trash_mu_);
-      while (!trash_stop_ && trash_queue_.empty()) trash_cv_.wait(trash_mu_);
-      if (trash_stop_) return;
-      item = trash_queue_.front();
-      trash_queue_.pop_front();
+void VolumeManager::LoadDisk(AttachedDisk* disk, std::vector<Vol*>* to_mount) {
+  // First what a predecessor left in the trash, so nothing is charged twice.
+  trash_.Adopt(disk);
+  std::vector<std::string> names;
+  if (DIR* d = ::opendir(disk->VolumesDir().c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) names.emplace_back(e->d_name);
     }
-    Status st;
-    struct stat root;
-    auto fd = OpenAt(AT_FDCWD, item.path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
-    if (!fd.ok()) {
-      st = fd.status();
-    } else if (::fstat(fd->get(), &root) != 0) {
-      st = Status::FromErrno("stat " + item.path);
-    } else {
-      st = RemoveContents(fd->get(), root.st_dev, trash_abort_);
-      fd->Reset();
-      if (st.ok() && ::rmdir(item.path.c_str()) != 0) st = Status::FromErrno("rmdir " + item.path);
+    ::closedir(d);
+  }
+  for (const auto& n : names) {
+    const char* why = nullptr;
+    if (IsBuildLeftover(n)) {
+      why = "a volume root whose build a crash interrupted";
+    } else if (n[0] != '.' && disk->manifest.Find(n) == nullptr) {
+      why = "in no manifest (an interrupted delete)";
     }
-    if (st.err() == ECANCELED) return;  // resumed at the next start
-    if (!st.ok() && st.err() != ENOENT) {
-      Log()->error("trash: removing {}: {}", item.path, st.ToString());
-    } else {
-      Log()->info("trash: removed {} ({} returned to disk {})", item.path, FormatSize(item.bytes),
-                  item.disk->uuid);
+    if (why == nullptr) continue;
+    Log()->warn("disk {}: {} is {}; removing it", disk->uuid, n, why);
+    Status s = trash_.MoveMeasured(disk, disk->VolumesDir() + "/" + n);
+    if (!s.ok()) Log()->error("disk {}: {}", disk->uuid, s.ToString());
+  }
+  for (const auto& rec : disk->manifest.volumes) {
+    const std::string backing = disk->VolumesDir() + "/" + rec.name;
+    struct stat st;
+    if (::lstat(backing.c_str(), &st) != 0 && errno == ENOENT) {
+      // Listed, but the agent stopped before the root was in place.
+      Log()->warn("volume {}: backing directory {} is missing (an interrupted create); creating it "
+                  "empty", rec.name, backing);
+      if (Status b = BuildVolumeRoot(disk->VolumesDir(), rec.name); !b.ok()) {
+        Log()->error("volume {}: {}", rec.name, b.ToString());
+      }
+    } else if (auto repaired = RepairNeverServedRoot(backing); !repaired.ok()) {
+      Log()->error("volume {}: {}", rec.name, repaired.status().ToString());
+    } else if (!repaired->empty()) {
+      Log()->warn("volume {}: finished its never-served root {} ({})", rec.name, backing, *repaired);
     }
     MutexLock lock(mu_);
-    auto& charged = trash_bytes_[item.disk];
-    charged -= std::min(charged, item.bytes);
+    if (auto it = vols_.find(rec.name); it != vols_.end()) {
+      Log()->error("volume {} is on disk {} and on disk {}; serving the first only. Delete or "
+                   "rename one copy (move one disk away) to resolve",
+                   rec.name, it->second->disk->uuid, disk->uuid);
+      continue;
+    }
+    auto vol = std::make_unique<Vol>();
+    vol->name = rec.name;
+    vol->disk = disk;
+    vol->mount_path = publish_dir_ + "/" + rec.name;
+    vol->backing_path = backing;
+    to_mount->push_back(vol.get());
+    vols_[rec.name] = std::move(vol);
   }
 }
 
@@ -259,66 +217,23 @@ Status VolumeManager::Start() {
   auto canonical = CanonicalPath(options_.publish_dir);
   if (!canonical.ok()) return canonical.status();
   publish_dir_ = *canonical;
-  trash_abort_ = false;
-  trash_thread_ = std::thread([this] { TrashLoop(); });
+  trash_.Start();
   started_ = true;
   CreateEngines();
 
   std::vector<Vol*> to_mount;
-  for (const auto& disk_ptr : disks_->disks()) {
-    AttachedDisk* disk = disk_ptr.get();
-    // Leftovers of a delete that was interrupted after the manifest dropped
-    // the volume: its directory goes to the trash.
-    if (DIR* d = ::opendir(disk->VolumesDir().c_str())) {
-      std::vector<std::string> names;
-      while (dirent* e = ::readdir(d)) {
-        if (e->d_name[0] != '.') names.emplace_back(e->d_name);
-      }
-      ::closedir(d);
-      for (const auto& n : names) {
-        if (disk->manifest.Find(n) != nullptr) continue;
-        Log()->warn("disk {}: {} is in no manifest (an interrupted delete); removing it", disk->uuid,
-                    n);
-        Status s = MoveToTrash(disk, disk->VolumesDir() + "/" + n, 0);
-        if (!s.ok()) Log()->error("disk {}: {}", disk->uuid, s.ToString());
-      }
-    }
-    if (DIR* d = ::opendir(disk->TrashDir().c_str())) {
-      std::vector<std::string> names;
-      while (dirent* e = ::readdir(d)) {
-        if (e->d_name[0] != '.') names.emplace_back(e->d_name);
-      }
-      ::closedir(d);
-      MutexLock lock(trash_mu_);
-      for (const auto& n : names) trash_queue_.push_back(TrashItem{disk, disk->TrashDir() + "/" + n, 0});
-      trash_cv_.notify_all();
-    }
-    for (const auto& rec : disk->manifest.volumes) {
-      MutexLock lock(mu_);
-      if (auto it = vols_.find(rec.name); it != vols_.end()) {
-        Log()->error("volume {} is on disk {} and on disk {}; serving the first only. Delete or "
-                     "rename one copy (move one disk away) to resolve",
-                     rec.name, it->second->disk->uuid, disk->uuid);
-        continue;
-      }
-      auto vol = std::make_unique<Vol>();
-      vol->name = rec.name;
-      vol->disk = disk;
-      vol->mount_path = publish_dir_ + "/" + rec.name;
-      vol->backing_path = disk->VolumesDir() + "/" + rec.name;
-      to_mount.push_back(vol.get());
-      vols_[rec.name] = std::move(vol);
-    }
+  for (const auto& disk : disks_->disks()) LoadDisk(disk.get(), &to_mount);
+  std::set<std::string> catalogue;
+  {
+    MutexLock lock(mu_);
+    for (const auto& [name, vol] : vols_) catalogue.insert(name);
+  }
+  for (const auto& name : RemoveOrphanPublishDirs(publish_dir_, catalogue)) {
+    Log()->warn("removed the empty publish directory {}/{} of no volume (an interrupted delete)",
+                publish_dir_, name);
   }
   for (Vol* vol : to_mount) {
     const VolumeRecord* rec = vol->disk->manifest.Find(vol->name);
-    struct stat st_backing;
-    if (::stat(vol->backing_path.c_str(), &st_backing) != 0 && errno == ENOENT) {
-      // Created in the manifest, but the agent stopped before the directory.
-      Log()->warn("volume {}: backing directory {} is missing; creating it empty", vol->name,
-                  vol->backing_path);
-      if (::mkdir(vol->backing_path.c_str(), 0777) == 0) ::chmod(vol->backing_path.c_str(), 0777);
-    }
     auto mounted = MountVolume(*vol, *rec);
     MutexLock lock(mu_);
     if (mounted.ok()) {
@@ -479,20 +394,28 @@ Result<VolumeInfo> VolumeManager::Create(const CreateVolumeParams& p) {
     Status s = CommitManifest(disk, old_manifest);
     if (!s.ok()) Log()->error("volume {}: rolling back the manifest: {}", p.name, s.ToString());
   });
+  CrashPoint("volume-create-after-manifest");
   struct stat st;
   if (::lstat(vol->backing_path.c_str(), &st) == 0) {
     // A directory no manifest knew: never hand old data to a new volume.
-    Status s = MoveToTrash(disk, vol->backing_path, 0);
+    Status s = trash_.MoveMeasured(disk, vol->backing_path);
     if (!s.ok()) return s;
   }
-  if (::mkdir(vol->backing_path.c_str(), 0777) != 0) return Status::FromErrno("mkdir " + vol->backing_path);
-  ScopeGuard remove_backing([&] { ::rmdir(vol->backing_path.c_str()); });
-  // Pods run as any uid: the volume root is writable by all, as on a fresh
-  // disk handed to a pod; default_permissions enforces modes below it.
-  if (::chmod(vol->backing_path.c_str(), 0777) != 0) return Status::FromErrno("chmod " + vol->backing_path);
+  if (Status s = BuildVolumeRoot(disk->VolumesDir(), p.name); !s.ok()) {
+    return Status::Error(s.err(), "could not make the backing directory of volume " + p.name + ": " +
+                                      s.ToString());
+  }
+  ScopeGuard remove_backing([&] {
+    if (::rmdir(vol->backing_path.c_str()) != 0) {
+      Log()->error("volume {}: removing {}: {}", p.name, vol->backing_path, std::strerror(errno));
+    }
+  });
+  CrashPoint("volume-create-before-mount");
   auto mounted = MountVolume(*vol, record);
   if (!mounted.ok()) {
-    ::rmdir(vol->mount_path.c_str());
+    if (::rmdir(vol->mount_path.c_str()) != 0 && errno != ENOENT && errno != ENOTDIR) {
+      Log()->warn("volume {}: removing {}: {}", p.name, vol->mount_path, std::strerror(errno));
+    }
     return Status::Error(mounted.err(), "could not mount volume " + p.name + ": " +
                                             mounted.status().ToString());
   }
@@ -553,7 +476,10 @@ Result<VolumeInfo> VolumeManager::Resize(const std::string& name, uint64_t capac
   rec->inode_limit = inodes;
   rec->default_inodes = default_inodes;
   if (Status s = CommitManifest(vol->disk, manifest); !s.ok()) {
-    (void)vol->fs->SetLimits(old_rec.capacity_bytes, old_rec.inode_limit);
+    if (Status back = vol->fs->SetLimits(old_rec.capacity_bytes, old_rec.inode_limit); !back.ok()) {
+      Log()->error("volume {}: putting back the limits {} and {} inodes: {}", name,
+                   FormatSize(old_rec.capacity_bytes), old_rec.inode_limit, back.ToString());
+    }
     return s;
   }
   Log()->info("volume {}: resized from {} to {} ({} inodes)", name, FormatSize(old_rec.capacity_bytes),
@@ -608,22 +534,10 @@ Status VolumeManager::Delete(const std::string& name) {
   if (vol->fs) {
     used = vol->fs->Usage().used_bytes;
     if (auto m = FindMountAt(vol->mount_path)) {
-      // Another mount of the same FUSE filesystem (a bind mount into a pod)
-      // would keep it alive: refuse rather than tear it away from under it.
-      // Copies at the same path in other namespaces are propagated copies
-      // that go away with ours.
-      std::vector<std::string> elsewhere;
-      for (const auto& fm : MountsOfFilesystem(m->dev)) {
-        if (fm.mount_point != vol->mount_path) elsewhere.push_back(fm.Describe());
-      }
-      if (!elsewhere.empty()) {
-        std::string list;
-        for (const auto& e : elsewhere) list += (list.empty() ? "" : ", ") + e;
-        return Status::Error(EBUSY, "volume " + name + " is also mounted at " + list +
-                                        "; unmount it there (stop the pods using it) and retry");
-      }
-      // A plain unmount fails with EBUSY while any process has a file, a
-      // directory or its cwd in the volume.
+      if (Status busy = CheckNotInUse(*vol, *m); !busy.ok()) return busy;
+      // A plain unmount fails with EBUSY while a process in a namespace it
+      // propagates to has a file, a directory or its cwd in the volume (and
+      // closes the window between the check above and here).
       if (::umount2(vol->mount_path.c_str(), UMOUNT_NOFOLLOW) != 0) {
         const int err = errno;
         if (err == EBUSY) {
@@ -663,9 +577,13 @@ Status VolumeManager::Delete(const std::string& name) {
     }
     return s;
   }
-  Status trashed = MoveToTrash(vol->disk, vol->backing_path, used);
+  CrashPoint("volume-delete-after-manifest");
+  Status trashed = trash_.Move(vol->disk, vol->backing_path, used);
   if (!trashed.ok()) Log()->error("volume {}: {}; it is removed at the next start", name, trashed.ToString());
-  ::rmdir(vol->mount_path.c_str());
+  if (::rmdir(vol->mount_path.c_str()) != 0 && errno != ENOENT) {
+    Log()->warn("volume {}: removing {}: {}; it is removed at the next start", name,
+                vol->mount_path, std::strerror(errno));
+  }
   Log()->info("volume {}: deleted from disk {}; its {} are removed in the background", name,
               vol->disk->uuid, FormatSize(used));
   std::unique_ptr<Vol> gone;
@@ -674,6 +592,31 @@ Status VolumeManager::Delete(const std::string& name) {
     auto it = vols_.find(name);
     gone = std::move(it->second);
     vols_.erase(it);
+  }
+  return Status::Ok();
+}
+
+Status VolumeManager::CheckNotInUse(const Vol& vol, const MountInfo& ours) const {
+  // By the connection's device number, in every mount namespace. Another
+  // mount of it (a bind mount into a pod) would outlive ours and be cut off
+  // under its users. A copy at the same path in another namespace goes with
+  // ours, or is cut off after the unmount's grace period; what matters there
+  // is whether a process uses it, which the scan below finds.
+  std::string list;
+  for (const auto& m : MountsOfFilesystem(ours.dev)) {
+    if (m.mount_point != vol.mount_path) list += (list.empty() ? "" : ", ") + m.Describe();
+  }
+  if (!list.empty()) {
+    return Status::Error(EBUSY, "volume " + vol.name + " is also mounted at " + list +
+                                    "; unmount it there (stop the pods using it) and retry");
+  }
+  std::string users;
+  for (const auto& use : ProcessesUsingFilesystem(ours.dev)) {
+    users += (users.empty() ? "" : "; ") + use.Describe();
+  }
+  if (!users.empty()) {
+    return Status::Error(EBUSY, "volume " + vol.name + " is in use by " + users +
+                                    " (in any mount namespace); stop those processes and retry");
   }
   return Status::Ok();
 }
@@ -775,6 +718,15 @@ std::vector<DiskInfo> VolumeManager::Disks() const {
       out.push_back(std::move(i));
     }
   }
+  for (const auto& m : disks_->missing()) {
+    DiskInfo i;
+    i.id = m.uuid;
+    i.device = m.device;
+    i.configured_as = m.configured_as;
+    i.state = "missing";
+    i.reason = m.reason;
+    out.push_back(std::move(i));
+  }
   for (const auto& r : disks_->refusals()) {
     DiskInfo i;
     i.device = r.device;
@@ -786,12 +738,7 @@ std::vector<DiskInfo> VolumeManager::Disks() const {
   return out;
 }
 
-uint64_t VolumeManager::PendingTrashBytes() const {
-  MutexLock lock(mu_);
-  uint64_t sum = 0;
-  for (const auto& [disk, bytes] : trash_bytes_) sum += bytes;
-  return sum;
-}
+uint64_t VolumeManager::PendingTrashBytes() const { return trash_.PendingBytes(); }
 
 void VolumeManager::Ping() const {
   MutexLock ops(ops_mu_);
@@ -828,15 +775,7 @@ void VolumeManager::Shutdown() {
   }
   // Every volume (and with it its queue) is gone: the engines may stop.
   engines_.clear();
-  if (trash_thread_.joinable()) {
-    trash_abort_ = true;
-    {
-      MutexLock lock(trash_mu_);
-      trash_stop_ = true;
-      trash_cv_.notify_all();
-    }
-    trash_thread_.join();
-  }
+  trash_.Stop();
   if (!served.empty()) Log()->info("{} volume(s) unmounted", served.size());
 }
 

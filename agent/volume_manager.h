@@ -40,27 +40,32 @@
 //     and is held only to copy or swap them: reads (Get, List, Disks,
 //     Snapshot) never wait for I/O. A manifest is written to disk with only
 //     `ops_mu_` held, then swapped in under `mu_`.
-//   * One trash thread removes the data of deleted volumes, so a delete
-//     returns as soon as the volume is unmounted and its directory renamed.
-//     It takes `mu_` only to return the space it freed.
-//   Lock order: ops_mu_ before mu_ before trash_mu_.
+//   * The trash (agent/trash.h) removes the data of deleted volumes on its
+//     own thread, so a delete returns as soon as the volume is unmounted and
+//     its directory renamed; what it still holds counts as allocated.
+//   Lock order: ops_mu_ before mu_ before the trash's own lock.
+//
+// Crash consistency: a volume exists when its disk's manifest lists it. Its
+// backing root is built complete under a temporary name and renamed into
+// place (agent/volume_dirs.h), and Start() finishes whatever a crash
+// interrupted: it builds a listed volume's missing root, repairs a root that
+// was never served, moves build leftovers and unlisted directories to the
+// trash, and removes empty publish directories a delete left.
 #pragma once
 
-#include <atomic>
-#include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "agent/disk_manager.h"
+#include "agent/trash.h"
 #include "base/status.h"
 #include "base/thread_annotations.h"
+#include "base/unique_fd.h"
 #include "fuse/volume.h"
 #include "iopath/engine.h"
 #include "iopath/io_limits.h"
@@ -100,7 +105,8 @@ struct DiskInfo {
   std::string device;
   std::string configured_as;
   // "ready"; "error": attached, but it cannot serve volumes (its I/O engine
-  // failed); "refused": not used at all.
+  // failed); "missing": a disk the agent knew that is not there (see
+  // DiskManager); "refused": not used at all.
   std::string state;
   std::string reason;  // for a refused device, or a disk in error
   std::string filesystem;
@@ -147,9 +153,9 @@ class VolumeManager {
   VolumeManager& operator=(const VolumeManager&) = delete;
 
   // Creates one I/O engine per disk, builds the catalogue from the disks'
-  // manifests, moves directories no manifest knows (an interrupted delete) to
-  // the trash, clears stale FUSE mounts a crashed predecessor left (ENOTCONN)
-  // and mounts every volume with its limits. A volume that cannot be mounted
+  // manifests, finishes what a crash interrupted (see above), charges the
+  // trash a predecessor left to its disk, clears stale FUSE mounts a crashed
+  // predecessor left (ENOTCONN) and mounts every volume with its limits. A volume that cannot be mounted
   // (or whose disk has no engine) is listed in state "error" with the reason;
   // Start() itself fails only if the publish directory is unusable.
   Status Start() EXCLUDES(ops_mu_, mu_);
@@ -169,14 +175,16 @@ class VolumeManager {
   // are put back live and the write error is returned.
   Result<VolumeInfo> SetIoLimits(const std::string& name, const iopath::IoLimits& limits)
       EXCLUDES(ops_mu_, mu_);
-  // Refuses (EBUSY) while any process uses the volume or it is mounted
-  // anywhere else; otherwise unmounts it, drops it from the manifest and
-  // removes its data in the background.
+  // Refuses (EBUSY) while any process, in any mount namespace, has its
+  // working or root directory or an open file in the volume, or while the
+  // volume is mounted at another path in any namespace; the message names
+  // the processes and mounts. Otherwise unmounts it, drops it from the manifest and removes its
+  // data in the background.
   Status Delete(const std::string& name) EXCLUDES(ops_mu_, mu_);
 
   Result<VolumeInfo> Get(const std::string& name) const EXCLUDES(mu_);
   std::vector<VolumeInfo> List() const EXCLUDES(mu_);  // sorted by name
-  std::vector<DiskInfo> Disks() const EXCLUDES(mu_);   // ready disks, then refusals
+  std::vector<DiskInfo> Disks() const EXCLUDES(mu_);   // attached, missing, then refused
 
   // Unmounts every volume (in parallel; a busy one gets the fuse layer's grace
   // period), then stops the disks' engines and the trash thread. Later
@@ -198,11 +206,6 @@ class VolumeManager {
     std::unique_ptr<fuse::Volume> fs;  // null when not served
     std::string error;                 // why it is not served
   };
-  struct TrashItem {
-    AttachedDisk* disk;
-    std::string path;
-    uint64_t bytes;  // charged to the disk until removed
-  };
 
   VolumeInfo Describe(const Vol& vol, const std::vector<MountInfo>& mounts) const REQUIRES(mu_);
   uint64_t AllocatedLocked(const AttachedDisk* disk) const REQUIRES(mu_);
@@ -216,14 +219,19 @@ class VolumeManager {
   void CreateEngines() REQUIRES(ops_mu_);
   // Why `disk` cannot serve volumes, or null if it can.
   const std::string* EngineErrorLocked(const AttachedDisk* disk) const REQUIRES(mu_);
-  Status PrepareMountpoint(const std::string& path);
+  // Clears a stale mount at the volume's publish path and opens it (an O_PATH
+  // fd) without following links; see OpenPublishPath().
+  Result<UniqueFd> PrepareMountpoint(const std::string& name);
+  // Why `vol` must not be unmounted now (EBUSY naming the processes and
+  // mounts that use it), or Ok.
+  Status CheckNotInUse(const Vol& vol, const MountInfo& ours) const;
+  // Builds the catalogue entries of `disk`, finishing what a crash left.
+  void LoadDisk(AttachedDisk* disk, std::vector<Vol*>* to_mount) REQUIRES(ops_mu_);
   // Mounts `vol` with the capacity, inodes and I/O limits of `rec`, on its
   // disk's engine.
   Result<std::unique_ptr<fuse::Volume>> MountVolume(const Vol& vol, const VolumeRecord& rec)
       REQUIRES(ops_mu_);
   Status CommitManifest(AttachedDisk* disk, const DiskManifest& manifest) REQUIRES(ops_mu_);
-  Status MoveToTrash(AttachedDisk* disk, const std::string& path, uint64_t bytes);
-  void TrashLoop();
 
   const VolumeManagerOptions options_;
   DiskManager* const disks_;
@@ -235,18 +243,12 @@ class VolumeManager {
   // One per disk that has one; destroyed after every volume (Shutdown).
   std::map<const AttachedDisk*, std::unique_ptr<iopath::Engine>> engines_ GUARDED_BY(ops_mu_);
 
-  mutable Mutex mu_;  // acquired before trash_mu_
+  mutable Mutex mu_;  // acquired before the trash's lock
   std::map<std::string, std::unique_ptr<Vol>> vols_ GUARDED_BY(mu_);
-  std::map<const AttachedDisk*, uint64_t> trash_bytes_ GUARDED_BY(mu_);
   // Why a disk has no engine (set by Start()): it cannot serve volumes.
   std::map<const AttachedDisk*, std::string> engine_errors_ GUARDED_BY(mu_);
 
-  Mutex trash_mu_;
-  std::condition_variable_any trash_cv_;
-  std::deque<TrashItem> trash_queue_ GUARDED_BY(trash_mu_);
-  bool trash_stop_ GUARDED_BY(trash_mu_) = false;
-  std::atomic<bool> trash_abort_{false};  // makes the thread stop between two entries
-  std::thread trash_thread_;
+  Trash trash_;
 };
 
 }  // namespace localvol::agent

@@ -277,7 +277,9 @@ Result<std::unique_ptr<Volume>> Volume::Mount(const VolumeOptions& options) {
   if (impl->session == nullptr) return Status::Error(EINVAL, "fuse_session_new failed");
   impl->fs->SetSession(impl->session);
   ScopeGuard destroy_session([&] { fuse_session_destroy(impl->session); });
-  if (fuse_session_mount(impl->session, impl->mountpoint.c_str()) != 0) {
+  // The path as given: "/proc/self/fd/N" names the open directory itself, so
+  // the mount cannot be redirected by a path changed since it was resolved.
+  if (fuse_session_mount(impl->session, opt.mountpoint.c_str()) != 0) {
     return Status::Error(EIO, "mount FUSE filesystem at " + impl->mountpoint +
                                   " failed (is /dev/fuse available and are you root?)");
   }

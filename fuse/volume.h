@@ -33,7 +33,8 @@ unsigned DefaultWorkerThreads();
 
 struct VolumeOptions {
   std::string source_dir;        // backing directory; must exist and be a directory
-  std::string mountpoint;        // must exist, be a directory, and not be a mountpoint
+  std::string mountpoint;        // must exist, be a directory, and not be a mountpoint;
+                                 // "/proc/self/fd/N" mounts on the directory open at fd N
   std::string name;              // shown as "localvol:<name>" in the mount table
   uint64_t capacity_bytes = 0;   // > 0
   uint64_t inode_limit = 0;      // 0 means DefaultInodeLimit(capacity_bytes)

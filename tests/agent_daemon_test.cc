@@ -31,6 +31,7 @@
 #include "agent/loop_device.h"
 #include "agent/proto/localvol.grpc.pb.h"
 #include "fuse/volume.h"
+#include "tests/agent_daemon.h"
 #include "tests/agent_fixtures.h"
 #include "tests/support/fuse_uring_switch.h"
 #include "tests/support/mounts.h"
@@ -43,88 +44,8 @@ namespace {
 
 constexpr uint64_t kMi = 1ull << 20;
 
-// The file's contents, or `fallback` when it cannot be read.
-std::string ReadOr(const std::string& path, const std::string& fallback = "") {
-  auto r = ReadFile(path);
-  return r.ok() ? *r : fallback;
-}
-
-// One localvold process. The destructor SIGKILLs it if it still runs (the
-// AgentDirs fixture then detaches what it left mounted).
-class Daemon {
- public:
-  explicit Daemon(const AgentDirs& dirs) : dirs_(dirs) {}
-
-  // Starts it and waits until the API answers (or it exits).
-  ::testing::AssertionResult Start(const std::vector<std::string>& extra_args = {}) {
-    std::vector<std::string> argv = {LOCALVOLD_BIN, "--config", dirs_.config_path(), "--log-level", "debug"};
-    argv.insert(argv.end(), extra_args.begin(), extra_args.end());
-    auto p = Subprocess::Spawn(argv, dirs_.Sub("localvold.log"));
-    if (!p.ok()) return ::testing::AssertionFailure() << p.status().ToString();
-    process_ = std::move(p).value();
-    for (int i = 0; i < 300; ++i) {
-      if (auto st = process_.TryWait()) {
-        return ::testing::AssertionFailure() << "localvold exited: " << DescribeWaitStatus(*st) << "\n" << Log();
-      }
-      if (Ctl({"disk", "list"}).ok()) return ::testing::AssertionSuccess();
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    return ::testing::AssertionFailure() << "localvold did not answer within 30 s\n" << Log();
-  }
-
-  // SIGTERM; returns the wait status (or -1 on timeout).
-  int Stop() {
-    process_.Signal(SIGTERM);
-    auto st = process_.Wait(std::chrono::seconds(60));
-    return st ? *st : -1;
-  }
-  void Kill9() { process_.Kill(); }
-  void Signal(int sig) { process_.Signal(sig); }
-  bool running() { return process_.running() && !process_.TryWait(); }
-
-  CommandResult Ctl(std::vector<std::string> args) const {
-    args.insert(args.begin(), {LOCALVOLCTL_BIN, "--socket", dirs_.socket()});
-    return RunCommand(args, std::chrono::seconds(120));
-  }
-
-  std::string Log() const { return ReadOr(dirs_.Sub("localvold.log"), "(no log)"); }
-
- private:
-  const AgentDirs& dirs_;
-  Subprocess process_;
-};
-
-class AgentDaemonTest : public ::testing::Test {
+class AgentDaemonTest : public DaemonTest {
  protected:
-  void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "needs root (loop devices, mounts)";
-    auto d = AgentDirs::Create();
-    ASSERT_TRUE(d.ok()) << d.status().ToString();
-    dirs_ = std::move(d).value();
-    daemon_ = std::make_unique<Daemon>(*dirs_);
-  }
-  void TearDown() override {
-    if (daemon_ && daemon_->running()) {
-      daemon_->Stop();
-    }
-    if (HasFailure() && daemon_) std::cerr << "localvold log:\n" << daemon_->Log();
-    daemon_.reset();
-    dirs_.reset();
-    loops_.clear();
-  }
-
-  std::vector<std::string> Loops(int n, uint64_t size = RawLoop::kDefaultSize) {
-    std::vector<std::string> devices;
-    for (int i = 0; i < n; ++i) {
-      auto l = RawLoop::Create(size);
-      EXPECT_TRUE(l.ok()) << l.status().ToString();
-      if (!l.ok()) return devices;
-      devices.push_back((*l)->device());
-      loops_.push_back(std::move(l).value());
-    }
-    return devices;
-  }
-
   // Asserts the command failed with `exit_code` and `text` in its stderr.
   static void ExpectFails(const CommandResult& r, int exit_code, const std::string& text) {
     EXPECT_EQ(r.exit_code, exit_code) << r.Summary();
@@ -139,10 +60,6 @@ class AgentDaemonTest : public ::testing::Test {
     }
     return what->empty();
   }
-
-  std::vector<std::unique_ptr<RawLoop>> loops_;
-  std::unique_ptr<AgentDirs> dirs_;
-  std::unique_ptr<Daemon> daemon_;
 };
 
 TEST_F(AgentDaemonTest, CliEndToEnd) {

@@ -2,7 +2,9 @@
 
 #include <cctype>
 #include <cstdio>
+#include <iomanip>
 #include <limits>
+#include <sstream>
 
 namespace localvol {
 
@@ -57,13 +59,12 @@ std::string FormatSize(uint64_t bytes) {
     v /= 1024;
     ++unit;
   }
-  char buf[32];
   if (v == static_cast<double>(static_cast<uint64_t>(v))) {
-    std::snprintf(buf, sizeof buf, "%llu%s", static_cast<unsigned long long>(v), kUnits[unit]);
-  } else {
-    std::snprintf(buf, sizeof buf, "%.1f%s", v, kUnits[unit]);
+    return std::to_string(static_cast<uint64_t>(v)) + kUnits[unit];
   }
-  return buf;
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(1) << v << kUnits[unit];
+  return out.str();
 }
 
 std::string FormatExactSize(uint64_t bytes) {

@@ -1,9 +1,7 @@
 // ApiServer: the localvol.v1 gRPC service (agent/proto/localvol.proto) on a
 // Unix socket, backed by a VolumeManager.
 //
-// The socket is created with mode 0600 (umask 077 while binding, then chmod),
-// owned by the daemon's user (root). A stale socket file left by a crashed
-// agent is replaced; a socket another live process answers on is not.
+// The socket is made as UnixSocketServer makes it (mode 0600, root).
 //
 // Threading: gRPC's own thread pool runs the handlers; each handler calls the
 // thread-safe VolumeManager and returns. Start()/Shutdown() run on the
@@ -14,11 +12,11 @@
 #include <memory>
 #include <string>
 
+#include "agent/unix_socket_server.h"
 #include "agent/volume_manager.h"
 #include "base/status.h"
 
 namespace grpc {
-class Server;
 class Status;
 }  // namespace grpc
 
@@ -47,14 +45,13 @@ class ApiServer {
   // removes the socket file. Idempotent.
   void Shutdown();
 
-  const std::string& socket_path() const { return socket_path_; }
+  const std::string& socket_path() const;
 
  private:
   class Service;
   ApiServer() = default;
-  std::string socket_path_;
   std::unique_ptr<Service> service_;
-  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<UnixSocketServer> server_;
 };
 
 }  // namespace localvol::agent

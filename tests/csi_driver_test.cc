@@ -376,6 +376,7 @@ TEST_F(CsiDriverTest, DeleteVolumeIdempotentAndRefusedWhilePublished) {
   EXPECT_GRPC_CODE(Delete(""), Code::INVALID_ARGUMENT, "volume_id is missing");
   ASSERT_TRUE(agent_.Ctl({"volume", "create", "manual", "--size", "8Mi"}).ok());
   EXPECT_GRPC_CODE(Delete("manual"), Code::FAILED_PRECONDITION, "not created through CSI");
+  EXPECT_GRPC_CODE(Create(CreateRequest("manual", 8 * kMi)), Code::ALREADY_EXISTS, "made with localvolctl");
   EXPECT_TRUE(IsMountedAs(agent_.dirs().publish() + "/manual", "fuse.localvol"));
 
   ASSERT_GRPC_OK(Create(CreateRequest("pvc-del", 16 * kMi)));
@@ -425,6 +426,31 @@ TEST_F(CsiDriverTest, PublishAndUnpublish) {
   ASSERT_GRPC_OK(Unpublish("pvc-pub", t1));
   EXPECT_FALSE(Exists(t1));
   EXPECT_EQ(Inspect("pvc-pub", true).find(t1), std::string::npos);
+}
+
+// What the agent knows of publications comes from the mount table, so it
+// survives a restart: the pod's bind, dead once the agent stopped, still
+// counts as published, and publishing again replaces it.
+TEST_F(CsiDriverTest, PublicationsSurviveAnAgentRestart) {
+  ASSERT_GRPC_OK(Create(CreateRequest("pvc-keep", 16 * kMi)));
+  const std::string t = Target("keep");
+  ASSERT_GRPC_OK(Publish(PublishRequest("pvc-keep", t)));
+  ASSERT_TRUE(WriteFile(t + "/data", "kept").ok());
+  ASSERT_TRUE(agent_.Restart());
+  EXPECT_NE(Inspect("pvc-keep").find("Published:  " + t), std::string::npos) << Inspect("pvc-keep");
+  EXPECT_GRPC_CODE(Delete("pvc-keep"), Code::FAILED_PRECONDITION, "still published at " + t);
+  grpc::ClientContext ctx;
+  csipb::NodeGetVolumeStatsRequest req;
+  req.set_volume_id("pvc-keep");
+  req.set_volume_path(t);
+  csipb::NodeGetVolumeStatsResponse stats;
+  ASSERT_GRPC_OK(agent_.node().NodeGetVolumeStats(&ctx, req, &stats));
+  EXPECT_TRUE(stats.volume_condition().abnormal()) << "the old bind's server is gone";
+  // kubelet publishes again (a new pod): the stale bind is replaced.
+  ASSERT_GRPC_OK(Publish(PublishRequest("pvc-keep", t)));
+  EXPECT_EQ(*ReadFile(t + "/data"), "kept");
+  ASSERT_GRPC_OK(Unpublish("pvc-keep", t));
+  ASSERT_GRPC_OK(Delete("pvc-keep"));
 }
 
 TEST_F(CsiDriverTest, PublishBadInputChangesNothing) {

@@ -26,6 +26,15 @@ std::shared_ptr<grpc::Channel> CsiChannel(const std::string& path) {
   dirs_ = std::move(d).value();
   Status st = dirs_->WriteConfig(devices, "node_name: " + std::string(kCsiNode) + "\ncsi_socket: " + csi_socket() + "\n");
   if (!st.ok()) return ::testing::AssertionFailure() << st.ToString();
+  return Launch();
+}
+
+::testing::AssertionResult CsiAgent::Restart() {
+  Stop();
+  return Launch();
+}
+
+::testing::AssertionResult CsiAgent::Launch() {
   auto p = Subprocess::Spawn({LOCALVOLD_BIN, "--config", dirs_->config_path(), "--log-level", "debug"},
                              dirs_->Sub("localvold.log"));
   if (!p.ok()) return ::testing::AssertionFailure() << p.status().ToString();

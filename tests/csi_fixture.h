@@ -43,6 +43,8 @@ class CsiAgent {
   std::string Log() const;
   // SIGTERM and wait; the wait status, or -1.
   int Stop();
+  // Stop(), then start the agent again on the same disks and directories.
+  ::testing::AssertionResult Restart();
 
  private:
   std::vector<std::unique_ptr<RawLoop>> loops_;
@@ -51,6 +53,8 @@ class CsiAgent {
   std::unique_ptr<csipb::Identity::Stub> identity_;
   std::unique_ptr<csipb::Controller::Stub> controller_;
   std::unique_ptr<csipb::Node::Stub> node_;
+
+  ::testing::AssertionResult Launch();
 };
 
 // Stubs on the CSI socket at `path`.

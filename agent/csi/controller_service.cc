@@ -119,6 +119,11 @@ grpc::Status ControllerService::CreateVolume(grpc::ServerContext*, const pb::Cre
   if (auto existing = ctx_->volumes->Get(name); existing.ok()) {
     // Idempotent: the existing volume answers if its size is in the range;
     // the VolumeManager then checks the other parameters against it.
+    if (!existing->csi) {
+      // Never hand an operator's volume, and its data, to a new claim.
+      return Refuse(Code::ALREADY_EXISTS, "volume " + name + " already exists and was made with localvolctl, "
+                                          "not through CSI; rename or delete it");
+    }
     if (!size.Fits(existing->capacity_bytes)) {
       return Refuse(Code::ALREADY_EXISTS, "volume " + name + " already exists with " +
                                               FormatSize(existing->capacity_bytes) + ", not " + size.Describe() +

@@ -7,8 +7,8 @@
 //                       unknown or malformed parameter, block access, a
 //                       multi-node access mode, a content source
 //   OUT_OF_RANGE        a capacity below 1Mi
-//   ALREADY_EXISTS      CreateVolume of an existing name outside its range
-//                       or with other parameters
+//   ALREADY_EXISTS      CreateVolume of an existing name outside its range,
+//                       with other parameters, or made with localvolctl
 //   RESOURCE_EXHAUSTED  no room on this node, or a requisite topology that
 //                       excludes it
 //   FAILED_PRECONDITION DeleteVolume of a volume still published, or not

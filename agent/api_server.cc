@@ -1,15 +1,5 @@
-// gRPC first: abseil defines the same lock-annotation macros as
-// base/thread_annotations.h (with the same meaning); ours win below.
-#include <grpcpp/grpcpp.h>
-#undef GUARDED_BY
-#undef PT_GUARDED_BY
-#undef REQUIRES
-#undef EXCLUDES
-#undef ACQUIRE
-#undef RELEASE
-#undef CAPABILITY
-#undef SCOPED_CAPABILITY
-#undef NO_THREAD_SAFETY_ANALYSIS
+// First: see agent/grpcpp.h.
+#include "agent/grpcpp.h"
 
 #include "agent/api_server.h"
 
@@ -89,6 +79,16 @@ grpc::Status ToGrpcStatus(const Status& s) {
   }
 }
 
+grpc::Status ToGrpcStatusLogged(const std::string& component, const std::string& what, const Status& s) {
+  grpc::Status g = ToGrpcStatus(s);
+  if (g.error_code() == grpc::StatusCode::INTERNAL) {
+    GetLogger(component)->error("{}: {}", what, s.ToString());
+  } else {
+    GetLogger(component)->warn("{} refused: {}", what, s.context());
+  }
+  return g;
+}
+
 class ApiServer::Service final : public pb::LocalVol::Service {
  public:
   explicit Service(VolumeManager* volumes) : volumes_(volumes) {}
@@ -164,16 +164,7 @@ class ApiServer::Service final : public pb::LocalVol::Service {
   }
 
  private:
-  // Refusals are logged once at warn, failures at error.
-  static grpc::Status Fail(const std::string& what, const Status& s) {
-    grpc::Status g = ToGrpcStatus(s);
-    if (g.error_code() == grpc::StatusCode::INTERNAL) {
-      GetLogger("api")->error("{}: {}", what, s.ToString());
-    } else {
-      GetLogger("api")->warn("{} refused: {}", what, s.context());
-    }
-    return g;
-  }
+  static grpc::Status Fail(const std::string& what, const Status& s) { return ToGrpcStatusLogged("api", what, s); }
 
   VolumeManager* const volumes_;
 };

@@ -1,15 +1,5 @@
-// gRPC first: abseil defines the same lock-annotation macros as
-// base/thread_annotations.h (with the same meaning); ours win below.
-#include <grpcpp/grpcpp.h>
-#undef GUARDED_BY
-#undef PT_GUARDED_BY
-#undef REQUIRES
-#undef EXCLUDES
-#undef ACQUIRE
-#undef RELEASE
-#undef CAPABILITY
-#undef SCOPED_CAPABILITY
-#undef NO_THREAD_SAFETY_ANALYSIS
+// First: see agent/grpcpp.h.
+#include "agent/grpcpp.h"
 
 #include "agent/unix_socket_server.h"
 

@@ -181,9 +181,8 @@ grpc::Status ControllerService::ValidateVolumeCapabilities(grpc::ServerContext*,
   if (req->volume_capabilities().empty()) {
     return Refuse(Code::INVALID_ARGUMENT, "volume " + id + ": volume_capabilities is missing");
   }
-  if (!ValidateVolumeName(id).ok() || !ctx_->volumes->Get(id).ok()) {
-    return Refuse(Code::NOT_FOUND, "no volume " + id + " on node " + ctx_->node_name);
-  }
+  VolumeInfo v;
+  if (grpc::Status g = FindVolume(*ctx_, id, "validate volume " + id, &v); !g.ok()) return g;
   for (const auto& cap : req->volume_capabilities()) {
     if (grpc::Status g = CheckCapability(cap); !g.ok()) {
       out->set_message(g.error_message());
@@ -262,15 +261,11 @@ grpc::Status ControllerService::ControllerModifyVolume(grpc::ServerContext*,
                                                        pb::ControllerModifyVolumeResponse*) {
   const std::string& id = req->volume_id();
   if (id.empty()) return Refuse(Code::INVALID_ARGUMENT, "ControllerModifyVolume: volume_id is missing");
-  if (!ValidateVolumeName(id).ok()) return Refuse(Code::NOT_FOUND, "no volume " + id + " on node " + ctx_->node_name);
   auto held = ctx_->locks->TryLock(id);
   if (!held) return Busy(id);
-  auto v = ctx_->volumes->Get(id);
-  if (!v.ok()) {
-    if (v.err() == ENOENT) return Refuse(Code::NOT_FOUND, "no volume " + id + " on node " + ctx_->node_name);
-    return Fail("modify volume " + id, v.status());
-  }
-  iopath::IoLimits limits = v->io_limits;
+  VolumeInfo v;
+  if (grpc::Status g = FindVolume(*ctx_, id, "modify volume " + id, &v); !g.ok()) return g;
+  iopath::IoLimits limits = v.io_limits;
   if (Status st = ApplyMutableParameters(ToMap(req->mutable_parameters()), &limits); !st.ok()) {
     return Refuse(Code::INVALID_ARGUMENT, "volume " + id + ": " + st.context());
   }

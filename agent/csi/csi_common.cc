@@ -6,6 +6,7 @@
 
 #include "agent/api_server.h"
 #include "agent/csi/csi_server.h"
+#include "agent/volume_manager.h"
 #include "agent/config.h"
 #include "base/logging.h"
 
@@ -47,14 +48,16 @@ grpc::Status Refuse(grpc::StatusCode code, const std::string& message) {
   return grpc::Status(code, message);
 }
 
-grpc::Status Fail(const std::string& what, const Status& s) {
-  grpc::Status g = ToGrpcStatus(s);
-  if (g.error_code() == grpc::StatusCode::INTERNAL) {
-    GetLogger("csi")->error("{}: {}", what, s.ToString());
-  } else {
-    GetLogger("csi")->warn("{} refused: {}", what, s.context());
+grpc::Status Fail(const std::string& what, const Status& s) { return ToGrpcStatusLogged("csi", what, s); }
+
+grpc::Status FindVolume(const Context& ctx, const std::string& id, const std::string& what, VolumeInfo* out) {
+  auto v = ValidateVolumeName(id).ok() ? ctx.volumes->Get(id) : Result<VolumeInfo>(Status::Error(ENOENT, ""));
+  if (v.ok()) {
+    *out = std::move(v).value();
+    return grpc::Status::OK;
   }
-  return g;
+  if (v.err() == ENOENT) return Refuse(grpc::StatusCode::NOT_FOUND, "no volume " + id + " on node " + ctx.node_name);
+  return Fail(what, v.status());
 }
 
 grpc::Status Busy(const std::string& volume) {

@@ -4,18 +4,8 @@
 // status with one log line per refusal.
 #pragma once
 
-// gRPC first: abseil defines the same lock-annotation macros as
-// base/thread_annotations.h (with the same meaning); ours win below.
-#include <grpcpp/grpcpp.h>
-#undef GUARDED_BY
-#undef PT_GUARDED_BY
-#undef REQUIRES
-#undef EXCLUDES
-#undef ACQUIRE
-#undef RELEASE
-#undef CAPABILITY
-#undef SCOPED_CAPABILITY
-#undef NO_THREAD_SAFETY_ANALYSIS
+// First: see agent/grpcpp.h.
+#include "agent/grpcpp.h"
 
 #include <memory>
 #include <set>
@@ -28,7 +18,8 @@
 
 namespace localvol::agent {
 class VolumeManager;
-}
+struct VolumeInfo;
+}  // namespace localvol::agent
 
 namespace localvol::agent::csi {
 
@@ -80,6 +71,10 @@ grpc::Status Refuse(grpc::StatusCode code, const std::string& message);
 // for a refusal and at error for an INTERNAL failure; `what` says what was
 // being done ("create volume pvc-1").
 grpc::Status Fail(const std::string& what, const Status& status);
+// The volume `id` of this node, for `what` ("publish volume x"): NOT_FOUND
+// when there is none (or `id` cannot name one), else the VolumeManager's
+// error through Fail().
+grpc::Status FindVolume(const Context& ctx, const std::string& id, const std::string& what, VolumeInfo* out);
 // ABORTED for a volume whose lock is held.
 grpc::Status Busy(const std::string& volume);
 

@@ -108,6 +108,19 @@ unsigned long MountFlagsOf(const struct statvfs& st) {
 
 constexpr auto kStatTimeout = std::chrono::seconds(10);
 
+// The volume_id and target_path of NodePublish/NodeUnpublishVolume:
+// INVALID_ARGUMENT unless both are given and the path is absolute, without
+// "." or "..", and not "/". Sets `*clean` to the path tidied.
+grpc::Status CheckIdAndTarget(const char* rpc, const std::string& id, const std::string& path, std::string* clean) {
+  if (id.empty()) return Refuse(Code::INVALID_ARGUMENT, std::string(rpc) + ": volume_id is missing");
+  *clean = CleanAbsolutePath(path);
+  if (clean->empty() || *clean == "/") {
+    return Refuse(Code::INVALID_ARGUMENT,
+                  "volume " + id + ": target_path '" + path + "' is not an absolute path without '.' or '..'");
+  }
+  return grpc::Status::OK;
+}
+
 }  // namespace
 
 grpc::Status NodeService::NodeGetCapabilities(grpc::ServerContext*, const pb::NodeGetCapabilitiesRequest*,
@@ -129,12 +142,8 @@ grpc::Status NodeService::NodeGetInfo(grpc::ServerContext*, const pb::NodeGetInf
 grpc::Status NodeService::NodePublishVolume(grpc::ServerContext*, const pb::NodePublishVolumeRequest* req,
                                             pb::NodePublishVolumeResponse*) {
   const std::string& id = req->volume_id();
-  if (id.empty()) return Refuse(Code::INVALID_ARGUMENT, "NodePublishVolume: volume_id is missing");
-  const std::string clean = CleanAbsolutePath(req->target_path());
-  if (clean.empty() || clean == "/") {
-    return Refuse(Code::INVALID_ARGUMENT, "volume " + id + ": target_path '" + req->target_path() +
-                                              "' is not an absolute path without '.' or '..'");
-  }
+  std::string clean;
+  if (grpc::Status g = CheckIdAndTarget("NodePublishVolume", id, req->target_path(), &clean); !g.ok()) return g;
   if (!req->has_volume_capability()) {
     return Refuse(Code::INVALID_ARGUMENT, "volume " + id + ": volume_capability is missing");
   }
@@ -144,15 +153,11 @@ grpc::Status NodeService::NodePublishVolume(grpc::ServerContext*, const pb::Node
   if (auto f = BindRemountFlags(mount_flags, req->readonly(), 0); !f.ok()) {
     return Refuse(Code::INVALID_ARGUMENT, "volume " + id + ": " + f.status().context());
   }
-  if (!ValidateVolumeName(id).ok()) return Refuse(Code::NOT_FOUND, "no volume " + id + " on node " + ctx_->node_name);
-
   auto held = ctx_->locks->TryLock(id);
   if (!held) return Busy(id);
-  auto v = ctx_->volumes->Get(id);
-  if (!v.ok()) {
-    if (v.err() == ENOENT) return Refuse(Code::NOT_FOUND, "no volume " + id + " on node " + ctx_->node_name);
-    return Fail("publish volume " + id, v.status());
-  }
+  VolumeInfo vol;
+  if (grpc::Status g = FindVolume(*ctx_, id, "publish volume " + id, &vol); !g.ok()) return g;
+  const VolumeInfo* v = &vol;
   if (v->state != "ready") {
     return Refuse(Code::FAILED_PRECONDITION, "volume " + id + " is not served (" + v->state + ": " + v->message + ")");
   }
@@ -230,12 +235,8 @@ grpc::Status NodeService::NodePublishVolume(grpc::ServerContext*, const pb::Node
 grpc::Status NodeService::NodeUnpublishVolume(grpc::ServerContext*, const pb::NodeUnpublishVolumeRequest* req,
                                               pb::NodeUnpublishVolumeResponse*) {
   const std::string& id = req->volume_id();
-  if (id.empty()) return Refuse(Code::INVALID_ARGUMENT, "NodeUnpublishVolume: volume_id is missing");
-  const std::string clean = CleanAbsolutePath(req->target_path());
-  if (clean.empty() || clean == "/") {
-    return Refuse(Code::INVALID_ARGUMENT, "volume " + id + ": target_path '" + req->target_path() +
-                                              "' is not an absolute path without '.' or '..'");
-  }
+  std::string clean;
+  if (grpc::Status g = CheckIdAndTarget("NodeUnpublishVolume", id, req->target_path(), &clean); !g.ok()) return g;
   auto held = ctx_->locks->TryLock(id);
   if (!held) return Busy(id);
   auto target = MountPointSpelling(clean);
@@ -283,12 +284,9 @@ grpc::Status NodeService::NodeGetVolumeStats(grpc::ServerContext*, const pb::Nod
     return Refuse(Code::INVALID_ARGUMENT, "volume " + id + ": volume_path '" + req->volume_path() +
                                               "' is not an absolute path without '.' or '..'");
   }
-  if (!ValidateVolumeName(id).ok()) return Refuse(Code::NOT_FOUND, "no volume " + id + " on node " + ctx_->node_name);
-  auto v = ctx_->volumes->Get(id);
-  if (!v.ok()) {
-    if (v.err() == ENOENT) return Refuse(Code::NOT_FOUND, "no volume " + id + " on node " + ctx_->node_name);
-    return Fail("stats of volume " + id, v.status());
-  }
+  VolumeInfo vol;
+  if (grpc::Status g = FindVolume(*ctx_, id, "stats of volume " + id, &vol); !g.ok()) return g;
+  const VolumeInfo* v = &vol;
   auto path = MountPointSpelling(clean);
   std::optional<MountInfo> m;
   if (path.ok()) m = FindMountAt(*path);
@@ -346,14 +344,11 @@ grpc::Status NodeService::NodeExpandVolume(grpc::ServerContext*, const pb::NodeE
   if (r.required_bytes() < 0 || r.limit_bytes() < 0 || (r.required_bytes() == 0 && r.limit_bytes() == 0)) {
     return Refuse(Code::INVALID_ARGUMENT, "volume " + id + ": capacity_range is missing or negative; give the new size");
   }
-  if (!ValidateVolumeName(id).ok()) return Refuse(Code::NOT_FOUND, "no volume " + id + " on node " + ctx_->node_name);
   auto held = ctx_->locks->TryLock(id);
   if (!held) return Busy(id);
-  auto v = ctx_->volumes->Get(id);
-  if (!v.ok()) {
-    if (v.err() == ENOENT) return Refuse(Code::NOT_FOUND, "no volume " + id + " on node " + ctx_->node_name);
-    return Fail("expand volume " + id, v.status());
-  }
+  VolumeInfo vol;
+  if (grpc::Status g = FindVolume(*ctx_, id, "expand volume " + id, &vol); !g.ok()) return g;
+  const VolumeInfo* v = &vol;
   if (!req->volume_path().empty()) {
     struct stat st;
     if (::lstat(req->volume_path().c_str(), &st) != 0 && errno == ENOENT) {

@@ -1,5 +1,6 @@
-// First: see agent/grpcpp.h.
-#include "agent/grpcpp.h"
+// clang-format off
+#include "agent/grpcpp.h"  // first: see there
+// clang-format on
 
 #include "agent/api_server.h"
 

@@ -1,5 +1,6 @@
-// First: see agent/grpcpp.h.
-#include "agent/grpcpp.h"
+// clang-format off
+#include "agent/grpcpp.h"  // first: see there
+// clang-format on
 
 #include "agent/unix_socket_server.h"
 
@@ -34,19 +35,24 @@ Status UnixSocketServer::CheckSocketFree(const std::string& socket_path) {
   struct stat st;
   if (::lstat(socket_path.c_str(), &st) != 0) return Status::Ok();
   if (!S_ISSOCK(st.st_mode)) {
-    return Status::Error(EEXIST, socket_path + " exists and is not a socket; remove it or choose another socket path");
+    return Status::Error(
+        EEXIST,
+        socket_path + " exists and is not a socket; remove it or choose another socket path");
   }
   if (SomeoneListens(socket_path)) {
-    return Status::Error(EADDRINUSE, "another process (a running localvold?) serves " + socket_path +
+    return Status::Error(EADDRINUSE, "another process (a running localvold?) serves " +
+                                         socket_path +
                                          "; stop it, or give this one another socket path");
   }
   return Status::Ok();
 }
 
 Result<std::unique_ptr<UnixSocketServer>> UnixSocketServer::Start(
-    const std::string& socket_path, const std::vector<grpc::Service*>& services, const std::string& what) {
+    const std::string& socket_path, const std::vector<grpc::Service*>& services,
+    const std::string& what) {
   if (socket_path.size() >= sizeof(sockaddr_un{}.sun_path)) {
-    return Status::Error(ENAMETOOLONG, "socket path " + socket_path + " is too long for a Unix socket");
+    return Status::Error(ENAMETOOLONG,
+                         "socket path " + socket_path + " is too long for a Unix socket");
   }
   const std::string dir = socket_path.substr(0, socket_path.rfind('/'));
   if (!dir.empty()) {

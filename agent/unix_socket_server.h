@@ -34,9 +34,9 @@ class UnixSocketServer {
   // `socket_path`. `what` names the API in logs ("localvol.v1", "CSI").
   // Fails (ENAMETOOLONG, EADDRINUSE, EEXIST, EADDRNOTAVAIL, ...) with nothing
   // left listening.
-  static Result<std::unique_ptr<UnixSocketServer>> Start(const std::string& socket_path,
-                                                         const std::vector<grpc::Service*>& services,
-                                                         const std::string& what);
+  static Result<std::unique_ptr<UnixSocketServer>> Start(
+      const std::string& socket_path, const std::vector<grpc::Service*>& services,
+      const std::string& what);
   // Calls Shutdown().
   ~UnixSocketServer();
   UnixSocketServer(const UnixSocketServer&) = delete;

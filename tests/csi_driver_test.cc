@@ -4,12 +4,11 @@
 // documents, bad input that changes nothing, and concurrent calls for one
 // volume. The sidecar/kubelet replay is in csi_e2e_test.cc.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <atomic>
 #include <thread>
@@ -33,7 +32,8 @@ class CsiDriverTest : public ::testing::Test {
     ASSERT_TRUE(agent_.Start({2048ull << 20, 1024ull << 20}));
   }
 
-  grpc::Status Create(const csipb::CreateVolumeRequest& req, csipb::CreateVolumeResponse* out = nullptr) {
+  grpc::Status Create(const csipb::CreateVolumeRequest& req,
+                      csipb::CreateVolumeResponse* out = nullptr) {
     grpc::ClientContext ctx;
     csipb::CreateVolumeResponse r;
     return agent_.controller().CreateVolume(&ctx, req, out != nullptr ? out : &r);
@@ -81,7 +81,9 @@ class CsiDriverTest : public ::testing::Test {
     EXPECT_TRUE(r.ok()) << r.Summary();
     return r.out;
   }
-  std::string Target(const std::string& name) { return agent_.dirs().Sub("pods/" + name + "/mount"); }
+  std::string Target(const std::string& name) {
+    return agent_.dirs().Sub("pods/" + name + "/mount");
+  }
 
   CsiAgent agent_;
 };
@@ -100,15 +102,17 @@ TEST_F(CsiDriverTest, IdentityCapabilitiesAndNodeInfo) {
 
   grpc::ClientContext c2;
   csipb::GetPluginCapabilitiesResponse caps;
-  ASSERT_GRPC_OK(agent_.identity().GetPluginCapabilities(&c2, csipb::GetPluginCapabilitiesRequest(), &caps));
+  ASSERT_GRPC_OK(
+      agent_.identity().GetPluginCapabilities(&c2, csipb::GetPluginCapabilitiesRequest(), &caps));
   std::set<int> services;
   int expansion = -1;
   for (const auto& c : caps.capabilities()) {
     if (c.has_service()) services.insert(c.service().type());
     if (c.has_volume_expansion()) expansion = c.volume_expansion().type();
   }
-  EXPECT_EQ(services, (std::set<int>{csipb::PluginCapability::Service::CONTROLLER_SERVICE,
-                                     csipb::PluginCapability::Service::VOLUME_ACCESSIBILITY_CONSTRAINTS}));
+  EXPECT_EQ(services,
+            (std::set<int>{csipb::PluginCapability::Service::CONTROLLER_SERVICE,
+                           csipb::PluginCapability::Service::VOLUME_ACCESSIBILITY_CONSTRAINTS}));
   EXPECT_EQ(expansion, csipb::PluginCapability::VolumeExpansion::ONLINE);
 
   grpc::ClientContext c3;
@@ -118,7 +122,8 @@ TEST_F(CsiDriverTest, IdentityCapabilitiesAndNodeInfo) {
 
   grpc::ClientContext c4;
   csipb::ControllerGetCapabilitiesResponse ccaps;
-  ASSERT_GRPC_OK(agent_.controller().ControllerGetCapabilities(&c4, csipb::ControllerGetCapabilitiesRequest(), &ccaps));
+  ASSERT_GRPC_OK(agent_.controller().ControllerGetCapabilities(
+      &c4, csipb::ControllerGetCapabilitiesRequest(), &ccaps));
   std::set<int> rpcs;
   for (const auto& c : ccaps.capabilities()) rpcs.insert(c.rpc().type());
   using CRpc = csipb::ControllerServiceCapability::RPC;
@@ -127,12 +132,13 @@ TEST_F(CsiDriverTest, IdentityCapabilitiesAndNodeInfo) {
 
   grpc::ClientContext c5;
   csipb::NodeGetCapabilitiesResponse ncaps;
-  ASSERT_GRPC_OK(agent_.node().NodeGetCapabilities(&c5, csipb::NodeGetCapabilitiesRequest(), &ncaps));
+  ASSERT_GRPC_OK(
+      agent_.node().NodeGetCapabilities(&c5, csipb::NodeGetCapabilitiesRequest(), &ncaps));
   rpcs.clear();
   for (const auto& c : ncaps.capabilities()) rpcs.insert(c.rpc().type());
   using NRpc = csipb::NodeServiceCapability::RPC;
-  EXPECT_EQ(rpcs, (std::set<int>{NRpc::GET_VOLUME_STATS, NRpc::EXPAND_VOLUME, NRpc::VOLUME_CONDITION,
-                                 NRpc::SINGLE_NODE_MULTI_WRITER}));
+  EXPECT_EQ(rpcs, (std::set<int>{NRpc::GET_VOLUME_STATS, NRpc::EXPAND_VOLUME,
+                                 NRpc::VOLUME_CONDITION, NRpc::SINGLE_NODE_MULTI_WRITER}));
 
   grpc::ClientContext c6;
   csipb::NodeGetInfoResponse node;
@@ -143,12 +149,14 @@ TEST_F(CsiDriverTest, IdentityCapabilitiesAndNodeInfo) {
   // What the driver does not serve answers UNIMPLEMENTED.
   grpc::ClientContext c7;
   csipb::CreateSnapshotResponse snap;
-  EXPECT_EQ(agent_.controller().CreateSnapshot(&c7, csipb::CreateSnapshotRequest(), &snap).error_code(),
-            Code::UNIMPLEMENTED);
+  EXPECT_EQ(
+      agent_.controller().CreateSnapshot(&c7, csipb::CreateSnapshotRequest(), &snap).error_code(),
+      Code::UNIMPLEMENTED);
   grpc::ClientContext c8;
   csipb::NodeStageVolumeResponse stage;
-  EXPECT_EQ(agent_.node().NodeStageVolume(&c8, csipb::NodeStageVolumeRequest(), &stage).error_code(),
-            Code::UNIMPLEMENTED);
+  EXPECT_EQ(
+      agent_.node().NodeStageVolume(&c8, csipb::NodeStageVolumeRequest(), &stage).error_code(),
+      Code::UNIMPLEMENTED);
 }
 
 TEST_F(CsiDriverTest, CreateVolumeSizesTopologyAndIdempotency) {
@@ -168,7 +176,8 @@ TEST_F(CsiDriverTest, CreateVolumeSizesTopologyAndIdempotency) {
   ASSERT_GRPC_OK(Create(range, &r));
   EXPECT_EQ(r.volume().capacity_bytes(), 64 * kMi);
   // Incompatible: ALREADY_EXISTS, nothing changes.
-  EXPECT_GRPC_CODE(Create(CreateRequest("pvc-a", 65 * kMi)), Code::ALREADY_EXISTS, "already exists with 64Mi");
+  EXPECT_GRPC_CODE(Create(CreateRequest("pvc-a", 65 * kMi)), Code::ALREADY_EXISTS,
+                   "already exists with 64Mi");
   auto other = CreateRequest("pvc-a", 64 * kMi);
   (*other.mutable_parameters())["readIOPS"] = "100";
   EXPECT_GRPC_CODE(Create(other), Code::ALREADY_EXISTS, "pvc-a");
@@ -196,45 +205,65 @@ TEST_F(CsiDriverTest, CreateVolumeBadInputChangesNothing) {
     return r;
   };
   EXPECT_GRPC_CODE(Create(CreateRequest("", 64 * kMi)), Code::INVALID_ARGUMENT, "name is missing");
-  for (const char* bad : {"Bad_Name", "-x", "pvc.dots", "a-name-that-is-much-longer-than-sixty-three-characters-long-indeed"}) {
-    EXPECT_GRPC_CODE(Create(CreateRequest(bad, 64 * kMi)), Code::INVALID_ARGUMENT, "invalid volume name");
+  for (const char* bad : {"Bad_Name", "-x", "pvc.dots",
+                          "a-name-that-is-much-longer-than-sixty-three-characters-long-indeed"}) {
+    EXPECT_GRPC_CODE(Create(CreateRequest(bad, 64 * kMi)), Code::INVALID_ARGUMENT,
+                     "invalid volume name");
   }
-  EXPECT_GRPC_CODE(Create(with(CreateRequest("v1", 64 * kMi), [](auto& r) { r.clear_volume_capabilities(); })),
-                   Code::INVALID_ARGUMENT, "volume_capabilities is missing");
+  EXPECT_GRPC_CODE(
+      Create(with(CreateRequest("v1", 64 * kMi), [](auto& r) { r.clear_volume_capabilities(); })),
+      Code::INVALID_ARGUMENT, "volume_capabilities is missing");
   EXPECT_GRPC_CODE(Create(with(CreateRequest("v1", 64 * kMi),
                                [](auto& r) { r.mutable_volume_capabilities(0)->mutable_block(); })),
                    Code::INVALID_ARGUMENT, "localvol serves filesystems only");
-  for (auto mode : {Mode::MULTI_NODE_READER_ONLY, Mode::MULTI_NODE_SINGLE_WRITER, Mode::MULTI_NODE_MULTI_WRITER}) {
-    EXPECT_GRPC_CODE(Create(with(CreateRequest("v1", 64 * kMi),
-                                 [&](auto& r) { *r.add_volume_capabilities() = MountCapability(mode); })),
-                     Code::INVALID_ARGUMENT, "is not supported");
+  for (auto mode : {Mode::MULTI_NODE_READER_ONLY, Mode::MULTI_NODE_SINGLE_WRITER,
+                    Mode::MULTI_NODE_MULTI_WRITER}) {
+    EXPECT_GRPC_CODE(
+        Create(with(CreateRequest("v1", 64 * kMi),
+                    [&](auto& r) { *r.add_volume_capabilities() = MountCapability(mode); })),
+        Code::INVALID_ARGUMENT, "is not supported");
   }
+  EXPECT_GRPC_CODE(
+      Create(with(
+          CreateRequest("v1", 64 * kMi),
+          [](auto& r) { r.mutable_volume_capabilities(0)->mutable_mount()->set_fs_type("ext4"); })),
+      Code::INVALID_ARGUMENT, "fs_type 'ext4'");
   EXPECT_GRPC_CODE(Create(with(CreateRequest("v1", 64 * kMi),
-                               [](auto& r) { r.mutable_volume_capabilities(0)->mutable_mount()->set_fs_type("ext4"); })),
-                   Code::INVALID_ARGUMENT, "fs_type 'ext4'");
-  EXPECT_GRPC_CODE(Create(with(CreateRequest("v1", 64 * kMi), [](auto& r) { (*r.mutable_parameters())["fsType"] = "x"; })),
+                               [](auto& r) { (*r.mutable_parameters())["fsType"] = "x"; })),
                    Code::INVALID_ARGUMENT, "unknown parameter 'fsType'");
-  EXPECT_GRPC_CODE(Create(with(CreateRequest("v1", 64 * kMi), [](auto& r) { (*r.mutable_parameters())["readIOPS"] = "lots"; })),
+  EXPECT_GRPC_CODE(Create(with(CreateRequest("v1", 64 * kMi),
+                               [](auto& r) { (*r.mutable_parameters())["readIOPS"] = "lots"; })),
                    Code::INVALID_ARGUMENT, "readIOPS='lots'");
   EXPECT_GRPC_CODE(Create(with(CreateRequest("v1", 64 * kMi),
                                [](auto& r) { (*r.mutable_mutable_parameters())["inodes"] = "5"; })),
                    Code::INVALID_ARGUMENT, "inodes");
-  EXPECT_GRPC_CODE(Create(with(CreateRequest("v1", 64 * kMi), [](auto& r) { (*r.mutable_parameters())["disk"] = "nosuch"; })),
+  EXPECT_GRPC_CODE(Create(with(CreateRequest("v1", 64 * kMi),
+                               [](auto& r) { (*r.mutable_parameters())["disk"] = "nosuch"; })),
                    Code::INVALID_ARGUMENT, "parameter disk");
-  EXPECT_GRPC_CODE(Create(with(CreateRequest("v1", 0), [](auto& r) { r.mutable_capacity_range(); })),
-                   Code::INVALID_ARGUMENT, "neither required_bytes nor limit_bytes");
-  EXPECT_GRPC_CODE(Create(with(CreateRequest("v1", -5), [](auto& r) { r.mutable_capacity_range()->set_required_bytes(-5); })),
-                   Code::INVALID_ARGUMENT, "negative");
-  EXPECT_GRPC_CODE(Create(with(CreateRequest("v1", 64 * kMi), [](auto& r) { r.mutable_capacity_range()->set_limit_bytes(kMi); })),
+  EXPECT_GRPC_CODE(
+      Create(with(CreateRequest("v1", 0), [](auto& r) { r.mutable_capacity_range(); })),
+      Code::INVALID_ARGUMENT, "neither required_bytes nor limit_bytes");
+  EXPECT_GRPC_CODE(
+      Create(with(CreateRequest("v1", -5),
+                  [](auto& r) { r.mutable_capacity_range()->set_required_bytes(-5); })),
+      Code::INVALID_ARGUMENT, "negative");
+  EXPECT_GRPC_CODE(Create(with(CreateRequest("v1", 64 * kMi),
+                               [](auto& r) { r.mutable_capacity_range()->set_limit_bytes(kMi); })),
                    Code::INVALID_ARGUMENT, "above limit_bytes");
   EXPECT_GRPC_CODE(Create(CreateRequest("v1", 4096)), Code::OUT_OF_RANGE, "at least 1Mi");
-  EXPECT_GRPC_CODE(Create(CreateRequest("v1", 100ll << 30)), Code::RESOURCE_EXHAUSTED, "no disk has 100Gi");
-  EXPECT_GRPC_CODE(Create(with(CreateRequest("v1", 64 * kMi),
-                               [](auto& r) { r.mutable_volume_content_source()->mutable_volume()->set_volume_id("x"); })),
-                   Code::INVALID_ARGUMENT, "not supported");
+  EXPECT_GRPC_CODE(Create(CreateRequest("v1", 100ll << 30)), Code::RESOURCE_EXHAUSTED,
+                   "no disk has 100Gi");
+  EXPECT_GRPC_CODE(
+      Create(with(CreateRequest("v1", 64 * kMi),
+                  [](auto& r) {
+                    r.mutable_volume_content_source()->mutable_volume()->set_volume_id("x");
+                  })),
+      Code::INVALID_ARGUMENT, "not supported");
   auto elsewhere = CreateRequest("v1", 64 * kMi);
   elsewhere.mutable_accessibility_requirements()->clear_preferred();
-  (*elsewhere.mutable_accessibility_requirements()->mutable_requisite(0)->mutable_segments())[kCsiTopologyKey] = "node-b";
+  (*elsewhere.mutable_accessibility_requirements()
+        ->mutable_requisite(0)
+        ->mutable_segments())[kCsiTopologyKey] = "node-b";
   EXPECT_GRPC_CODE(Create(elsewhere), Code::RESOURCE_EXHAUSTED, "does not include this node");
 
   EXPECT_TRUE(VolumeIds().empty());
@@ -246,7 +275,8 @@ TEST_F(CsiDriverTest, CreateVolumeBadInputChangesNothing) {
 TEST_F(CsiDriverTest, GetCapacityPerNodeAndLargestDisk) {
   const auto empty = Capacity();
   EXPECT_GT(empty.available_capacity(), empty.maximum_volume_size().value()) << "two disks";
-  EXPECT_GT(empty.maximum_volume_size().value(), 1ll << 30) << "the 2Gi disk has more than 1Gi free";
+  EXPECT_GT(empty.maximum_volume_size().value(), 1ll << 30)
+      << "the 2Gi disk has more than 1Gi free";
   EXPECT_LT(empty.maximum_volume_size().value(), 2ll << 30);
   const auto other = Capacity("node-b");
   EXPECT_EQ(other.available_capacity(), 0) << "another node's segment";
@@ -257,15 +287,16 @@ TEST_F(CsiDriverTest, GetCapacityPerNodeAndLargestDisk) {
   EXPECT_EQ(after.available_capacity(), empty.available_capacity() - (1ll << 30));
   EXPECT_LT(after.maximum_volume_size().value(), empty.maximum_volume_size().value());
   // What GetCapacity promises, CreateVolume delivers; one byte more does not fit.
-  EXPECT_GRPC_CODE(Create(CreateRequest("over", after.maximum_volume_size().value() + 1)), Code::RESOURCE_EXHAUSTED,
-                   "no disk has");
+  EXPECT_GRPC_CODE(Create(CreateRequest("over", after.maximum_volume_size().value() + 1)),
+                   Code::RESOURCE_EXHAUSTED, "no disk has");
   ASSERT_GRPC_OK(Create(CreateRequest("exact", after.maximum_volume_size().value())));
 
   grpc::ClientContext ctx;
   csipb::GetCapacityRequest bad;
   (*bad.mutable_parameters())["weight"] = "heavy";
   csipb::GetCapacityResponse r;
-  EXPECT_GRPC_CODE(agent_.controller().GetCapacity(&ctx, bad, &r), Code::INVALID_ARGUMENT, "weight");
+  EXPECT_GRPC_CODE(agent_.controller().GetCapacity(&ctx, bad, &r), Code::INVALID_ARGUMENT,
+                   "weight");
 }
 
 TEST_F(CsiDriverTest, ParametersSetLimitsAndModifyVolumeChangesThemLive) {
@@ -281,7 +312,9 @@ TEST_F(CsiDriverTest, ParametersSetLimitsAndModifyVolumeChangesThemLive) {
   (*req.mutable_mutable_parameters())["weight"] = "300";
   ASSERT_GRPC_OK(Create(req));
   std::string text = Inspect("pvc-lim");
-  EXPECT_NE(text.find("read-iops=500 read-iops-burst=2000 read-iops-burst-seconds=10"), std::string::npos) << text;
+  EXPECT_NE(text.find("read-iops=500 read-iops-burst=2000 read-iops-burst-seconds=10"),
+            std::string::npos)
+      << text;
   EXPECT_NE(text.find("write-bps=100Mi"), std::string::npos) << text;
   EXPECT_NE(text.find("weight=300"), std::string::npos) << text;
   EXPECT_NE(text.find("/ 5000"), std::string::npos) << text;
@@ -300,20 +333,25 @@ TEST_F(CsiDriverTest, ParametersSetLimitsAndModifyVolumeChangesThemLive) {
   };
   ASSERT_GRPC_OK(modify({{"writeIOPS", "50"}, {"weight", "700"}}));
   text = Inspect("pvc-lim");
-  EXPECT_NE(text.find("read-iops=500 read-iops-burst=2000"), std::string::npos) << "keys not given stay:\n" << text;
+  EXPECT_NE(text.find("read-iops=500 read-iops-burst=2000"), std::string::npos)
+      << "keys not given stay:\n"
+      << text;
   EXPECT_NE(text.find("write-iops=50"), std::string::npos) << text;
   EXPECT_NE(text.find("weight=700"), std::string::npos) << text;
   // Refusals change nothing.
-  EXPECT_GRPC_CODE(modify({{"writeIOPS", "60"}, {"weight", "0"}}), Code::INVALID_ARGUMENT, "weight");
+  EXPECT_GRPC_CODE(modify({{"writeIOPS", "60"}, {"weight", "0"}}), Code::INVALID_ARGUMENT,
+                   "weight");
   EXPECT_GRPC_CODE(modify({{"inodes", "10"}}), Code::INVALID_ARGUMENT, "inodes");
-  EXPECT_GRPC_CODE(modify({{"speed", "10"}}), Code::INVALID_ARGUMENT, "unknown mutable parameter 'speed'");
+  EXPECT_GRPC_CODE(modify({{"speed", "10"}}), Code::INVALID_ARGUMENT,
+                   "unknown mutable parameter 'speed'");
   EXPECT_GRPC_CODE(modify({{"weight", "10"}}, "nosuch"), Code::NOT_FOUND, "no volume nosuch");
   EXPECT_GRPC_CODE(modify({{"weight", "10"}}, ""), Code::INVALID_ARGUMENT, "volume_id is missing");
   EXPECT_EQ(Inspect("pvc-lim"), text);
 }
 
 TEST_F(CsiDriverTest, ListVolumesPagesAndValidateVolumeCapabilities) {
-  for (const char* n : {"pvc-1", "pvc-2", "pvc-3", "pvc-4", "pvc-5"}) ASSERT_GRPC_OK(Create(CreateRequest(n, 8 * kMi)));
+  for (const char* n : {"pvc-1", "pvc-2", "pvc-3", "pvc-4", "pvc-5"})
+    ASSERT_GRPC_OK(Create(CreateRequest(n, 8 * kMi)));
   // A volume made with localvolctl is not the driver's.
   ASSERT_TRUE(agent_.Ctl({"volume", "create", "manual", "--size", "8Mi"}).ok());
   std::vector<std::string> seen;
@@ -341,14 +379,16 @@ TEST_F(CsiDriverTest, ListVolumesPagesAndValidateVolumeCapabilities) {
     csipb::ListVolumesRequest req;
     req.set_starting_token("Not/A*Token");
     csipb::ListVolumesResponse r;
-    EXPECT_GRPC_CODE(agent_.controller().ListVolumes(&ctx, req, &r), Code::ABORTED, "starting_token");
+    EXPECT_GRPC_CODE(agent_.controller().ListVolumes(&ctx, req, &r), Code::ABORTED,
+                     "starting_token");
   }
   {
     grpc::ClientContext ctx;
     csipb::ListVolumesRequest req;
     req.set_max_entries(-1);
     csipb::ListVolumesResponse r;
-    EXPECT_GRPC_CODE(agent_.controller().ListVolumes(&ctx, req, &r), Code::INVALID_ARGUMENT, "max_entries");
+    EXPECT_GRPC_CODE(agent_.controller().ListVolumes(&ctx, req, &r), Code::INVALID_ARGUMENT,
+                     "max_entries");
   }
 
   auto validate = [&](const std::string& id, const csipb::VolumeCapability& cap,
@@ -376,13 +416,15 @@ TEST_F(CsiDriverTest, DeleteVolumeIdempotentAndRefusedWhilePublished) {
   EXPECT_GRPC_CODE(Delete(""), Code::INVALID_ARGUMENT, "volume_id is missing");
   ASSERT_TRUE(agent_.Ctl({"volume", "create", "manual", "--size", "8Mi"}).ok());
   EXPECT_GRPC_CODE(Delete("manual"), Code::FAILED_PRECONDITION, "not created through CSI");
-  EXPECT_GRPC_CODE(Create(CreateRequest("manual", 8 * kMi)), Code::ALREADY_EXISTS, "made with localvolctl");
+  EXPECT_GRPC_CODE(Create(CreateRequest("manual", 8 * kMi)), Code::ALREADY_EXISTS,
+                   "made with localvolctl");
   EXPECT_TRUE(IsMountedAs(agent_.dirs().publish() + "/manual", "fuse.localvol"));
 
   ASSERT_GRPC_OK(Create(CreateRequest("pvc-del", 16 * kMi)));
   const auto with_volume = Capacity();
   ASSERT_GRPC_OK(Publish(PublishRequest("pvc-del", Target("p1"))));
-  EXPECT_GRPC_CODE(Delete("pvc-del"), Code::FAILED_PRECONDITION, "still published at " + Target("p1"));
+  EXPECT_GRPC_CODE(Delete("pvc-del"), Code::FAILED_PRECONDITION,
+                   "still published at " + Target("p1"));
   EXPECT_TRUE(IsMountedAs(Target("p1"), "fuse.localvol"));
   ASSERT_GRPC_OK(Unpublish("pvc-del", Target("p1")));
   ASSERT_GRPC_OK(Delete("pvc-del"));
@@ -397,9 +439,11 @@ TEST_F(CsiDriverTest, PublishAndUnpublish) {
   ASSERT_GRPC_OK(Publish(PublishRequest("pvc-pub", t1)));
   EXPECT_TRUE(IsMountedAs(t1, "fuse.localvol"));
   ASSERT_TRUE(WriteFile(t1 + "/hello", "world").ok());
-  EXPECT_EQ(*ReadFile(agent_.dirs().publish() + "/pvc-pub/hello"), "world") << "the bind shows the volume";
+  EXPECT_EQ(*ReadFile(agent_.dirs().publish() + "/pvc-pub/hello"), "world")
+      << "the bind shows the volume";
   ASSERT_GRPC_OK(Publish(PublishRequest("pvc-pub", t1))) << "idempotent";
-  EXPECT_GRPC_CODE(Publish(PublishRequest("pvc-pub", t1, true)), Code::ALREADY_EXISTS, "read-write");
+  EXPECT_GRPC_CODE(Publish(PublishRequest("pvc-pub", t1, true)), Code::ALREADY_EXISTS,
+                   "read-write");
 
   // Read-only, with flags that make sense for a bind.
   auto ro = PublishRequest("pvc-pub", t2, true);
@@ -455,13 +499,16 @@ TEST_F(CsiDriverTest, PublicationsSurviveAnAgentRestart) {
 
 TEST_F(CsiDriverTest, PublishBadInputChangesNothing) {
   ASSERT_GRPC_OK(Create(CreateRequest("pvc-bad", 16 * kMi)));
-  EXPECT_GRPC_CODE(Publish(PublishRequest("pvc-bad", "relative/path")), Code::INVALID_ARGUMENT, "absolute path");
-  EXPECT_GRPC_CODE(Publish(PublishRequest("pvc-bad", agent_.dirs().Sub("a/../b"))), Code::INVALID_ARGUMENT,
+  EXPECT_GRPC_CODE(Publish(PublishRequest("pvc-bad", "relative/path")), Code::INVALID_ARGUMENT,
                    "absolute path");
+  EXPECT_GRPC_CODE(Publish(PublishRequest("pvc-bad", agent_.dirs().Sub("a/../b"))),
+                   Code::INVALID_ARGUMENT, "absolute path");
   EXPECT_FALSE(Exists(agent_.dirs().Sub("b")));
   EXPECT_GRPC_CODE(Publish(PublishRequest("pvc-bad", "")), Code::INVALID_ARGUMENT, "target_path");
-  EXPECT_GRPC_CODE(Publish(PublishRequest("", Target("x"))), Code::INVALID_ARGUMENT, "volume_id is missing");
-  EXPECT_GRPC_CODE(Publish(PublishRequest("nosuch", Target("x"))), Code::NOT_FOUND, "no volume nosuch");
+  EXPECT_GRPC_CODE(Publish(PublishRequest("", Target("x"))), Code::INVALID_ARGUMENT,
+                   "volume_id is missing");
+  EXPECT_GRPC_CODE(Publish(PublishRequest("nosuch", Target("x"))), Code::NOT_FOUND,
+                   "no volume nosuch");
   EXPECT_FALSE(Exists(Target("x"))) << "nothing made for a missing volume";
   auto block = PublishRequest("pvc-bad", Target("x"));
   block.mutable_volume_capability()->mutable_block();
@@ -479,7 +526,8 @@ TEST_F(CsiDriverTest, PublishBadInputChangesNothing) {
   ASSERT_TRUE(RunCommand({"mkdir", "-p", other}).ok());
   ASSERT_SYS_OK(::mount("tmpfs", other.c_str(), "tmpfs", 0, "size=1m"));
   ASSERT_TRUE(WriteFile(other + "/mine", "x").ok());
-  EXPECT_GRPC_CODE(Publish(PublishRequest("pvc-bad", other)), Code::FAILED_PRECONDITION, "already has a tmpfs mount");
+  EXPECT_GRPC_CODE(Publish(PublishRequest("pvc-bad", other)), Code::FAILED_PRECONDITION,
+                   "already has a tmpfs mount");
   EXPECT_GRPC_CODE(Unpublish("pvc-bad", other), Code::FAILED_PRECONDITION, "not this volume");
   EXPECT_TRUE(IsMountedAs(other, "tmpfs"));
   EXPECT_TRUE(Exists(other + "/mine"));
@@ -487,7 +535,8 @@ TEST_F(CsiDriverTest, PublishBadInputChangesNothing) {
 
   // A single-writer volume published once is refused a second target.
   auto single = PublishRequest("pvc-bad", Target("s1"));
-  single.mutable_volume_capability()->mutable_access_mode()->set_mode(Mode::SINGLE_NODE_SINGLE_WRITER);
+  single.mutable_volume_capability()->mutable_access_mode()->set_mode(
+      Mode::SINGLE_NODE_SINGLE_WRITER);
   ASSERT_GRPC_OK(Publish(single));
   single.set_target_path(Target("s2"));
   EXPECT_GRPC_CODE(Publish(single), Code::FAILED_PRECONDITION, "single-writer");
@@ -511,7 +560,8 @@ TEST_F(CsiDriverTest, NodeExpandVolumeGrowsLiveAndRefusesAShrink) {
   EXPECT_EQ(r.capacity_bytes(), 48 * kMi);
   struct statvfs sv;
   ASSERT_EQ(::statvfs(Target("g").c_str(), &sv), 0);
-  EXPECT_EQ(static_cast<int64_t>(sv.f_blocks * sv.f_frsize), 48 * kMi) << "df in the pod shows the new size";
+  EXPECT_EQ(static_cast<int64_t>(sv.f_blocks * sv.f_frsize), 48 * kMi)
+      << "df in the pod shows the new size";
   EXPECT_GRPC_OK(expand("pvc-grow", 48 * kMi, &r)) << "idempotent";
   EXPECT_GRPC_CODE(expand("pvc-grow", 32 * kMi, &r), Code::INVALID_ARGUMENT, "cannot shrink");
   EXPECT_GRPC_CODE(expand("pvc-grow", 0, &r), Code::INVALID_ARGUMENT, "capacity_range");
@@ -540,7 +590,8 @@ TEST_F(CsiDriverTest, ConcurrentCallsForOneVolume) {
   EXPECT_EQ(other.load(), 0);
   EXPECT_EQ(ok + aborted, kThreads);
   EXPECT_EQ(VolumeIds(), std::vector<std::string>{"pvc-race"});
-  EXPECT_EQ(Capacity().available_capacity(), before.available_capacity() - 32 * kMi) << "allocated once";
+  EXPECT_EQ(Capacity().available_capacity(), before.available_capacity() - 32 * kMi)
+      << "allocated once";
 
   // Publish and delete racing: never a deleted volume left mounted at the
   // target, never a published volume deleted.
@@ -553,7 +604,8 @@ TEST_F(CsiDriverTest, ConcurrentCallsForOneVolume) {
     b.join();
     const bool mounted = IsMountPoint(target);
     const bool exists = IsMountedAs(agent_.dirs().publish() + "/pvc-race", "fuse.localvol");
-    EXPECT_FALSE(mounted && !exists) << "round " << round << ": publish " << Describe(pub) << ", delete " << Describe(del);
+    EXPECT_FALSE(mounted && !exists)
+        << "round " << round << ": publish " << Describe(pub) << ", delete " << Describe(del);
     EXPECT_FALSE(pub.ok() && del.ok() && exists) << "both acted";
     if (mounted) {
       ASSERT_GRPC_OK(Unpublish("pvc-race", target));
@@ -567,7 +619,8 @@ TEST(CsiControllerOnlyTest, ServesIdentityAndControllerCapabilitiesOnly) {
   auto dir = TempDir::Create("lvcsi");
   ASSERT_TRUE(dir.ok());
   const std::string socket = dir->Sub("resizer/csi.sock");
-  auto p = Subprocess::Spawn({LOCALVOLD_BIN, "--csi-controller-only", "--csi-socket", socket}, dir->Sub("log"));
+  auto p = Subprocess::Spawn({LOCALVOLD_BIN, "--csi-controller-only", "--csi-socket", socket},
+                             dir->Sub("log"));
   ASSERT_TRUE(p.ok());
   auto channel = CsiChannel(socket);
   auto identity = csipb::Identity::NewStub(channel);
@@ -588,14 +641,18 @@ TEST(CsiControllerOnlyTest, ServesIdentityAndControllerCapabilitiesOnly) {
   EXPECT_TRUE(probe.ready().value());
   grpc::ClientContext c2;
   csipb::ControllerGetCapabilitiesResponse caps;
-  ASSERT_GRPC_OK(controller->ControllerGetCapabilities(&c2, csipb::ControllerGetCapabilitiesRequest(), &caps));
-  EXPECT_EQ(caps.capabilities_size(), 0) << "no EXPAND_VOLUME, no MODIFY_VOLUME: the resizer's trivial mode";
+  ASSERT_GRPC_OK(
+      controller->ControllerGetCapabilities(&c2, csipb::ControllerGetCapabilitiesRequest(), &caps));
+  EXPECT_EQ(caps.capabilities_size(), 0)
+      << "no EXPAND_VOLUME, no MODIFY_VOLUME: the resizer's trivial mode";
   grpc::ClientContext c3;
   csipb::CreateVolumeResponse cr;
-  EXPECT_EQ(controller->CreateVolume(&c3, CreateRequest("x", kMi), &cr).error_code(), Code::UNIMPLEMENTED);
+  EXPECT_EQ(controller->CreateVolume(&c3, CreateRequest("x", kMi), &cr).error_code(),
+            Code::UNIMPLEMENTED);
   grpc::ClientContext c4;
   csipb::NodeGetInfoResponse ni;
-  EXPECT_EQ(node->NodeGetInfo(&c4, csipb::NodeGetInfoRequest(), &ni).error_code(), Code::UNIMPLEMENTED);
+  EXPECT_EQ(node->NodeGetInfo(&c4, csipb::NodeGetInfoRequest(), &ni).error_code(),
+            Code::UNIMPLEMENTED);
   p->Signal(SIGTERM);
   auto st = p->Wait(std::chrono::seconds(30));
   ASSERT_TRUE(st.has_value());

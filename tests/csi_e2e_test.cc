@@ -8,13 +8,12 @@
 // is gone is reported abnormal.
 #include <fcntl.h>
 #include <ftw.h>
+#include <gtest/gtest.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <thread>
 
@@ -64,27 +63,30 @@ struct WriteResult {
 // `limit` bytes (0: until an error) to `path` in 1 MiB writes.
 WriteResult PodWrites(const std::string& path, int64_t limit) {
   const Creds pod{1000, 1000, {1000, kFsGroup}};
-  return AsUser(pod, [&] {
-    WriteResult r;
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd < 0) {
-      r.err = errno;
-      return r;
-    }
-    std::string chunk(1 << 20, 'x');
-    while (limit == 0 || r.written < limit) {
-      ssize_t n = ::write(fd, chunk.data(), chunk.size());
-      if (n < 0) {
-        r.err = errno;
-        break;
-      }
-      r.written += n;
-    }
-    struct stat st;
-    if (::fstat(fd, &st) == 0) r.file_gid = st.st_gid;
-    ::close(fd);
-    return r;
-  }, std::chrono::seconds(120));
+  return AsUser(
+      pod,
+      [&] {
+        WriteResult r;
+        int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (fd < 0) {
+          r.err = errno;
+          return r;
+        }
+        std::string chunk(1 << 20, 'x');
+        while (limit == 0 || r.written < limit) {
+          ssize_t n = ::write(fd, chunk.data(), chunk.size());
+          if (n < 0) {
+            r.err = errno;
+            break;
+          }
+          r.written += n;
+        }
+        struct stat st;
+        if (::fstat(fd, &st) == 0) r.file_gid = st.st_gid;
+        ::close(fd);
+        return r;
+      },
+      std::chrono::seconds(120));
 }
 
 TEST(CsiEndToEndTest, SidecarsAndKubeletDriveAWholeCycle) {
@@ -122,7 +124,8 @@ TEST(CsiEndToEndTest, SidecarsAndKubeletDriveAWholeCycle) {
             created.volume().accessible_topology(0).segments().at(kCsiTopologyKey));
 
   // kubelet makes the volume's directory, then asks for the mount in it.
-  const std::string pod_dir = agent.dirs().Sub("var/lib/kubelet/pods/0d6c4b1e-pod/volumes/kubernetes.io~csi/" + pv);
+  const std::string pod_dir =
+      agent.dirs().Sub("var/lib/kubelet/pods/0d6c4b1e-pod/volumes/kubernetes.io~csi/" + pv);
   ASSERT_TRUE(RunCommand({"mkdir", "-p", pod_dir}).ok());
   const std::string target = pod_dir + "/mount";
   {
@@ -137,8 +140,12 @@ TEST(CsiEndToEndTest, SidecarsAndKubeletDriveAWholeCycle) {
   ASSERT_SYS_OK(::chmod(target.c_str(), 0770));
   ASSERT_SYS_OK(::mkdir((target + "/sub").c_str(), 0700));
   const Creds stranger{1001, 1001, {1001}};
-  EXPECT_RESULT_ERRNO(AsUser(stranger, [&] { return Sys(::open((target + "/x").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644)); }),
-                      EACCES);
+  EXPECT_RESULT_ERRNO(
+      AsUser(stranger,
+             [&] {
+               return Sys(::open((target + "/x").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644));
+             }),
+      EACCES);
   ASSERT_EQ(::nftw(target.c_str(), KubeletChown, 16, FTW_PHYS | FTW_MOUNT), 0);
   struct stat root_st;
   ASSERT_SYS_OK(::stat(target.c_str(), &root_st));
@@ -243,7 +250,8 @@ TEST(CsiEndToEndTest, SidecarsAndKubeletDriveAWholeCycle) {
 
 TEST(CsiEndToEndTest, VolumeWhoseServerIsGoneIsReportedAbnormal) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root (loop devices, mounts)";
-  if (!Exists("/sys/fs/fuse/connections")) GTEST_SKIP() << "no /sys/fs/fuse/connections (FUSE control filesystem)";
+  if (!Exists("/sys/fs/fuse/connections"))
+    GTEST_SKIP() << "no /sys/fs/fuse/connections (FUSE control filesystem)";
   CsiAgent agent;
   ASSERT_TRUE(agent.Start({512ull << 20}));
   {
@@ -271,11 +279,13 @@ TEST(CsiEndToEndTest, VolumeWhoseServerIsGoneIsReportedAbnormal) {
   // Kill the volume's server: abort its FUSE connection.
   struct stat st;
   ASSERT_SYS_OK(::stat(target.c_str(), &st));
-  const std::string abort = "/sys/fs/fuse/connections/" + std::to_string(minor(st.st_dev)) + "/abort";
+  const std::string abort =
+      "/sys/fs/fuse/connections/" + std::to_string(minor(st.st_dev)) + "/abort";
   // The FUSE control filesystem, mounted for this if it is not (and then
   // unmounted again).
   const bool control_mounted = IsMountPoint("/sys/fs/fuse/connections");
-  if (!control_mounted) ASSERT_SYS_OK(::mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, nullptr));
+  if (!control_mounted)
+    ASSERT_SYS_OK(::mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, nullptr));
   ScopeGuard unmount_control([&] {
     if (!control_mounted) ::umount2("/sys/fs/fuse/connections", MNT_DETACH);
   });
@@ -288,7 +298,8 @@ TEST(CsiEndToEndTest, VolumeWhoseServerIsGoneIsReportedAbnormal) {
   r.Clear();
   ASSERT_GRPC_OK(stats(&r));
   EXPECT_TRUE(r.volume_condition().abnormal());
-  EXPECT_NE(r.volume_condition().message().find("ENOTCONN"), std::string::npos) << r.volume_condition().message();
+  EXPECT_NE(r.volume_condition().message().find("ENOTCONN"), std::string::npos)
+      << r.volume_condition().message();
   // The numbers are still the volume's.
   ASSERT_GE(r.usage_size(), 1);
   EXPECT_EQ(r.usage(0).total(), 16 * kMi);
@@ -298,7 +309,8 @@ TEST(CsiEndToEndTest, VolumeWhoseServerIsGoneIsReportedAbnormal) {
   csipb::NodeGetVolumeStatsRequest req;
   req.set_volume_id("pvc-dead");
   req.set_volume_path(agent.dirs().root());
-  EXPECT_GRPC_CODE(agent.node().NodeGetVolumeStats(&ctx, req, &r2), grpc::StatusCode::NOT_FOUND, "not published");
+  EXPECT_GRPC_CODE(agent.node().NodeGetVolumeStats(&ctx, req, &r2), grpc::StatusCode::NOT_FOUND,
+                   "not published");
 
   // The dead bind can still be unpublished.
   grpc::ClientContext c2;

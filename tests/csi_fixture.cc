@@ -24,7 +24,8 @@ std::shared_ptr<grpc::Channel> CsiChannel(const std::string& path) {
   auto d = AgentDirs::Create();
   if (!d.ok()) return ::testing::AssertionFailure() << d.status().ToString();
   dirs_ = std::move(d).value();
-  Status st = dirs_->WriteConfig(devices, "node_name: " + std::string(kCsiNode) + "\ncsi_socket: " + csi_socket() + "\n");
+  Status st = dirs_->WriteConfig(
+      devices, "node_name: " + std::string(kCsiNode) + "\ncsi_socket: " + csi_socket() + "\n");
   if (!st.ok()) return ::testing::AssertionFailure() << st.ToString();
   return Launch();
 }
@@ -35,8 +36,9 @@ std::shared_ptr<grpc::Channel> CsiChannel(const std::string& path) {
 }
 
 ::testing::AssertionResult CsiAgent::Launch() {
-  auto p = Subprocess::Spawn({LOCALVOLD_BIN, "--config", dirs_->config_path(), "--log-level", "debug"},
-                             dirs_->Sub("localvold.log"));
+  auto p =
+      Subprocess::Spawn({LOCALVOLD_BIN, "--config", dirs_->config_path(), "--log-level", "debug"},
+                        dirs_->Sub("localvold.log"));
   if (!p.ok()) return ::testing::AssertionFailure() << p.status().ToString();
   process_ = std::move(p).value();
   auto channel = CsiChannel(csi_socket());
@@ -45,7 +47,8 @@ std::shared_ptr<grpc::Channel> CsiChannel(const std::string& path) {
   node_ = csipb::Node::NewStub(channel);
   for (int i = 0; i < 600; ++i) {
     if (auto w = process_.TryWait()) {
-      return ::testing::AssertionFailure() << "localvold exited: " << DescribeWaitStatus(*w) << "\n" << Log();
+      return ::testing::AssertionFailure() << "localvold exited: " << DescribeWaitStatus(*w) << "\n"
+                                           << Log();
     }
     if (Exists(csi_socket())) {
       grpc::ClientContext ctx;
@@ -57,7 +60,8 @@ std::shared_ptr<grpc::Channel> CsiChannel(const std::string& path) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  return ::testing::AssertionFailure() << "the CSI socket did not answer Probe ready within 60 s\n" << Log();
+  return ::testing::AssertionFailure() << "the CSI socket did not answer Probe ready within 60 s\n"
+                                       << Log();
 }
 
 int CsiAgent::Stop() {
@@ -102,7 +106,8 @@ csipb::CreateVolumeRequest CreateRequest(const std::string& name, int64_t requir
   return r;
 }
 
-csipb::NodePublishVolumeRequest PublishRequest(const std::string& id, const std::string& target, bool readonly) {
+csipb::NodePublishVolumeRequest PublishRequest(const std::string& id, const std::string& target,
+                                               bool readonly) {
   csipb::NodePublishVolumeRequest r;
   r.set_volume_id(id);
   r.set_target_path(target);
@@ -112,10 +117,23 @@ csipb::NodePublishVolumeRequest PublishRequest(const std::string& id, const std:
 }
 
 std::string Describe(const grpc::Status& s) {
-  static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
-                                 "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-                                 "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
-                                 "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+  static const char* kNames[] = {"OK",
+                                 "CANCELLED",
+                                 "UNKNOWN",
+                                 "INVALID_ARGUMENT",
+                                 "DEADLINE_EXCEEDED",
+                                 "NOT_FOUND",
+                                 "ALREADY_EXISTS",
+                                 "PERMISSION_DENIED",
+                                 "RESOURCE_EXHAUSTED",
+                                 "FAILED_PRECONDITION",
+                                 "ABORTED",
+                                 "OUT_OF_RANGE",
+                                 "UNIMPLEMENTED",
+                                 "INTERNAL",
+                                 "UNAVAILABLE",
+                                 "DATA_LOSS",
+                                 "UNAUTHENTICATED"};
   const int c = static_cast<int>(s.error_code());
   return std::string(c >= 0 && c <= 16 ? kNames[c] : "?") + ": " + s.error_message();
 }
@@ -125,13 +143,14 @@ std::string Describe(const grpc::Status& s) {
   return ::testing::AssertionFailure() << Describe(s);
 }
 
-::testing::AssertionResult GrpcFails(const grpc::Status& s, grpc::StatusCode code, const std::string& text) {
+::testing::AssertionResult GrpcFails(const grpc::Status& s, grpc::StatusCode code,
+                                     const std::string& text) {
   if (s.error_code() == code && s.error_message().find(text) != std::string::npos) {
     return ::testing::AssertionSuccess();
   }
   grpc::Status want(code, "");
-  return ::testing::AssertionFailure() << "got " << Describe(s) << "; want " << Describe(want) << "... '" << text
-                                       << "'";
+  return ::testing::AssertionFailure()
+         << "got " << Describe(s) << "; want " << Describe(want) << "... '" << text << "'";
 }
 
 }  // namespace localvol::testing

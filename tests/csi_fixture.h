@@ -62,7 +62,8 @@ std::shared_ptr<grpc::Channel> CsiChannel(const std::string& path);
 
 // A mount capability with `mode` (SINGLE_NODE_WRITER by default).
 csipb::VolumeCapability MountCapability(
-    csipb::VolumeCapability::AccessMode::Mode mode = csipb::VolumeCapability::AccessMode::SINGLE_NODE_WRITER);
+    csipb::VolumeCapability::AccessMode::Mode mode =
+        csipb::VolumeCapability::AccessMode::SINGLE_NODE_WRITER);
 // A CreateVolume request as the external-provisioner sends it: one mount
 // capability, required_bytes (0: no capacity_range), requisite topology of
 // this node.
@@ -77,7 +78,8 @@ std::string Describe(const grpc::Status& s);
 // Success, or a failure that shows the code and message.
 ::testing::AssertionResult GrpcOk(const grpc::Status& s);
 // Failure with `code` and `text` in the message.
-::testing::AssertionResult GrpcFails(const grpc::Status& s, grpc::StatusCode code, const std::string& text);
+::testing::AssertionResult GrpcFails(const grpc::Status& s, grpc::StatusCode code,
+                                     const std::string& text);
 
 #define EXPECT_GRPC_OK(call) EXPECT_TRUE(::localvol::testing::GrpcOk(call)) << #call
 #define ASSERT_GRPC_OK(call) ASSERT_TRUE(::localvol::testing::GrpcOk(call)) << #call

@@ -20,9 +20,12 @@ struct SizeRequest {
   uint64_t required = 0;  // 0: none
   uint64_t limit = 0;     // 0: none
   uint64_t chosen = 0;    // what a new volume gets
-  bool Fits(uint64_t capacity) const { return capacity >= required && (limit == 0 || capacity <= limit); }
+  bool Fits(uint64_t capacity) const {
+    return capacity >= required && (limit == 0 || capacity <= limit);
+  }
   std::string Describe() const {
-    if (required != 0 && limit != 0) return "between " + FormatSize(required) + " and " + FormatSize(limit);
+    if (required != 0 && limit != 0)
+      return "between " + FormatSize(required) + " and " + FormatSize(limit);
     if (required != 0) return "at least " + FormatSize(required);
     if (limit != 0) return "at most " + FormatSize(limit);
     return "of any size";
@@ -39,17 +42,21 @@ grpc::Status ParseSize(const pb::CreateVolumeRequest& req, SizeRequest* out) {
   }
   const auto& r = req.capacity_range();
   if (r.required_bytes() < 0 || r.limit_bytes() < 0) {
-    return Refuse(Code::INVALID_ARGUMENT, "volume " + name + ": capacity_range must not be negative");
+    return Refuse(Code::INVALID_ARGUMENT,
+                  "volume " + name + ": capacity_range must not be negative");
   }
   out->required = static_cast<uint64_t>(r.required_bytes());
   out->limit = static_cast<uint64_t>(r.limit_bytes());
   if (out->required == 0 && out->limit == 0) {
-    return Refuse(Code::INVALID_ARGUMENT, "volume " + name + ": capacity_range has neither required_bytes "
-                                          "nor limit_bytes; give the size (the PVC's storage request)");
+    return Refuse(Code::INVALID_ARGUMENT,
+                  "volume " + name +
+                      ": capacity_range has neither required_bytes "
+                      "nor limit_bytes; give the size (the PVC's storage request)");
   }
   if (out->limit != 0 && out->required > out->limit) {
-    return Refuse(Code::INVALID_ARGUMENT, "volume " + name + ": required_bytes " + std::to_string(out->required) +
-                                              " is above limit_bytes " + std::to_string(out->limit));
+    return Refuse(Code::INVALID_ARGUMENT,
+                  "volume " + name + ": required_bytes " + std::to_string(out->required) +
+                      " is above limit_bytes " + std::to_string(out->limit));
   }
   out->chosen = out->required != 0 ? out->required : std::min(kDefaultVolumeBytes, out->limit);
   if (out->chosen < kMinVolumeCapacity) {
@@ -63,23 +70,28 @@ grpc::Status ParseSize(const pb::CreateVolumeRequest& req, SizeRequest* out) {
 
 void ControllerService::Capabilities(pb::ControllerGetCapabilitiesResponse* out) {
   using Rpc = pb::ControllerServiceCapability::RPC;
-  for (auto type : {Rpc::CREATE_DELETE_VOLUME, Rpc::GET_CAPACITY, Rpc::LIST_VOLUMES, Rpc::MODIFY_VOLUME}) {
+  for (auto type :
+       {Rpc::CREATE_DELETE_VOLUME, Rpc::GET_CAPACITY, Rpc::LIST_VOLUMES, Rpc::MODIFY_VOLUME}) {
     out->add_capabilities()->mutable_rpc()->set_type(type);
   }
 }
 
-grpc::Status ControllerService::ControllerGetCapabilities(grpc::ServerContext*,
-                                                          const pb::ControllerGetCapabilitiesRequest*,
-                                                          pb::ControllerGetCapabilitiesResponse* out) {
+grpc::Status ControllerService::ControllerGetCapabilities(
+    grpc::ServerContext*, const pb::ControllerGetCapabilitiesRequest*,
+    pb::ControllerGetCapabilitiesResponse* out) {
   Capabilities(out);
   return grpc::Status::OK;
 }
 
-grpc::Status ControllerService::CreateVolume(grpc::ServerContext*, const pb::CreateVolumeRequest* req,
+grpc::Status ControllerService::CreateVolume(grpc::ServerContext*,
+                                             const pb::CreateVolumeRequest* req,
                                              pb::CreateVolumeResponse* out) {
   const std::string& name = req->name();
-  if (name.empty()) return Refuse(Code::INVALID_ARGUMENT, "CreateVolume: name is missing; give the volume (PV) name");
-  if (Status st = ValidateVolumeName(name); !st.ok()) return Refuse(Code::INVALID_ARGUMENT, st.context());
+  if (name.empty())
+    return Refuse(Code::INVALID_ARGUMENT,
+                  "CreateVolume: name is missing; give the volume (PV) name");
+  if (Status st = ValidateVolumeName(name); !st.ok())
+    return Refuse(Code::INVALID_ARGUMENT, st.context());
   if (req->volume_capabilities().empty()) {
     return Refuse(Code::INVALID_ARGUMENT, "volume " + name + ": volume_capabilities is missing");
   }
@@ -87,11 +99,14 @@ grpc::Status ControllerService::CreateVolume(grpc::ServerContext*, const pb::Cre
     if (grpc::Status g = CheckCapability(cap); !g.ok()) return g;
   }
   if (req->has_volume_content_source()) {
-    return Refuse(Code::INVALID_ARGUMENT, "volume " + name + ": creating a volume from a snapshot or another "
-                                          "volume is not supported; remove the PVC's dataSource");
+    return Refuse(Code::INVALID_ARGUMENT,
+                  "volume " + name +
+                      ": creating a volume from a snapshot or another "
+                      "volume is not supported; remove the PVC's dataSource");
   }
   auto params = ParseVolumeParameters(ToMap(req->parameters()), ToMap(req->mutable_parameters()));
-  if (!params.ok()) return Refuse(Code::INVALID_ARGUMENT, "volume " + name + ": " + params.status().context());
+  if (!params.ok())
+    return Refuse(Code::INVALID_ARGUMENT, "volume " + name + ": " + params.status().context());
   SizeRequest size;
   if (grpc::Status g = ParseSize(*req, &size); !g.ok()) return g;
   if (req->has_accessibility_requirements()) {
@@ -121,12 +136,14 @@ grpc::Status ControllerService::CreateVolume(grpc::ServerContext*, const pb::Cre
     // the VolumeManager then checks the other parameters against it.
     if (!existing->csi) {
       // Never hand an operator's volume, and its data, to a new claim.
-      return Refuse(Code::ALREADY_EXISTS, "volume " + name + " already exists and was made with localvolctl, "
-                                          "not through CSI; rename or delete it");
+      return Refuse(Code::ALREADY_EXISTS, "volume " + name +
+                                              " already exists and was made with localvolctl, "
+                                              "not through CSI; rename or delete it");
     }
     if (!size.Fits(existing->capacity_bytes)) {
       return Refuse(Code::ALREADY_EXISTS, "volume " + name + " already exists with " +
-                                              FormatSize(existing->capacity_bytes) + ", not " + size.Describe() +
+                                              FormatSize(existing->capacity_bytes) + ", not " +
+                                              size.Describe() +
                                               "; choose another name or delete it first");
     }
     p.capacity_bytes = existing->capacity_bytes;
@@ -147,7 +164,8 @@ grpc::Status ControllerService::CreateVolume(grpc::ServerContext*, const pb::Cre
   return grpc::Status::OK;
 }
 
-grpc::Status ControllerService::DeleteVolume(grpc::ServerContext*, const pb::DeleteVolumeRequest* req,
+grpc::Status ControllerService::DeleteVolume(grpc::ServerContext*,
+                                             const pb::DeleteVolumeRequest* req,
                                              pb::DeleteVolumeResponse*) {
   const std::string& id = req->volume_id();
   if (id.empty()) return Refuse(Code::INVALID_ARGUMENT, "DeleteVolume: volume_id is missing");
@@ -156,28 +174,33 @@ grpc::Status ControllerService::DeleteVolume(grpc::ServerContext*, const pb::Del
   auto held = ctx_->locks->TryLock(id);
   if (!held) return Busy(id);
   auto v = ctx_->volumes->Get(id);
-  if (!v.ok()) return v.err() == ENOENT ? grpc::Status::OK : Fail("delete volume " + id, v.status());
+  if (!v.ok())
+    return v.err() == ENOENT ? grpc::Status::OK : Fail("delete volume " + id, v.status());
   if (!v->csi) {
     return Refuse(Code::FAILED_PRECONDITION,
-                  "volume " + id + " was not created through CSI (localvolctl made it); delete it with "
-                  "'localvolctl volume delete " + id + "' if it is really unused");
+                  "volume " + id +
+                      " was not created through CSI (localvolctl made it); delete it with "
+                      "'localvolctl volume delete " +
+                      id + "' if it is really unused");
   }
   if (!v->publish_targets.empty()) {
     std::string list;
     for (const auto& t : v->publish_targets) list += (list.empty() ? "" : ", ") + t;
-    return Refuse(Code::FAILED_PRECONDITION, "volume " + id + " is still published at " + list +
-                                                 "; unpublish it (stop the pods using it) and retry");
+    return Refuse(Code::FAILED_PRECONDITION,
+                  "volume " + id + " is still published at " + list +
+                      "; unpublish it (stop the pods using it) and retry");
   }
   Status s = ctx_->volumes->Delete(id);
   if (!s.ok() && s.err() != ENOENT) return Fail("delete volume " + id, s);
   return grpc::Status::OK;
 }
 
-grpc::Status ControllerService::ValidateVolumeCapabilities(grpc::ServerContext*,
-                                                           const pb::ValidateVolumeCapabilitiesRequest* req,
-                                                           pb::ValidateVolumeCapabilitiesResponse* out) {
+grpc::Status ControllerService::ValidateVolumeCapabilities(
+    grpc::ServerContext*, const pb::ValidateVolumeCapabilitiesRequest* req,
+    pb::ValidateVolumeCapabilitiesResponse* out) {
   const std::string& id = req->volume_id();
-  if (id.empty()) return Refuse(Code::INVALID_ARGUMENT, "ValidateVolumeCapabilities: volume_id is missing");
+  if (id.empty())
+    return Refuse(Code::INVALID_ARGUMENT, "ValidateVolumeCapabilities: volume_id is missing");
   if (req->volume_capabilities().empty()) {
     return Refuse(Code::INVALID_ARGUMENT, "volume " + id + ": volume_capabilities is missing");
   }
@@ -189,7 +212,8 @@ grpc::Status ControllerService::ValidateVolumeCapabilities(grpc::ServerContext*,
       return grpc::Status::OK;
     }
   }
-  if (auto p = ParseVolumeParameters(ToMap(req->parameters()), ToMap(req->mutable_parameters())); !p.ok()) {
+  if (auto p = ParseVolumeParameters(ToMap(req->parameters()), ToMap(req->mutable_parameters()));
+      !p.ok()) {
     out->set_message(p.status().context());
     return grpc::Status::OK;
   }
@@ -203,13 +227,15 @@ grpc::Status ControllerService::ValidateVolumeCapabilities(grpc::ServerContext*,
 
 grpc::Status ControllerService::ListVolumes(grpc::ServerContext*, const pb::ListVolumesRequest* req,
                                             pb::ListVolumesResponse* out) {
-  if (req->max_entries() < 0) return Refuse(Code::INVALID_ARGUMENT, "ListVolumes: max_entries is negative");
+  if (req->max_entries() < 0)
+    return Refuse(Code::INVALID_ARGUMENT, "ListVolumes: max_entries is negative");
   const std::string& token = req->starting_token();
   // The token is the name of the first volume of the next page, so a page
   // survives volumes created or deleted in between.
   if (!token.empty() && !ValidateVolumeName(token).ok()) {
-    return Refuse(Code::ABORTED, "ListVolumes: starting_token '" + token + "' was not issued by this driver; "
-                                 "list again from the start");
+    return Refuse(Code::ABORTED, "ListVolumes: starting_token '" + token +
+                                     "' was not issued by this driver; "
+                                     "list again from the start");
   }
   const size_t max = req->max_entries() == 0 ? SIZE_MAX : static_cast<size_t>(req->max_entries());
   size_t n = 0;
@@ -238,7 +264,8 @@ grpc::Status ControllerService::GetCapacity(grpc::ServerContext*, const pb::GetC
     if (!CheckCapability(cap).ok()) return grpc::Status::OK;
   }
   auto params = ParseVolumeParameters(ToMap(req->parameters()), {});
-  if (!params.ok()) return Refuse(Code::INVALID_ARGUMENT, "GetCapacity: " + params.status().context());
+  if (!params.ok())
+    return Refuse(Code::INVALID_ARGUMENT, "GetCapacity: " + params.status().context());
   // A volume never spans disks: the largest volume is the largest free space
   // of one disk; the total is what all of them can still provision.
   uint64_t total = 0, largest = 0;
@@ -260,7 +287,8 @@ grpc::Status ControllerService::ControllerModifyVolume(grpc::ServerContext*,
                                                        const pb::ControllerModifyVolumeRequest* req,
                                                        pb::ControllerModifyVolumeResponse*) {
   const std::string& id = req->volume_id();
-  if (id.empty()) return Refuse(Code::INVALID_ARGUMENT, "ControllerModifyVolume: volume_id is missing");
+  if (id.empty())
+    return Refuse(Code::INVALID_ARGUMENT, "ControllerModifyVolume: volume_id is missing");
   auto held = ctx_->locks->TryLock(id);
   if (!held) return Busy(id);
   VolumeInfo v;

@@ -32,15 +32,18 @@ class ControllerService final : public pb::Controller::Service {
                             pb::CreateVolumeResponse* out) override;
   grpc::Status DeleteVolume(grpc::ServerContext*, const pb::DeleteVolumeRequest* req,
                             pb::DeleteVolumeResponse*) override;
-  grpc::Status ValidateVolumeCapabilities(grpc::ServerContext*, const pb::ValidateVolumeCapabilitiesRequest* req,
+  grpc::Status ValidateVolumeCapabilities(grpc::ServerContext*,
+                                          const pb::ValidateVolumeCapabilitiesRequest* req,
                                           pb::ValidateVolumeCapabilitiesResponse* out) override;
   grpc::Status ListVolumes(grpc::ServerContext*, const pb::ListVolumesRequest* req,
                            pb::ListVolumesResponse* out) override;
   grpc::Status GetCapacity(grpc::ServerContext*, const pb::GetCapacityRequest* req,
                            pb::GetCapacityResponse* out) override;
-  grpc::Status ControllerGetCapabilities(grpc::ServerContext*, const pb::ControllerGetCapabilitiesRequest*,
+  grpc::Status ControllerGetCapabilities(grpc::ServerContext*,
+                                         const pb::ControllerGetCapabilitiesRequest*,
                                          pb::ControllerGetCapabilitiesResponse* out) override;
-  grpc::Status ControllerModifyVolume(grpc::ServerContext*, const pb::ControllerModifyVolumeRequest* req,
+  grpc::Status ControllerModifyVolume(grpc::ServerContext*,
+                                      const pb::ControllerModifyVolumeRequest* req,
                                       pb::ControllerModifyVolumeResponse*) override;
 
   // The capabilities ControllerGetCapabilities returns: CREATE_DELETE_VOLUME,

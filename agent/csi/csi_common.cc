@@ -5,9 +5,9 @@
 #include <cstdlib>
 
 #include "agent/api_server.h"
+#include "agent/config.h"
 #include "agent/csi/csi_server.h"
 #include "agent/volume_manager.h"
-#include "agent/config.h"
 #include "base/logging.h"
 
 namespace localvol::agent::csi {
@@ -48,38 +48,47 @@ grpc::Status Refuse(grpc::StatusCode code, const std::string& message) {
   return grpc::Status(code, message);
 }
 
-grpc::Status Fail(const std::string& what, const Status& s) { return ToGrpcStatusLogged("csi", what, s); }
+grpc::Status Fail(const std::string& what, const Status& s) {
+  return ToGrpcStatusLogged("csi", what, s);
+}
 
-grpc::Status FindVolume(const Context& ctx, const std::string& id, const std::string& what, VolumeInfo* out) {
-  auto v = ValidateVolumeName(id).ok() ? ctx.volumes->Get(id) : Result<VolumeInfo>(Status::Error(ENOENT, ""));
+grpc::Status FindVolume(const Context& ctx, const std::string& id, const std::string& what,
+                        VolumeInfo* out) {
+  auto v = ValidateVolumeName(id).ok() ? ctx.volumes->Get(id)
+                                       : Result<VolumeInfo>(Status::Error(ENOENT, ""));
   if (v.ok()) {
     *out = std::move(v).value();
     return grpc::Status::OK;
   }
-  if (v.err() == ENOENT) return Refuse(grpc::StatusCode::NOT_FOUND, "no volume " + id + " on node " + ctx.node_name);
+  if (v.err() == ENOENT)
+    return Refuse(grpc::StatusCode::NOT_FOUND, "no volume " + id + " on node " + ctx.node_name);
   return Fail(what, v.status());
 }
 
 grpc::Status Busy(const std::string& volume) {
-  return Refuse(grpc::StatusCode::ABORTED,
-                "an operation on volume " + volume + " is already in progress; retry when it is done");
+  return Refuse(grpc::StatusCode::ABORTED, "an operation on volume " + volume +
+                                               " is already in progress; retry when it is done");
 }
 
 grpc::Status CheckCapability(const pb::VolumeCapability& cap) {
   if (cap.has_block()) {
-    return Refuse(grpc::StatusCode::INVALID_ARGUMENT,
-                  "block access is not supported: localvol serves filesystems only (use volumeMode: "
-                  "Filesystem)");
+    return Refuse(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        "block access is not supported: localvol serves filesystems only (use volumeMode: "
+        "Filesystem)");
   }
   if (!cap.has_mount()) {
-    return Refuse(grpc::StatusCode::INVALID_ARGUMENT,
-                  "volume_capability has no access type; localvol serves mount (filesystem) access");
+    return Refuse(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        "volume_capability has no access type; localvol serves mount (filesystem) access");
   }
   const std::string& fs = cap.mount().fs_type();
   if (!fs.empty() && fs != "localvol" && fs != "fuse.localvol") {
-    return Refuse(grpc::StatusCode::INVALID_ARGUMENT,
-                  "fs_type '" + fs + "' is not supported: every localvol volume is its own FUSE "
-                  "filesystem (fuse.localvol); remove csi.storage.k8s.io/fstype from the StorageClass");
+    return Refuse(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        "fs_type '" + fs +
+            "' is not supported: every localvol volume is its own FUSE "
+            "filesystem (fuse.localvol); remove csi.storage.k8s.io/fstype from the StorageClass");
   }
   using Mode = pb::VolumeCapability::AccessMode;
   switch (cap.access_mode().mode()) {

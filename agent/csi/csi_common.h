@@ -4,8 +4,9 @@
 // status with one log line per refusal.
 #pragma once
 
-// First: see agent/grpcpp.h.
-#include "agent/grpcpp.h"
+// clang-format off
+#include "agent/grpcpp.h"  // first: see there
+// clang-format on
 
 #include <memory>
 #include <set>
@@ -74,7 +75,8 @@ grpc::Status Fail(const std::string& what, const Status& status);
 // The volume `id` of this node, for `what` ("publish volume x"): NOT_FOUND
 // when there is none (or `id` cannot name one), else the VolumeManager's
 // error through Fail().
-grpc::Status FindVolume(const Context& ctx, const std::string& id, const std::string& what, VolumeInfo* out);
+grpc::Status FindVolume(const Context& ctx, const std::string& id, const std::string& what,
+                        VolumeInfo* out);
 // ABORTED for a volume whose lock is held.
 grpc::Status Busy(const std::string& volume);
 

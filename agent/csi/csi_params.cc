@@ -51,7 +51,8 @@ std::string InCsiNames(std::string msg) {
       const size_t end = pos + kebab.size();
       // Only whole names: "read-iops" inside "read-iops-burst" is left for
       // its own (longer, earlier) entry.
-      if (end < msg.size() && (msg[end] == '-' || std::isalnum(static_cast<unsigned char>(msg[end])))) {
+      if (end < msg.size() &&
+          (msg[end] == '-' || std::isalnum(static_cast<unsigned char>(msg[end])))) {
         pos = end;
         continue;
       }
@@ -80,10 +81,10 @@ Status SetIo(const std::string& key, const std::string& value, iopath::IoLimits*
 }
 
 Status Unknown(const std::string& key, const char* which) {
-  return Status::Error(EINVAL, std::string("unknown ") + which + " '" + key + "': localvol reads " +
-                                   KnownKeys() + " (and ignores csi.storage.k8s.io/*); fix the " +
-                                   (std::string(which) == "parameter" ? "StorageClass"
-                                                                      : "VolumeAttributesClass"));
+  return Status::Error(
+      EINVAL, std::string("unknown ") + which + " '" + key + "': localvol reads " + KnownKeys() +
+                  " (and ignores csi.storage.k8s.io/*); fix the " +
+                  (std::string(which) == "parameter" ? "StorageClass" : "VolumeAttributesClass"));
 }
 
 }  // namespace
@@ -120,7 +121,8 @@ Result<VolumeParameters> ParseVolumeParameters(const ParameterMap& parameters,
   }
   for (const auto& [key, value] : mutable_parameters) {
     if (key == "inodes" || key == "disk") {
-      return Status::Error(EINVAL, "mutable parameter '" + key + "' cannot change on a live volume; set "
+      return Status::Error(EINVAL, "mutable parameter '" + key +
+                                       "' cannot change on a live volume; set "
                                        "it in the StorageClass parameters instead");
     }
     if (IoKey(key) == nullptr) return Unknown(key, "mutable parameter");
@@ -141,7 +143,8 @@ Status ApplyMutableParameters(const ParameterMap& mutable_parameters, iopath::Io
   iopath::IoLimits next = *limits;
   for (const auto& [key, value] : mutable_parameters) {
     if (key == "inodes" || key == "disk") {
-      return Status::Error(EINVAL, "mutable parameter '" + key + "' cannot change on a live volume");
+      return Status::Error(EINVAL,
+                           "mutable parameter '" + key + "' cannot change on a live volume");
     }
     if (IoKey(key) == nullptr) return Unknown(key, "mutable parameter");
     if (Status st = SetIo(key, value, &next); !st.ok()) return st;
@@ -186,9 +189,11 @@ Result<unsigned long> BindRemountFlags(const std::vector<std::string>& mount_fla
       if (f == k.name) match = &k;
     }
     if (match == nullptr) {
-      return Status::Error(EINVAL, "mount flag '" + f + "' does not apply to localvol's bind mount; it "
-                                   "takes ro, rw, nosuid, nodev, noexec and the atime flags (remove it "
-                                   "from the StorageClass mountOptions)");
+      return Status::Error(EINVAL,
+                           "mount flag '" + f +
+                               "' does not apply to localvol's bind mount; it "
+                               "takes ro, rw, nosuid, nodev, noexec and the atime flags (remove it "
+                               "from the StorageClass mountOptions)");
     }
     flags = (flags & ~match->clear) | match->set;
   }

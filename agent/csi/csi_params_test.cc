@@ -7,22 +7,21 @@ namespace localvol::agent::csi {
 namespace {
 
 TEST(CsiParamsTest, ReadsEveryKeyAndIgnoresTheProvisionersOwn) {
-  auto p = ParseVolumeParameters(
-      {{"inodes", "5000"},
-       {"disk", "abcd"},
-       {"readIOPS", "500"},
-       {"readIOPSBurst", "2000"},
-       {"readIOPSBurstSeconds", "10"},
-       {"writeBPS", "100Mi"},
-       {"writeBPSBurst", "200Mi"},
-       {"writeBPSBurstSeconds", "5"},
-       {"readBPS", "1G"},
-       {"writeIOPS", "300"},
-       {"weight", "300"},
-       {"csi.storage.k8s.io/pvc/name", "data"},
-       {"csi.storage.k8s.io/pvc/namespace", "shop"},
-       {"csi.storage.k8s.io/pv/name", "pvc-1"}},
-      {});
+  auto p = ParseVolumeParameters({{"inodes", "5000"},
+                                  {"disk", "abcd"},
+                                  {"readIOPS", "500"},
+                                  {"readIOPSBurst", "2000"},
+                                  {"readIOPSBurstSeconds", "10"},
+                                  {"writeBPS", "100Mi"},
+                                  {"writeBPSBurst", "200Mi"},
+                                  {"writeBPSBurstSeconds", "5"},
+                                  {"readBPS", "1G"},
+                                  {"writeIOPS", "300"},
+                                  {"weight", "300"},
+                                  {"csi.storage.k8s.io/pvc/name", "data"},
+                                  {"csi.storage.k8s.io/pvc/namespace", "shop"},
+                                  {"csi.storage.k8s.io/pv/name", "pvc-1"}},
+                                 {});
   ASSERT_TRUE(p.ok()) << p.status().ToString();
   EXPECT_EQ(p->inode_limit, 5000u);
   EXPECT_EQ(p->disk, "abcd");
@@ -115,7 +114,8 @@ TEST(CsiParamsTest, BindRemountFlags) {
   for (const char* bad : {"uid=1000", "context=x", "sync", "discard"}) {
     f = BindRemountFlags({"ro", bad}, false, 0);
     ASSERT_FALSE(f.ok()) << bad;
-    EXPECT_NE(f.status().context().find(std::string("'") + bad + "'"), std::string::npos) << f.status().context();
+    EXPECT_NE(f.status().context().find(std::string("'") + bad + "'"), std::string::npos)
+        << f.status().context();
   }
 }
 

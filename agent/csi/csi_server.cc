@@ -15,7 +15,8 @@ namespace {
 // capability; the generated base answers UNIMPLEMENTED to the rest.
 class CapabilitiesOnlyController final : public pb::Controller::Service {
  public:
-  grpc::Status ControllerGetCapabilities(grpc::ServerContext*, const pb::ControllerGetCapabilitiesRequest*,
+  grpc::Status ControllerGetCapabilities(grpc::ServerContext*,
+                                         const pb::ControllerGetCapabilitiesRequest*,
                                          pb::ControllerGetCapabilitiesResponse*) override {
     return grpc::Status::OK;
   }
@@ -39,7 +40,8 @@ void CsiServer::Shutdown() {
   if (server_) server_->Shutdown();
 }
 
-Result<std::unique_ptr<CsiServer>> CsiServer::Start(const std::string& socket_path, VolumeManager* volumes,
+Result<std::unique_ptr<CsiServer>> CsiServer::Start(const std::string& socket_path,
+                                                    VolumeManager* volumes,
                                                     const std::string& node_name) {
   std::unique_ptr<CsiServer> s(new CsiServer());
   Services& sv = *s->services_;
@@ -47,8 +49,9 @@ Result<std::unique_ptr<CsiServer>> CsiServer::Start(const std::string& socket_pa
   sv.identity = std::make_unique<IdentityService>(&sv.ctx);
   sv.controller = std::make_unique<ControllerService>(&sv.ctx);
   sv.node = std::make_unique<NodeService>(&sv.ctx);
-  auto server = UnixSocketServer::Start(socket_path, {sv.identity.get(), sv.controller.get(), sv.node.get()},
-                                        "CSI (driver " + std::string(kDriverName) + ", node " + node_name + ")");
+  auto server = UnixSocketServer::Start(
+      socket_path, {sv.identity.get(), sv.controller.get(), sv.node.get()},
+      "CSI (driver " + std::string(kDriverName) + ", node " + node_name + ")");
   if (!server.ok()) return server.status();
   s->server_ = std::move(server).value();
   return s;
@@ -60,8 +63,9 @@ Result<std::unique_ptr<CsiServer>> CsiServer::StartControllerOnly(const std::str
   sv.ctx = Context{nullptr, "", &sv.locks};
   sv.identity = std::make_unique<IdentityService>(&sv.ctx);
   sv.controller = std::make_unique<CapabilitiesOnlyController>();
-  auto server = UnixSocketServer::Start(socket_path, {sv.identity.get(), sv.controller.get()},
-                                        "CSI controller capabilities only (driver " + std::string(kDriverName) + ")");
+  auto server = UnixSocketServer::Start(
+      socket_path, {sv.identity.get(), sv.controller.get()},
+      "CSI controller capabilities only (driver " + std::string(kDriverName) + ")");
   if (!server.ok()) return server.status();
   s->server_ = std::move(server).value();
   return s;

@@ -38,7 +38,8 @@ class CsiServer {
  public:
   // `volumes` is borrowed and must outlive the server. Fails as
   // UnixSocketServer::Start fails.
-  static Result<std::unique_ptr<CsiServer>> Start(const std::string& socket_path, VolumeManager* volumes,
+  static Result<std::unique_ptr<CsiServer>> Start(const std::string& socket_path,
+                                                  VolumeManager* volumes,
                                                   const std::string& node_name);
   static Result<std::unique_ptr<CsiServer>> StartControllerOnly(const std::string& socket_path);
   // Calls Shutdown().

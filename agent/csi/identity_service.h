@@ -19,7 +19,8 @@ class IdentityService final : public pb::Identity::Service {
                                      pb::GetPluginCapabilitiesResponse* out) override;
   // ready = the agent serves at least one disk (always, in controller-only
   // mode, which serves no disk).
-  grpc::Status Probe(grpc::ServerContext*, const pb::ProbeRequest*, pb::ProbeResponse* out) override;
+  grpc::Status Probe(grpc::ServerContext*, const pb::ProbeRequest*,
+                     pb::ProbeResponse* out) override;
 
  private:
   const Context* const ctx_;

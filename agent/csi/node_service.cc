@@ -28,7 +28,8 @@ std::shared_ptr<spdlog::logger> Log() { return GetLogger("csi"); }
 // "ENOTCONN (Transport endpoint is not connected)".
 std::string ErrnoText(int err) {
   const char* name = ::strerrorname_np(err);
-  return std::string(name != nullptr ? name : "errno " + std::to_string(err)) + " (" + std::strerror(err) + ")";
+  return std::string(name != nullptr ? name : "errno " + std::to_string(err)) + " (" +
+         std::strerror(err) + ")";
 }
 
 // An absolute path without "." or ".." components, duplicate or trailing
@@ -111,22 +112,26 @@ constexpr auto kStatTimeout = std::chrono::seconds(10);
 // The volume_id and target_path of NodePublish/NodeUnpublishVolume:
 // INVALID_ARGUMENT unless both are given and the path is absolute, without
 // "." or "..", and not "/". Sets `*clean` to the path tidied.
-grpc::Status CheckIdAndTarget(const char* rpc, const std::string& id, const std::string& path, std::string* clean) {
-  if (id.empty()) return Refuse(Code::INVALID_ARGUMENT, std::string(rpc) + ": volume_id is missing");
+grpc::Status CheckIdAndTarget(const char* rpc, const std::string& id, const std::string& path,
+                              std::string* clean) {
+  if (id.empty())
+    return Refuse(Code::INVALID_ARGUMENT, std::string(rpc) + ": volume_id is missing");
   *clean = CleanAbsolutePath(path);
   if (clean->empty() || *clean == "/") {
-    return Refuse(Code::INVALID_ARGUMENT,
-                  "volume " + id + ": target_path '" + path + "' is not an absolute path without '.' or '..'");
+    return Refuse(Code::INVALID_ARGUMENT, "volume " + id + ": target_path '" + path +
+                                              "' is not an absolute path without '.' or '..'");
   }
   return grpc::Status::OK;
 }
 
 }  // namespace
 
-grpc::Status NodeService::NodeGetCapabilities(grpc::ServerContext*, const pb::NodeGetCapabilitiesRequest*,
+grpc::Status NodeService::NodeGetCapabilities(grpc::ServerContext*,
+                                              const pb::NodeGetCapabilitiesRequest*,
                                               pb::NodeGetCapabilitiesResponse* out) {
   using Rpc = pb::NodeServiceCapability::RPC;
-  for (auto type : {Rpc::GET_VOLUME_STATS, Rpc::EXPAND_VOLUME, Rpc::VOLUME_CONDITION, Rpc::SINGLE_NODE_MULTI_WRITER}) {
+  for (auto type : {Rpc::GET_VOLUME_STATS, Rpc::EXPAND_VOLUME, Rpc::VOLUME_CONDITION,
+                    Rpc::SINGLE_NODE_MULTI_WRITER}) {
     out->add_capabilities()->mutable_rpc()->set_type(type);
   }
   return grpc::Status::OK;
@@ -139,17 +144,21 @@ grpc::Status NodeService::NodeGetInfo(grpc::ServerContext*, const pb::NodeGetInf
   return grpc::Status::OK;
 }
 
-grpc::Status NodeService::NodePublishVolume(grpc::ServerContext*, const pb::NodePublishVolumeRequest* req,
+grpc::Status NodeService::NodePublishVolume(grpc::ServerContext*,
+                                            const pb::NodePublishVolumeRequest* req,
                                             pb::NodePublishVolumeResponse*) {
   const std::string& id = req->volume_id();
   std::string clean;
-  if (grpc::Status g = CheckIdAndTarget("NodePublishVolume", id, req->target_path(), &clean); !g.ok()) return g;
+  if (grpc::Status g = CheckIdAndTarget("NodePublishVolume", id, req->target_path(), &clean);
+      !g.ok())
+    return g;
   if (!req->has_volume_capability()) {
     return Refuse(Code::INVALID_ARGUMENT, "volume " + id + ": volume_capability is missing");
   }
   if (grpc::Status g = CheckCapability(req->volume_capability()); !g.ok()) return g;
   const auto& cap = req->volume_capability();
-  const std::vector<std::string> mount_flags(cap.mount().mount_flags().begin(), cap.mount().mount_flags().end());
+  const std::vector<std::string> mount_flags(cap.mount().mount_flags().begin(),
+                                             cap.mount().mount_flags().end());
   if (auto f = BindRemountFlags(mount_flags, req->readonly(), 0); !f.ok()) {
     return Refuse(Code::INVALID_ARGUMENT, "volume " + id + ": " + f.status().context());
   }
@@ -159,7 +168,8 @@ grpc::Status NodeService::NodePublishVolume(grpc::ServerContext*, const pb::Node
   if (grpc::Status g = FindVolume(*ctx_, id, "publish volume " + id, &vol); !g.ok()) return g;
   const VolumeInfo* v = &vol;
   if (v->state != "ready") {
-    return Refuse(Code::FAILED_PRECONDITION, "volume " + id + " is not served (" + v->state + ": " + v->message + ")");
+    return Refuse(Code::FAILED_PRECONDITION,
+                  "volume " + id + " is not served (" + v->state + ": " + v->message + ")");
   }
   // Make the parent, then spell the target as the mount table does.
   const std::string parent = clean.substr(0, clean.rfind('/'));
@@ -171,15 +181,16 @@ grpc::Status NodeService::NodePublishVolume(grpc::ServerContext*, const pb::Node
   if (cap.access_mode().mode() == pb::VolumeCapability::AccessMode::SINGLE_NODE_SINGLE_WRITER) {
     for (const auto& t : v->publish_targets) {
       if (t != *target) {
-        return Refuse(Code::FAILED_PRECONDITION, "volume " + id + " is single-writer and already published at " + t);
+        return Refuse(Code::FAILED_PRECONDITION,
+                      "volume " + id + " is single-writer and already published at " + t);
       }
     }
   }
   if (auto m = FindMountAt(*target)) {
     if (!IsMountOf(*m, id)) {
-      return Refuse(Code::FAILED_PRECONDITION, "volume " + id + ": target_path " + *target + " already has a " +
-                                                   m->fstype + " mount (" + m->source +
-                                                   "); unmount it or choose another path");
+      return Refuse(Code::FAILED_PRECONDITION,
+                    "volume " + id + ": target_path " + *target + " already has a " + m->fstype +
+                        " mount (" + m->source + "); unmount it or choose another path");
     }
     struct statvfs st;
     const int err = StatVfsWithin(*target, kStatTimeout, &st);
@@ -187,10 +198,12 @@ grpc::Status NodeService::NodePublishVolume(grpc::ServerContext*, const pb::Node
       const bool ro = (st.f_flag & ST_RDONLY) != 0;
       if (ro == req->readonly()) return grpc::Status::OK;  // published already: idempotent
       return Refuse(Code::ALREADY_EXISTS, "volume " + id + " is already published at " + *target +
-                                              (ro ? " read-only" : " read-write") + "; unpublish it first");
+                                              (ro ? " read-only" : " read-write") +
+                                              "; unpublish it first");
     }
     // A bind of a connection that is gone (the agent restarted): replace it.
-    Log()->warn("volume {}: {} is a stale mount ({}); publishing again", id, *target, ErrnoText(err));
+    Log()->warn("volume {}: {} is a stale mount ({}); publishing again", id, *target,
+                ErrnoText(err));
     if (::umount2(target->c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) != 0) {
       return Fail("publish volume " + id, Status::FromErrno("umount stale " + *target));
     }
@@ -212,12 +225,15 @@ grpc::Status NodeService::NodePublishVolume(grpc::ServerContext*, const pb::Node
   });
   struct statvfs source_st;
   if (int err = StatVfsWithin(v->mount_path, kStatTimeout, &source_st); err != 0) {
-    return Refuse(Code::FAILED_PRECONDITION, "volume " + id + " does not answer at " + v->mount_path + ": " +
-                                                 ErrnoText(err) + "; restart localvold");
+    return Refuse(Code::FAILED_PRECONDITION, "volume " + id + " does not answer at " +
+                                                 v->mount_path + ": " + ErrnoText(err) +
+                                                 "; restart localvold");
   }
-  const unsigned long flags = *BindRemountFlags(mount_flags, req->readonly(), MountFlagsOf(source_st));
+  const unsigned long flags =
+      *BindRemountFlags(mount_flags, req->readonly(), MountFlagsOf(source_st));
   if (::mount(v->mount_path.c_str(), target->c_str(), nullptr, MS_BIND, nullptr) != 0) {
-    return Fail("publish volume " + id, Status::FromErrno("bind mount " + v->mount_path + " on " + *target));
+    return Fail("publish volume " + id,
+                Status::FromErrno("bind mount " + v->mount_path + " on " + *target));
   }
   ScopeGuard unmount([&] { ::umount2(target->c_str(), MNT_DETACH | UMOUNT_NOFOLLOW); });
   // A bind takes the source's flags; ro and mount_flags need a remount of
@@ -232,11 +248,14 @@ grpc::Status NodeService::NodePublishVolume(grpc::ServerContext*, const pb::Node
   return grpc::Status::OK;
 }
 
-grpc::Status NodeService::NodeUnpublishVolume(grpc::ServerContext*, const pb::NodeUnpublishVolumeRequest* req,
+grpc::Status NodeService::NodeUnpublishVolume(grpc::ServerContext*,
+                                              const pb::NodeUnpublishVolumeRequest* req,
                                               pb::NodeUnpublishVolumeResponse*) {
   const std::string& id = req->volume_id();
   std::string clean;
-  if (grpc::Status g = CheckIdAndTarget("NodeUnpublishVolume", id, req->target_path(), &clean); !g.ok()) return g;
+  if (grpc::Status g = CheckIdAndTarget("NodeUnpublishVolume", id, req->target_path(), &clean);
+      !g.ok())
+    return g;
   auto held = ctx_->locks->TryLock(id);
   if (!held) return Busy(id);
   auto target = MountPointSpelling(clean);
@@ -249,8 +268,9 @@ grpc::Status NodeService::NodeUnpublishVolume(grpc::ServerContext*, const pb::No
     auto m = FindMountAt(*target);
     if (!m) break;
     if (!IsMountOf(*m, id)) {
-      return Refuse(Code::FAILED_PRECONDITION, "volume " + id + ": target_path " + *target + " has a " + m->fstype +
-                                                   " mount (" + m->source + "), not this volume; not unmounting it");
+      return Refuse(Code::FAILED_PRECONDITION, "volume " + id + ": target_path " + *target +
+                                                   " has a " + m->fstype + " mount (" + m->source +
+                                                   "), not this volume; not unmounting it");
     }
     if (::umount2(target->c_str(), UMOUNT_NOFOLLOW) != 0) {
       const int err = errno;
@@ -265,8 +285,11 @@ grpc::Status NodeService::NodeUnpublishVolume(grpc::ServerContext*, const pb::No
   if (::rmdir(target->c_str()) != 0 && errno != ENOENT) {
     const int err = errno;
     if (err == ENOTEMPTY || err == ENOTDIR) {
-      return Refuse(Code::FAILED_PRECONDITION, "volume " + id + ": " + *target + " is not an empty directory "
-                                                   "after unmounting (" + ErrnoText(err) + "); localvol did "
+      return Refuse(Code::FAILED_PRECONDITION, "volume " + id + ": " + *target +
+                                                   " is not an empty directory "
+                                                   "after unmounting (" +
+                                                   ErrnoText(err) +
+                                                   "); localvol did "
                                                    "not create what is there, remove it");
     }
     return Fail("unpublish volume " + id, Status::Error(err, "rmdir " + *target));
@@ -275,7 +298,8 @@ grpc::Status NodeService::NodeUnpublishVolume(grpc::ServerContext*, const pb::No
   return grpc::Status::OK;
 }
 
-grpc::Status NodeService::NodeGetVolumeStats(grpc::ServerContext*, const pb::NodeGetVolumeStatsRequest* req,
+grpc::Status NodeService::NodeGetVolumeStats(grpc::ServerContext*,
+                                             const pb::NodeGetVolumeStatsRequest* req,
                                              pb::NodeGetVolumeStatsResponse* out) {
   const std::string& id = req->volume_id();
   if (id.empty()) return Refuse(Code::INVALID_ARGUMENT, "NodeGetVolumeStats: volume_id is missing");
@@ -318,11 +342,12 @@ grpc::Status NodeService::NodeGetVolumeStats(grpc::ServerContext*, const pb::Nod
   }
   if (err != 0) {
     condition->set_abnormal(true);
-    condition->set_message("volume " + id + " does not answer at " + *path + ": " + ErrnoText(err) +
-                           (err == ENOTCONN || err == ECONNABORTED
-                                ? " (its FUSE server is gone: localvold stopped or crashed, or the connection "
-                                  "was aborted); restart the pod to get a fresh mount"
-                                : ""));
+    condition->set_message(
+        "volume " + id + " does not answer at " + *path + ": " + ErrnoText(err) +
+        (err == ENOTCONN || err == ECONNABORTED
+             ? " (its FUSE server is gone: localvold stopped or crashed, or the connection "
+               "was aborted); restart the pod to get a fresh mount"
+             : ""));
   } else if (v->state != "ready") {
     condition->set_abnormal(true);
     condition->set_message("volume " + id + " is " + v->state + ": " + v->message);
@@ -333,7 +358,8 @@ grpc::Status NodeService::NodeGetVolumeStats(grpc::ServerContext*, const pb::Nod
   return grpc::Status::OK;
 }
 
-grpc::Status NodeService::NodeExpandVolume(grpc::ServerContext*, const pb::NodeExpandVolumeRequest* req,
+grpc::Status NodeService::NodeExpandVolume(grpc::ServerContext*,
+                                           const pb::NodeExpandVolumeRequest* req,
                                            pb::NodeExpandVolumeResponse* out) {
   const std::string& id = req->volume_id();
   if (id.empty()) return Refuse(Code::INVALID_ARGUMENT, "NodeExpandVolume: volume_id is missing");
@@ -341,8 +367,10 @@ grpc::Status NodeService::NodeExpandVolume(grpc::ServerContext*, const pb::NodeE
     if (grpc::Status g = CheckCapability(req->volume_capability()); !g.ok()) return g;
   }
   const auto& r = req->capacity_range();
-  if (r.required_bytes() < 0 || r.limit_bytes() < 0 || (r.required_bytes() == 0 && r.limit_bytes() == 0)) {
-    return Refuse(Code::INVALID_ARGUMENT, "volume " + id + ": capacity_range is missing or negative; give the new size");
+  if (r.required_bytes() < 0 || r.limit_bytes() < 0 ||
+      (r.required_bytes() == 0 && r.limit_bytes() == 0)) {
+    return Refuse(Code::INVALID_ARGUMENT,
+                  "volume " + id + ": capacity_range is missing or negative; give the new size");
   }
   auto held = ctx_->locks->TryLock(id);
   if (!held) return Busy(id);
@@ -352,10 +380,12 @@ grpc::Status NodeService::NodeExpandVolume(grpc::ServerContext*, const pb::NodeE
   if (!req->volume_path().empty()) {
     struct stat st;
     if (::lstat(req->volume_path().c_str(), &st) != 0 && errno == ENOENT) {
-      return Refuse(Code::NOT_FOUND, "volume " + id + ": volume_path " + req->volume_path() + " does not exist");
+      return Refuse(Code::NOT_FOUND,
+                    "volume " + id + ": volume_path " + req->volume_path() + " does not exist");
     }
   }
-  const auto want = static_cast<uint64_t>(r.required_bytes() != 0 ? r.required_bytes() : r.limit_bytes());
+  const auto want =
+      static_cast<uint64_t>(r.required_bytes() != 0 ? r.required_bytes() : r.limit_bytes());
   const auto limit = static_cast<uint64_t>(r.limit_bytes());
   if (want < v->capacity_bytes || (limit != 0 && limit < v->capacity_bytes)) {
     return Refuse(Code::INVALID_ARGUMENT, "volume " + id + " has " + FormatSize(v->capacity_bytes) +
@@ -368,7 +398,8 @@ grpc::Status NodeService::NodeExpandVolume(grpc::ServerContext*, const pb::NodeE
   }
   auto grown = ctx_->volumes->Resize(id, want, 0);
   if (!grown.ok()) {
-    if (grown.err() == ENOSPC) return Refuse(Code::OUT_OF_RANGE, "volume " + id + ": " + grown.status().context());
+    if (grown.err() == ENOSPC)
+      return Refuse(Code::OUT_OF_RANGE, "volume " + id + ": " + grown.status().context());
     return Fail("expand volume " + id, grown.status());
   }
   Log()->info("volume {}: expanded to {}", id, FormatSize(grown->capacity_bytes));

@@ -1,19 +1,13 @@
-// gRPC first, without abseil's lock-annotation macros (agent/grpcpp.h).
-#include "agent/grpcpp.h"
+// clang-format off
+#include "agent/grpcpp.h"  // first: see there
+// clang-format on
 
 #include "agent/api_server.h"
-
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <unistd.h>
-
-#include <chrono>
-#include <cstring>
 
 #include "agent/io_limits_proto.h"
 #include "agent/proto/localvol.grpc.pb.h"
 #include "agent/system.h"
+#include "agent/unix_socket_server.h"
 #include "base/logging.h"
 #include "base/unique_fd.h"
 #include "fuse/volume.h"
@@ -51,6 +45,9 @@ void ToProto(const VolumeInfo& v, pb::Volume* out) {
   ToProto(v.io, out->mutable_io_stats());
   out->set_fuse_ring_requests(v.fuse_ring_requests);
   out->set_fuse_ring_resident_bytes(v.fuse_ring_resident_bytes);
+  out->set_csi(v.csi);
+  out->set_pvc(v.pvc);
+  for (const auto& t : v.publish_targets) out->add_publish_targets(t);
 }
 
 void ToProto(const DiskInfo& d, pb::Disk* out) {
@@ -67,16 +64,6 @@ void ToProto(const DiskInfo& d, pb::Disk* out) {
   out->set_free_bytes(d.free_bytes);
   out->set_volume_count(d.volume_count);
   out->set_embedded(d.embedded);
-}
-
-// True if a process accepts connections on the Unix socket at `path`.
-bool SomeoneListens(const std::string& path) {
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) return false;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
-  return ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
 }
 
 // inode_limit of a create or resize: 0 (the default, or keep) or from 1 to
@@ -103,6 +90,16 @@ grpc::Status ToGrpcStatus(const Status& s) {
   }
 }
 
+grpc::Status ToGrpcStatusLogged(const std::string& component, const std::string& what, const Status& s) {
+  grpc::Status g = ToGrpcStatus(s);
+  if (g.error_code() == grpc::StatusCode::INTERNAL) {
+    GetLogger(component)->error("{}: {}", what, s.ToString());
+  } else {
+    GetLogger(component)->warn("{} refused: {}", what, s.context());
+  }
+  return g;
+}
+
 class ApiServer::Service final : public pb::LocalVol::Service {
  public:
   explicit Service(VolumeManager* volumes) : volumes_(volumes) {}
@@ -120,8 +117,11 @@ class ApiServer::Service final : public pb::LocalVol::Service {
                           "capacity_bytes is missing: give the volume a size (e.g. --size 10Gi)");
     }
     if (grpc::Status st = CheckInodeLimit(req->inode_limit()); !st.ok()) return st;
-    CreateVolumeParams params{req->name(), req->capacity_bytes(), req->inode_limit(), req->disk(),
-                              std::nullopt};
+    CreateVolumeParams params;
+    params.name = req->name();
+    params.capacity_bytes = req->capacity_bytes();
+    params.inode_limit = req->inode_limit();
+    params.disk = req->disk();
     if (req->has_io_limits()) params.io_limits = IoLimitsFromProto(req->io_limits());
     auto v = volumes_->Create(params);
     if (!v.ok()) return Fail("create volume " + req->name(), v.status());
@@ -177,76 +177,31 @@ class ApiServer::Service final : public pb::LocalVol::Service {
   }
 
  private:
-  // Refusals are logged once at warn, failures at error.
-  static grpc::Status Fail(const std::string& what, const Status& s) {
-    grpc::Status g = ToGrpcStatus(s);
-    if (g.error_code() == grpc::StatusCode::INTERNAL) {
-      GetLogger("api")->error("{}: {}", what, s.ToString());
-    } else {
-      GetLogger("api")->warn("{} refused: {}", what, s.context());
-    }
-    return g;
-  }
+  static grpc::Status Fail(const std::string& what, const Status& s) { return ToGrpcStatusLogged("api", what, s); }
 
   VolumeManager* const volumes_;
 };
 
 Status ApiServer::CheckSocketFree(const std::string& socket_path) {
-  struct stat st;
-  if (::lstat(socket_path.c_str(), &st) != 0) return Status::Ok();
-  if (!S_ISSOCK(st.st_mode)) {
-    return Status::Error(EEXIST, socket_path + " exists and is not a socket; remove it or choose another socket path");
-  }
-  if (SomeoneListens(socket_path)) {
-    return Status::Error(EADDRINUSE, "another process (a running localvold?) serves " + socket_path +
-                                         "; stop it, or give this one another socket path");
-  }
-  return Status::Ok();
+  return UnixSocketServer::CheckSocketFree(socket_path);
 }
 
 Result<std::unique_ptr<ApiServer>> ApiServer::Start(const std::string& socket_path,
                                                     VolumeManager* volumes) {
-  if (socket_path.size() >= sizeof(sockaddr_un{}.sun_path)) {
-    return Status::Error(ENAMETOOLONG, "socket path " + socket_path + " is too long for a Unix socket");
-  }
-  const std::string dir = socket_path.substr(0, socket_path.rfind('/'));
-  if (!dir.empty()) {
-    Status st = MakeDirs(dir, 0755);
-    if (!st.ok()) return st;
-  }
-  if (Status s = CheckSocketFree(socket_path); !s.ok()) return s;
-  ::unlink(socket_path.c_str());  // a stale socket left by a crashed agent
   std::unique_ptr<ApiServer> server(new ApiServer());
-  server->socket_path_ = socket_path;
   server->service_ = std::make_unique<Service>(volumes);
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort("unix:" + socket_path, grpc::InsecureServerCredentials());
-  builder.RegisterService(server->service_.get());
-  // The socket is born 0600: nobody else can connect in the window before chmod.
-  const mode_t old_umask = ::umask(077);
-  server->server_ = builder.BuildAndStart();
-  ::umask(old_umask);
-  if (!server->server_) {
-    return Status::Error(EADDRNOTAVAIL, "could not serve gRPC on unix:" + socket_path);
-  }
-  if (::chmod(socket_path.c_str(), 0600) != 0) {
-    const int err = errno;
-    server->Shutdown();
-    return Status::Error(err, "chmod 0600 " + socket_path);
-  }
-  GetLogger("api")->info("serving localvol.v1 on unix:{}", socket_path);
+  auto s = UnixSocketServer::Start(socket_path, {server->service_.get()}, "localvol.v1");
+  if (!s.ok()) return s.status();
+  server->server_ = std::move(s).value();
   return server;
 }
 
 ApiServer::~ApiServer() { Shutdown(); }
 
 void ApiServer::Shutdown() {
-  if (!server_) return;
-  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(30));
-  server_->Wait();
-  server_.reset();
-  ::unlink(socket_path_.c_str());
-  GetLogger("api")->info("API on unix:{} stopped", socket_path_);
+  if (server_) server_->Shutdown();
 }
+
+const std::string& ApiServer::socket_path() const { return server_->socket_path(); }
 
 }  // namespace localvol::agent

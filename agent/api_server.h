@@ -1,9 +1,7 @@
 // ApiServer: the localvol.v1 gRPC service (agent/proto/localvol.proto) on a
 // Unix socket, backed by a VolumeManager.
 //
-// The socket is created with mode 0600 (umask 077 while binding, then chmod),
-// owned by the daemon's user (root). A stale socket file left by a crashed
-// agent is replaced; a socket another live process answers on is not.
+// The socket is made as UnixSocketServer makes it (mode 0600, root).
 //
 // Threading: gRPC's own thread pool runs the handlers; each handler calls the
 // thread-safe VolumeManager and returns. Start()/Shutdown() run on the
@@ -14,11 +12,11 @@
 #include <memory>
 #include <string>
 
+#include "agent/unix_socket_server.h"
 #include "agent/volume_manager.h"
 #include "base/status.h"
 
 namespace grpc {
-class Server;
 class Status;
 }  // namespace grpc
 
@@ -29,6 +27,10 @@ namespace localvol::agent {
 // ResourceExhausted, EBUSY FailedPrecondition, ESHUTDOWN Unavailable,
 // anything else Internal. The message is the Status context.
 grpc::Status ToGrpcStatus(const Status& status);
+// ToGrpcStatus, logged once by the `component` logger: a refusal at warn, an
+// INTERNAL failure at error. `what` says what was being done ("create volume
+// x").
+grpc::Status ToGrpcStatusLogged(const std::string& component, const std::string& what, const Status& status);
 
 class ApiServer {
  public:
@@ -47,14 +49,13 @@ class ApiServer {
   // removes the socket file. Idempotent.
   void Shutdown();
 
-  const std::string& socket_path() const { return socket_path_; }
+  const std::string& socket_path() const;
 
  private:
   class Service;
   ApiServer() = default;
-  std::string socket_path_;
   std::unique_ptr<Service> service_;
-  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<UnixSocketServer> server_;
 };
 
 }  // namespace localvol::agent

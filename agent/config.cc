@@ -5,6 +5,7 @@
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -164,7 +165,7 @@ Config Parse(const YAML::Node& root) {
   CheckKeys(root, "",
             {"disks", "filesystem", "publish_dir", "state_dir", "reserve", "socket", "log_level",
              "metrics_port", "embedded_disk_size", "io_scheduler", "io_contended_in_flight",
-             "fuse_io_uring"});
+             "fuse_io_uring", "node_name", "csi_socket"});
   if (const auto disks = root["disks"]) {
     if (!disks.IsNull()) {
       if (!disks.IsSequence()) throw ConfigError("disks", "expected a list of devices", LineOf(disks));
@@ -231,6 +232,14 @@ Config Parse(const YAML::Node& root) {
     }
   }
   if (const auto n = root["fuse_io_uring"]) c.fuse_io_uring = Bool(n, "fuse_io_uring");
+  if (const auto n = root["node_name"]) {
+    c.node_name = Scalar(n, "node_name");
+    if (Status st = ValidateNodeName(c.node_name); !st.ok()) throw ConfigError("node_name", st.context(), LineOf(n));
+  }
+  if (const auto n = root["csi_socket"]) {
+    // "" turns the CSI driver off.
+    c.csi_socket = n.IsScalar() && n.Scalar().empty() ? "" : AbsolutePath(n, "csi_socket");
+  }
   if (const auto n = root["io_contended_in_flight"]) {
     c.io_contended_in_flight = Size(n, "io_contended_in_flight");
   }
@@ -257,6 +266,17 @@ std::string Reserve::ToString() const {
     return buf;
   }
   return FormatSize(bytes);
+}
+
+Status ValidateNodeName(const std::string& name) {
+  const auto alnum = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; };
+  bool ok = !name.empty() && name.size() <= 63 && alnum(name.front()) && alnum(name.back());
+  for (char c : name) ok = ok && (alnum(c) || c == '-' || c == '_' || c == '.');
+  if (ok) return Status::Ok();
+  return Status::Error(EINVAL, "'" + name + "' cannot be a node name: it becomes the value of the "
+                               "topology label topology.localvol.io/node, which takes 1 to 63 letters, "
+                               "digits, '-', '_' and '.', starting and ending with a letter or digit; "
+                               "set node_name to the Kubernetes node name");
 }
 
 bool DiskEntry::IsPattern() const { return device.find_first_of("*?[") != std::string::npos; }

@@ -25,6 +25,12 @@
 //                                 # io_uring where the kernel offers it (fuse
 //                                 # module parameter enable_uring); see
 //                                 # fuse/kernel_ring.h and docs/performance.md, section 7.
+//   node_name: node-1             # the Kubernetes node name (CSI node id and the
+//                                 # value of topology.localvol.io/node); default:
+//                                 # $NODE_NAME, else the host name
+//   csi_socket: /var/lib/kubelet/plugins/localvol.io/csi.sock
+//                                 # the CSI driver's socket (agent/csi/); "" turns
+//                                 # CSI off
 //
 // Every key is optional. An unknown key, a value of the wrong type or an
 // invalid value is an error whose message names the key ("disks[1].wipe: ...");
@@ -44,6 +50,7 @@ namespace localvol::agent {
 
 inline constexpr const char* kDefaultConfigPath = "/etc/localvol/config.yaml";
 inline constexpr const char* kDefaultSocketPath = "/run/localvol/localvol.sock";
+inline constexpr const char* kDefaultCsiSocketPath = "/var/lib/kubelet/plugins/localvol.io/csi.sock";
 
 enum class FsType { kXfs, kExt4 };
 std::string FsTypeName(FsType type);
@@ -78,7 +85,14 @@ struct Config {
   iopath::IoPolicy io_scheduler = iopath::IoPolicy::kFair;
   uint64_t io_contended_in_flight = iopath::kDefaultContendedInFlightCost;
   bool fuse_io_uring = false;
+  std::string node_name;  // "": $NODE_NAME, else the host name (agent/csi/)
+  std::string csi_socket = kDefaultCsiSocketPath;  // "": no CSI driver
 };
+
+// OK if `name` can be the node name (a topology label value: 1 to 63 of
+// [A-Za-z0-9._-], starting and ending with a letter or digit); else EINVAL
+// saying so.
+Status ValidateNodeName(const std::string& name);
 
 // Parses YAML text. `source` names the text in messages (usually the path).
 // Fails with EINVAL and a message naming the key and what is wrong.

@@ -165,5 +165,27 @@ TEST(VolumeNameTest, Dns1123Labels) {
   }
 }
 
+TEST(ConfigTest, NodeNameAndCsiSocket) {
+  auto c = ParseConfig("", "t");
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->csi_socket, "/var/lib/kubelet/plugins/localvol.io/csi.sock");
+  EXPECT_EQ(c->node_name, "");
+  c = ParseConfig("node_name: worker-3.example\ncsi_socket: /run/csi/x.sock\n", "t");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->node_name, "worker-3.example");
+  EXPECT_EQ(c->csi_socket, "/run/csi/x.sock");
+  c = ParseConfig("csi_socket: \"\"\n", "t");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->csi_socket, "") << "an empty csi_socket turns CSI off";
+  for (const char* bad : {"node_name: -x\n", "node_name: \"a b\"\n", "node_name: \"\"\n",
+                          "csi_socket: relative.sock\n"}) {
+    auto r = ParseConfig(bad, "t");
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.err(), EINVAL);
+    EXPECT_NE(r.status().context().find(std::string(bad).substr(0, std::string(bad).find(':'))), std::string::npos)
+        << r.status().context();
+  }
+}
+
 }  // namespace
 }  // namespace localvol::agent

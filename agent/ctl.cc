@@ -190,7 +190,7 @@ class LimitFlags {
 void PrintVolume(const pb::Volume& v, std::ostream& out) {
   const int w = 12;
   auto line = [&](const std::string& k, const std::string& val) {
-    out << std::left << std::setw(w) << (k + ":") << val << "\n";
+    out << std::left << std::setw(w) << (k.empty() ? k : k + ":") << val << "\n";
   };
   line("Name", v.name());
   line("State", v.state() + (v.message().empty() ? "" : " (" + v.message() + ")"));
@@ -216,6 +216,16 @@ void PrintVolume(const pb::Volume& v, std::ostream& out) {
   } else {
     line("FUSE ring", std::to_string(v.fuse_ring_requests()) + " requests; " +
                           FormatSize(v.fuse_ring_resident_bytes()) + " of buffers resident");
+  }
+  if (v.csi()) {
+    line("CSI", "PV " + v.name() + (v.pvc().empty() ? "" : ", for PVC " + v.pvc()));
+  } else {
+    line("CSI", "no (created with localvolctl or the localvol.v1 API)");
+  }
+  if (v.publish_targets().empty()) {
+    line("Published", "nowhere else");
+  } else {
+    for (int i = 0; i < v.publish_targets_size(); ++i) line(i == 0 ? "Published" : "", v.publish_targets(i));
   }
 }
 

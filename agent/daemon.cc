@@ -16,6 +16,7 @@
 
 #include "agent/api_server.h"
 #include "agent/config.h"
+#include "agent/csi/csi_server.h"
 #include "agent/disk_manager.h"
 #include "agent/metrics.h"
 #include "agent/system.h"
@@ -67,6 +68,12 @@ int RunDaemon(int argc, char** argv) {
   auto* config_opt = app.add_option("--config", config_path, "YAML configuration")->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off (overrides the config)")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  std::string csi_socket;
+  bool csi_controller_only = false;
+  auto* csi_socket_opt = app.add_option("--csi-socket", csi_socket, "the CSI socket (overrides csi_socket)");
+  app.add_flag("--csi-controller-only", csi_controller_only,
+               "serve only CSI Identity and ControllerGetCapabilities on --csi-socket, for the central "
+               "csi-resizer; touches no disk");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -82,6 +89,10 @@ int RunDaemon(int argc, char** argv) {
   for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2}) sigaddset(&signals, s);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
+  if (csi_controller_only) {
+    SetUpLogging(log_level.empty() ? "info" : log_level);
+    return csi::RunControllerOnly(csi_socket.empty() ? kDefaultCsiSocketPath : csi_socket);
+  }
 
   Config config;
   auto loaded = LoadConfig(config_path);
@@ -97,6 +108,7 @@ int RunDaemon(int argc, char** argv) {
     return 2;
   }
   if (!log_level.empty()) config.log_level = log_level;
+  if (csi_socket_opt->count() > 0) config.csi_socket = csi_socket;
   SetUpLogging(config.log_level);
   auto log = GetLogger("agent");
   log->info("localvold starting; configuration {}", config.source);
@@ -125,6 +137,19 @@ int RunDaemon(int argc, char** argv) {
   if (Status st = ApiServer::CheckSocketFree(config.socket); !st.ok()) {
     log->critical("API: {}", st.context());
     return 1;
+  }
+  std::string node_name;
+  if (!config.csi_socket.empty()) {
+    auto node = csi::ResolveNodeName(config.node_name);
+    if (!node.ok()) {
+      log->critical("CSI: {}", node.status().context());
+      return 2;
+    }
+    node_name = *node;
+    if (Status st = ApiServer::CheckSocketFree(config.csi_socket); !st.ok()) {
+      log->critical("CSI: {}", st.context());
+      return 1;
+    }
   }
   // Every disk gets its own engine once attached (VolumeManager::Start); check
   // here, before any disk is touched, that this kernel can run one at all.
@@ -158,6 +183,18 @@ int RunDaemon(int argc, char** argv) {
     volumes.Shutdown();
     disks.DetachAll();
     return 1;
+  }
+  std::unique_ptr<csi::CsiServer> csi_server;
+  if (!config.csi_socket.empty()) {
+    auto c = csi::CsiServer::Start(config.csi_socket, &volumes, node_name);
+    if (!c.ok()) {
+      log->critical("CSI: {}", c.status().ToString());
+      (*api)->Shutdown();
+      volumes.Shutdown();
+      disks.DetachAll();
+      return 1;
+    }
+    csi_server = std::move(c).value();
   }
   std::unique_ptr<MetricsServer> metrics;
   if (config.metrics_port != 0) {
@@ -217,6 +254,7 @@ int RunDaemon(int argc, char** argv) {
 
   Notify("STOPPING=1\nSTATUS=unmounting volumes");
   (*api)->Shutdown();
+  if (csi_server) csi_server->Shutdown();
   if (metrics) metrics->Stop();
   volumes.Shutdown();
   disks.DetachAll();

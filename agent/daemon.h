@@ -1,6 +1,7 @@
 // localvold: the node agent process.
 //
-//   localvold [--config PATH] [--log-level LEVEL]
+//   localvold [--config PATH] [--log-level LEVEL] [--csi-socket PATH]
+//   localvold --csi-controller-only [--csi-socket PATH]   (agent/csi/csi_server.h)
 //
 // Threading model (set up in RunDaemon, in this order):
 //   * main thread: blocks SIGTERM/SIGINT/SIGHUP/SIGUSR1/SIGUSR2 before any
@@ -17,7 +18,8 @@
 //     disk's engine. Volumes on one disk share its engine by weight; disks
 //     are independent. Before touching any disk, the main thread checks that
 //     an engine can be created at all (a kernel without io_uring stops here).
-//   * gRPC's thread pool: API handlers, calling the VolumeManager.
+//   * gRPC's thread pool: API handlers and, on the second socket, the CSI
+//     driver's (agent/csi/), both calling the VolumeManager.
 //   * the metrics exposer's threads (MetricsServer) and the trash thread
 //     (VolumeManager): background work.
 // On SIGTERM/SIGINT: STOPPING=1, the API stops taking calls (in-flight ones

@@ -1,7 +1,7 @@
-// <grpcpp/grpcpp.h> for files that also use base/thread_annotations.h.
-// abseil, which gRPC includes, defines the same lock-annotation macros (with
-// the same meaning); they are dropped here so that ours win. Include this
-// before any localvol header. Header only.
+// <grpcpp/grpcpp.h> for localvol code. Include it first: abseil defines the
+// same lock-annotation macros as base/thread_annotations.h (with the same
+// meaning); they are dropped here so that ours, included after, win. A file
+// that included base/thread_annotations.h before this one loses them.
 #pragma once
 
 #include <grpcpp/grpcpp.h>

@@ -91,6 +91,10 @@ std::string FormatManifest(const DiskManifest& m) {
       for (const auto& [key, value] : limits) e << YAML::Key << key << YAML::Value << value;
       e << YAML::EndMap;
     }
+    if (v.csi) {
+      e << YAML::Key << "csi" << YAML::Value << true;
+      if (!v.pvc.empty()) e << YAML::Key << "pvc" << YAML::Value << v.pvc;
+    }
     e << YAML::EndMap;
   }
   e << YAML::EndSeq;
@@ -128,6 +132,8 @@ Result<DiskManifest> ParseManifest(const std::string& text, const std::string& s
         if (n["default_inodes"]) v.default_inodes = n["default_inodes"].as<bool>();
         v.created = Str(n["created"], where + ".created", false);
         v.io_limits = IoLimitsOf(n["io_limits"], where + " (" + v.name + ")");
+        if (n["csi"]) v.csi = n["csi"].as<bool>();
+        v.pvc = Str(n["pvc"], where + ".pvc", false);
         if (!names.insert(v.name).second) throw std::runtime_error(where + ": volume '" + v.name + "' listed twice");
         m.volumes.push_back(std::move(v));
       }

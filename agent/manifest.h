@@ -40,6 +40,12 @@ struct VolumeRecord {
   // map means exactly that default, so manifests written before limits
   // existed read as unlimited.
   iopath::IoLimits io_limits;
+  // Set when the volume was created through the CSI driver (agent/csi/): its
+  // name is then the PersistentVolume's, and `pvc` the claim it was made for
+  // ("namespace/name"; "" when the provisioner did not say). Stored as
+  // `csi: true` and `pvc:` only when set.
+  bool csi = false;
+  std::string pvc;
 };
 
 struct DiskManifest {

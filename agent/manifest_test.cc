@@ -17,8 +17,8 @@ TEST(ManifestTest, RoundTrip) {
   m.disk_uuid = "0b7c1d2e-0000-4000-8000-000000000001";
   m.filesystem = "xfs";
   m.created = "2024-01-01T00:00:00Z";
-  m.volumes.push_back(VolumeRecord{"db-0", 10ull << 30, 655360, true, "2024-01-02T00:00:00Z", {}});
-  m.volumes.push_back(VolumeRecord{"logs", 1ull << 20, 5000, false, "", {}});
+  m.volumes.push_back(VolumeRecord{"db-0", 10ull << 30, 655360, true, "2024-01-02T00:00:00Z", {}, false, ""});
+  m.volumes.push_back(VolumeRecord{"logs", 1ull << 20, 5000, false, "", {}, true, "shop/logs"});
   auto back = ParseManifest(FormatManifest(m), "m.yaml");
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(back->disk_uuid, m.disk_uuid);
@@ -31,6 +31,11 @@ TEST(ManifestTest, RoundTrip) {
   EXPECT_FALSE(back->volumes[1].default_inodes);
   EXPECT_EQ(back->Find("logs")->inode_limit, 5000u);
   EXPECT_EQ(back->Find("nope"), nullptr);
+  // The CSI origin and claim survive; a volume not made through CSI has none.
+  EXPECT_FALSE(back->Find("db-0")->csi);
+  EXPECT_TRUE(back->Find("logs")->csi);
+  EXPECT_EQ(back->Find("logs")->pvc, "shop/logs");
+  EXPECT_EQ(FormatManifest(m).find("csi:"), FormatManifest(m).rfind("csi:")) << "only the CSI volume says so";
 }
 
 TEST(ManifestTest, RejectsWhatItCannotTrust) {
@@ -59,12 +64,12 @@ TEST(ManifestTest, RejectsWhatItCannotTrust) {
 TEST(ManifestTest, IoLimitsRoundTripWithOnlyNonDefaultSettings) {
   DiskManifest m;
   m.disk_uuid = "u";
-  VolumeRecord limited{"db", 1ull << 30, 65536, true, "", {}};
+  VolumeRecord limited{"db", 1ull << 30, 65536, true, "", {}, false, ""};
   limited.io_limits.read_iops = {500, 2000, 10};
   limited.io_limits.write_bps.rate = 100ull << 20;
   limited.io_limits.weight = 300;
   m.volumes.push_back(limited);
-  m.volumes.push_back(VolumeRecord{"plain", 1ull << 20, 1024, true, "", {}});
+  m.volumes.push_back(VolumeRecord{"plain", 1ull << 20, 1024, true, "", {}, false, ""});
   const std::string text = FormatManifest(m);
   // The keys are the CLI's; defaults are not written at all.
   EXPECT_NE(text.find("io_limits:"), std::string::npos) << text;

@@ -384,8 +384,15 @@ Result<VolumeInfo> VolumeManager::Create(const CreateVolumeParams& p) {
     old_manifest = disk->manifest;
   }
   DiskManifest manifest = old_manifest;
-  VolumeRecord record{p.name, p.capacity_bytes, inodes, p.inode_limit == 0, NowUtc(),
-                      p.io_limits.value_or(iopath::IoLimits{})};
+  VolumeRecord record;
+  record.name = p.name;
+  record.capacity_bytes = p.capacity_bytes;
+  record.inode_limit = inodes;
+  record.default_inodes = p.inode_limit == 0;
+  record.created = NowUtc();
+  record.io_limits = p.io_limits.value_or(iopath::IoLimits{});
+  record.csi = p.csi;
+  record.pvc = p.pvc;
   manifest.volumes.push_back(record);
   if (Status s = CommitManifest(disk, manifest); !s.ok()) return s;
   // Runs before Create returns, so with ops_mu_ held; the analysis cannot
@@ -632,6 +639,14 @@ VolumeInfo VolumeManager::Describe(const Vol& v, const std::vector<MountInfo>& m
     info.capacity_bytes = rec->capacity_bytes;
     info.inode_limit = rec->inode_limit;
     info.io_limits = rec->io_limits;
+    info.csi = rec->csi;
+    info.pvc = rec->pvc;
+  }
+  const std::string source = "localvol:" + v.name;
+  for (const auto& m : mounts) {
+    if (m.source == source && m.fstype == "fuse.localvol" && m.mount_point != v.mount_path) {
+      info.publish_targets.push_back(m.mount_point);
+    }
   }
   if (v.fs) {
     const fuse::VolumeUsage u = v.fs->Usage();

@@ -98,6 +98,15 @@ struct VolumeInfo {
   fuse::VolumeIoStats io;      // zero when not served
   uint64_t fuse_ring_requests = 0;  // taken through FUSE over io_uring since mounted
   uint64_t fuse_ring_resident_bytes = 0;  // of the ring's buffers, now
+  // Created through the CSI driver (then `name` is the PV name), and the
+  // claim it was made for ("namespace/name", or "").
+  bool csi = false;
+  std::string pvc;
+  // Every other mount of this volume in the agent's mount namespace (bind
+  // mounts into pods, e.g. by NodePublishVolume), read from the mount table:
+  // it stays true across agent restarts (a bind left by a previous agent
+  // shows up too, as its source is still localvol:<name>).
+  std::vector<std::string> publish_targets;
 };
 
 struct DiskInfo {
@@ -127,6 +136,10 @@ struct CreateVolumeParams {
   // Unset: unlimited, weight 100; and an existing volume matches whatever its
   // limits. Set: an existing volume must have exactly these.
   std::optional<iopath::IoLimits> io_limits;
+  // Recorded in the manifest for a volume made through the CSI driver
+  // (VolumeRecord::csi and ::pvc); an existing volume is not changed.
+  bool csi = false;
+  std::string pvc;
 };
 
 // Creates the I/O engine of one attached disk. The default

@@ -15,3 +15,33 @@ function(localvol_add_test name)
     DISCOVERY_TIMEOUT 60
     PROPERTIES TIMEOUT ${ARG_TIMEOUT} LABELS "${ARG_LABELS}")
 endfunction()
+
+# localvol_add_grpc_proto(TARGET PROTO)
+# A static library of the protobuf and gRPC C++ code generated from PROTO (a
+# path below the source tree) with Debian's protoc and grpc_cpp_plugin, into
+# the build tree; its headers are included as "<dir>/<name>.grpc.pb.h", the
+# proto's path relative to the source tree.
+function(localvol_add_grpc_proto target proto)
+  file(RELATIVE_PATH rel ${PROJECT_SOURCE_DIR} ${proto})
+  string(REGEX REPLACE "\\.proto$" "" stem ${rel})
+  set(out ${CMAKE_CURRENT_BINARY_DIR}/gen)
+  set(srcs ${out}/${stem}.pb.cc ${out}/${stem}.grpc.pb.cc)
+  set(hdrs ${out}/${stem}.pb.h ${out}/${stem}.grpc.pb.h)
+  add_custom_command(
+    OUTPUT ${srcs} ${hdrs}
+    COMMAND ${CMAKE_COMMAND} -E make_directory ${out}
+    COMMAND ${PROTOC_EXECUTABLE}
+            --proto_path=${PROJECT_SOURCE_DIR}
+            --cpp_out=${out}
+            --grpc_out=${out}
+            --plugin=protoc-gen-grpc=${GRPC_CPP_PLUGIN}
+            ${proto}
+    DEPENDS ${proto}
+    COMMENT "protoc: ${rel}"
+    VERBATIM)
+  add_library(${target} STATIC ${srcs})
+  target_include_directories(${target} PUBLIC ${out})
+  target_link_libraries(${target} PUBLIC PkgConfig::GRPCPP PkgConfig::PROTOBUF)
+  # Generated code is not ours to warn about.
+  target_compile_options(${target} PRIVATE -w)
+endfunction()

@@ -63,6 +63,9 @@ state_dir: $root/state
 publish_dir: $publish
 embedded_disk_size: 10Gi
 log_level: info
+# The CSI driver's socket; a node of a cluster keeps the default under
+# /var/lib/kubelet/plugins/localvol.io (docs/kubernetes.md).
+csi_socket: $root/csi.sock
 EOF
 fi
 

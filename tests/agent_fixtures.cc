@@ -104,6 +104,7 @@ agent::Config AgentDirs::MakeConfig(const std::vector<std::string>& devices) con
   c.publish_dir = publish();
   c.socket = socket();
   c.metrics_port = 0;
+  c.csi_socket = "";
   c.reserve = agent::Reserve{0, 5.0};
   return c;
 }
@@ -119,6 +120,8 @@ Status AgentDirs::WriteConfig(const std::vector<std::string>& devices, const std
   text += "socket: " + socket() + "\n";
   text += "metrics_port: 0\n";
   text += extra;
+  // Agents of parallel tests must not share the default CSI socket.
+  if (extra.find("csi_socket:") == std::string::npos) text += "csi_socket: \"\"\n";
   std::ofstream out(config_path());
   out << text;
   out.close();

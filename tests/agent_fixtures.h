@@ -65,7 +65,8 @@ class AgentDirs {
   std::string config_path() const { return dir_.Sub("config.yaml"); }
   std::string Sub(const std::string& name) const { return dir_.Sub(name); }
 
-  // A config for these directories and the given devices, metrics off.
+  // A config for these directories and the given devices, metrics and CSI
+  // off (unless `extra` sets csi_socket).
   agent::Config MakeConfig(const std::vector<std::string>& devices) const;
   // The same as YAML text (plus `extra` lines), written to config_path().
   Status WriteConfig(const std::vector<std::string>& devices, const std::string& extra = "") const;

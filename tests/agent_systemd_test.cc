@@ -100,6 +100,8 @@ TEST(AgentExampleConfigTest, ParsesToTheDefaults) {
   EXPECT_EQ(c->metrics_port, defaults.metrics_port);
   EXPECT_EQ(c->embedded_disk_size, defaults.embedded_disk_size);
   EXPECT_EQ(c->reserve.ToString(), defaults.reserve.ToString());
+  EXPECT_EQ(c->csi_socket, defaults.csi_socket);
+  EXPECT_EQ(c->node_name, defaults.node_name);
 }
 
 }  // namespace

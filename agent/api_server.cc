@@ -71,8 +71,9 @@ void ToProto(const DiskInfo& d, pb::Disk* out) {
 grpc::Status CheckInodeLimit(uint64_t inode_limit) {
   if (inode_limit <= fuse::kMaxInodeLimit) return grpc::Status::OK;
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                      "inode_limit " + std::to_string(inode_limit) + " is out of range: give 1 to " +
-                          std::to_string(fuse::kMaxInodeLimit) + ", or 0 for the default");
+                      "inode_limit " + std::to_string(inode_limit) +
+                          " is out of range: give 1 to " + std::to_string(fuse::kMaxInodeLimit) +
+                          ", or 0 for the default");
 }
 
 }  // namespace
@@ -80,17 +81,25 @@ grpc::Status CheckInodeLimit(uint64_t inode_limit) {
 grpc::Status ToGrpcStatus(const Status& s) {
   if (s.ok()) return grpc::Status::OK;
   switch (s.err()) {
-    case EINVAL: return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, s.context());
-    case ENOENT: return grpc::Status(grpc::StatusCode::NOT_FOUND, s.context());
-    case EEXIST: return grpc::Status(grpc::StatusCode::ALREADY_EXISTS, s.context());
-    case ENOSPC: return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, s.context());
-    case EBUSY: return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, s.context());
-    case ESHUTDOWN: return grpc::Status(grpc::StatusCode::UNAVAILABLE, s.context());
-    default: return grpc::Status(grpc::StatusCode::INTERNAL, s.ToString());
+    case EINVAL:
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, s.context());
+    case ENOENT:
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, s.context());
+    case EEXIST:
+      return grpc::Status(grpc::StatusCode::ALREADY_EXISTS, s.context());
+    case ENOSPC:
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, s.context());
+    case EBUSY:
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, s.context());
+    case ESHUTDOWN:
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, s.context());
+    default:
+      return grpc::Status(grpc::StatusCode::INTERNAL, s.ToString());
   }
 }
 
-grpc::Status ToGrpcStatusLogged(const std::string& component, const std::string& what, const Status& s) {
+grpc::Status ToGrpcStatusLogged(const std::string& component, const std::string& what,
+                                const Status& s) {
   grpc::Status g = ToGrpcStatus(s);
   if (g.error_code() == grpc::StatusCode::INTERNAL) {
     GetLogger(component)->error("{}: {}", what, s.ToString());
@@ -177,7 +186,9 @@ class ApiServer::Service final : public pb::LocalVol::Service {
   }
 
  private:
-  static grpc::Status Fail(const std::string& what, const Status& s) { return ToGrpcStatusLogged("api", what, s); }
+  static grpc::Status Fail(const std::string& what, const Status& s) {
+    return ToGrpcStatusLogged("api", what, s);
+  }
 
   VolumeManager* const volumes_;
 };

@@ -30,7 +30,8 @@ grpc::Status ToGrpcStatus(const Status& status);
 // ToGrpcStatus, logged once by the `component` logger: a refusal at warn, an
 // INTERNAL failure at error. `what` says what was being done ("create volume
 // x").
-grpc::Status ToGrpcStatusLogged(const std::string& component, const std::string& what, const Status& status);
+grpc::Status ToGrpcStatusLogged(const std::string& component, const std::string& what,
+                                const Status& status);
 
 class ApiServer {
  public:

@@ -46,8 +46,8 @@ Result<DeviceSignatures> ProbeSignatures(const std::string& device) {
     if (!pr.ok()) return pr.status();
     blkid_probe p = pr->get();
     blkid_probe_enable_superblocks(p, 1);
-    blkid_probe_set_superblocks_flags(p, BLKID_SUBLKS_MAGIC | BLKID_SUBLKS_TYPE |
-                                             BLKID_SUBLKS_BADCSUM | BLKID_SUBLKS_USAGE);
+    blkid_probe_set_superblocks_flags(
+        p, BLKID_SUBLKS_MAGIC | BLKID_SUBLKS_TYPE | BLKID_SUBLKS_BADCSUM | BLKID_SUBLKS_USAGE);
     blkid_probe_enable_partitions(p, 1);
     blkid_probe_set_partitions_flags(p, BLKID_PARTS_MAGIC);
     int rc;
@@ -78,7 +78,8 @@ Result<DeviceSignatures> ProbeSignatures(const std::string& device) {
     if (!pr.ok()) return pr.status();
     blkid_probe p = pr->get();
     blkid_probe_enable_superblocks(p, 1);
-    blkid_probe_set_superblocks_flags(p, BLKID_SUBLKS_TYPE | BLKID_SUBLKS_LABEL | BLKID_SUBLKS_UUID);
+    blkid_probe_set_superblocks_flags(p,
+                                      BLKID_SUBLKS_TYPE | BLKID_SUBLKS_LABEL | BLKID_SUBLKS_UUID);
     blkid_probe_enable_partitions(p, 1);
     const int rc = blkid_do_safeprobe(p);
     if (rc == 0) {

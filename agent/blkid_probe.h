@@ -18,7 +18,7 @@ struct DeviceSignatures {
   // "partition table gpt at offset 0x200". Empty for a blank device.
   std::vector<std::string> found;
   // The primary filesystem, when blkid can name exactly one.
-  std::string type;   // "xfs", "ext4", "LVM2_member", ... or ""
+  std::string type;  // "xfs", "ext4", "LVM2_member", ... or ""
   std::string label;
   std::string uuid;
   bool blank() const { return found.empty(); }

@@ -74,16 +74,18 @@ Reserve ParseReserve(const YAML::Node& n, const std::string& key) {
     auto [end, ec] = std::from_chars(num.data(), num.data() + num.size(), pct);
     if (num.empty() || ec != std::errc() || end != num.data() + num.size() || !(pct >= 0) ||
         pct >= 100) {
-      throw ConfigError(key, "expected a percentage from 0% to below 100%, or a size such as 2Gi, not '" + s + "'",
-                        LineOf(n));
+      throw ConfigError(
+          key,
+          "expected a percentage from 0% to below 100%, or a size such as 2Gi, not '" + s + "'",
+          LineOf(n));
     }
     r.percent = pct;
     return r;
   }
   auto size = ParseSize(s);
   if (!size.ok()) {
-    throw ConfigError(key, "expected a size such as 2Gi or a percentage such as 5%, not '" + s + "'",
-                      LineOf(n));
+    throw ConfigError(
+        key, "expected a size such as 2Gi or a percentage such as 5%, not '" + s + "'", LineOf(n));
   }
   r.bytes = *size;
   return r;
@@ -97,7 +99,9 @@ void CheckNoDuplicateKeys(const YAML::Node& n, const std::string& where, int dep
   // an alias of an enclosing node (`a: &x [*x]`) would make endless.
   constexpr int kMaxDepth = 8;
   if (depth > kMaxDepth) return;
-  const auto child = [&](const std::string& key) { return where.empty() ? key : where + "." + key; };
+  const auto child = [&](const std::string& key) {
+    return where.empty() ? key : where + "." + key;
+  };
   if (n.IsMap()) {
     std::map<std::string, int> line_of;  // scalar key -> its first line
     for (const auto& kv : n) {
@@ -106,12 +110,12 @@ void CheckNoDuplicateKeys(const YAML::Node& n, const std::string& where, int dep
       const auto [first, inserted] = line_of.emplace(key, LineOf(kv.first));
       if (!inserted) {
         const int line = LineOf(kv.first);
-        throw ConfigError(child(key),
-                          "given twice, " +
-                              (line == first->second ? "on line " + std::to_string(line + 1)
-                                                     : "on lines " + std::to_string(first->second + 1) + " and " +
-                                                           std::to_string(line + 1)) +
-                              "; keep one of them");
+        throw ConfigError(child(key), "given twice, " +
+                                          (line == first->second
+                                               ? "on line " + std::to_string(line + 1)
+                                               : "on lines " + std::to_string(first->second + 1) +
+                                                     " and " + std::to_string(line + 1)) +
+                                          "; keep one of them");
       }
       CheckNoDuplicateKeys(kv.second, child(key), depth + 1);
     }
@@ -123,7 +127,8 @@ void CheckNoDuplicateKeys(const YAML::Node& n, const std::string& where, int dep
 }
 
 // Rejects keys of `map` that are not in `known`.
-void CheckKeys(const YAML::Node& map, const std::string& where, const std::set<std::string>& known) {
+void CheckKeys(const YAML::Node& map, const std::string& where,
+               const std::set<std::string>& known) {
   for (const auto& kv : map) {
     const std::string key = kv.first.Scalar();
     if (known.count(key) == 0) {
@@ -145,7 +150,8 @@ DiskEntry ParseDisk(const YAML::Node& n, const std::string& where) {
     throw ConfigError(where, "expected a device path or a map with 'device'", LineOf(n));
   }
   CheckKeys(n, where, {"device", "wipe", "reserve"});
-  if (!n["device"]) throw ConfigError(where + ".device", "missing; name the device path or pattern", LineOf(n));
+  if (!n["device"])
+    throw ConfigError(where + ".device", "missing; name the device path or pattern", LineOf(n));
   d.device = AbsolutePath(n["device"], where + ".device");
   if (n["wipe"]) d.wipe = Bool(n["wipe"], where + ".wipe");
   if (n["reserve"]) d.reserve = ParseReserve(n["reserve"], where + ".reserve");
@@ -161,14 +167,16 @@ DiskEntry ParseDisk(const YAML::Node& n, const std::string& where) {
 Config Parse(const YAML::Node& root) {
   Config c;
   if (root.IsNull()) return c;  // an empty file: all defaults
-  if (!root.IsMap()) throw ConfigError("", "the configuration must be a YAML map of keys", LineOf(root));
+  if (!root.IsMap())
+    throw ConfigError("", "the configuration must be a YAML map of keys", LineOf(root));
   CheckKeys(root, "",
             {"disks", "filesystem", "publish_dir", "state_dir", "reserve", "socket", "log_level",
              "metrics_port", "embedded_disk_size", "io_scheduler", "io_contended_in_flight",
              "fuse_io_uring", "node_name", "csi_socket"});
   if (const auto disks = root["disks"]) {
     if (!disks.IsNull()) {
-      if (!disks.IsSequence()) throw ConfigError("disks", "expected a list of devices", LineOf(disks));
+      if (!disks.IsSequence())
+        throw ConfigError("disks", "expected a list of devices", LineOf(disks));
       std::set<std::string> seen;
       for (size_t i = 0; i < disks.size(); ++i) {
         const std::string where = "disks[" + std::to_string(i) + "]";
@@ -196,12 +204,12 @@ Config Parse(const YAML::Node& root) {
   if (const auto n = root["reserve"]) c.reserve = ParseReserve(n, "reserve");
   if (const auto n = root["log_level"]) {
     const std::string s = Scalar(n, "log_level");
-    static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn",
+    static const std::set<std::string> kLevels = {"trace", "debug",    "info", "warn",
                                                   "error", "critical", "off"};
     if (kLevels.count(s) == 0) {
-      throw ConfigError("log_level",
-                        "expected trace, debug, info, warn, error, critical or off, not '" + s + "'",
-                        LineOf(n));
+      throw ConfigError(
+          "log_level", "expected trace, debug, info, warn, error, critical or off, not '" + s + "'",
+          LineOf(n));
     }
     c.log_level = s;
   }
@@ -210,15 +218,18 @@ Config Parse(const YAML::Node& root) {
     unsigned v = 0;
     auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
     if (s.empty() || ec != std::errc() || end != s.data() + s.size() || v > 65535) {
-      throw ConfigError("metrics_port", "expected a TCP port from 1 to 65535, or 0 to turn metrics off, not '" + s + "'",
-                        LineOf(n));
+      throw ConfigError(
+          "metrics_port",
+          "expected a TCP port from 1 to 65535, or 0 to turn metrics off, not '" + s + "'",
+          LineOf(n));
     }
     c.metrics_port = static_cast<uint16_t>(v);
   }
   if (const auto n = root["embedded_disk_size"]) {
     c.embedded_disk_size = Size(n, "embedded_disk_size");
     if (c.embedded_disk_size < (512ull << 20)) {
-      throw ConfigError("embedded_disk_size", "must be at least 512Mi (XFS needs 300 MB)", LineOf(n));
+      throw ConfigError("embedded_disk_size", "must be at least 512Mi (XFS needs 300 MB)",
+                        LineOf(n));
     }
   }
   if (const auto n = root["io_scheduler"]) {
@@ -234,7 +245,8 @@ Config Parse(const YAML::Node& root) {
   if (const auto n = root["fuse_io_uring"]) c.fuse_io_uring = Bool(n, "fuse_io_uring");
   if (const auto n = root["node_name"]) {
     c.node_name = Scalar(n, "node_name");
-    if (Status st = ValidateNodeName(c.node_name); !st.ok()) throw ConfigError("node_name", st.context(), LineOf(n));
+    if (Status st = ValidateNodeName(c.node_name); !st.ok())
+      throw ConfigError("node_name", st.context(), LineOf(n));
   }
   if (const auto n = root["csi_socket"]) {
     // "" turns the CSI driver off.
@@ -255,7 +267,8 @@ std::string FsTypeName(FsType type) { return type == FsType::kXfs ? "xfs" : "ext
 
 uint64_t Reserve::For(uint64_t fs_size) const {
   uint64_t r = bytes;
-  if (percent > 0) r = static_cast<uint64_t>(std::ceil(static_cast<double>(fs_size) * percent / 100.0));
+  if (percent > 0)
+    r = static_cast<uint64_t>(std::ceil(static_cast<double>(fs_size) * percent / 100.0));
   return r > fs_size ? fs_size : r;
 }
 
@@ -273,10 +286,12 @@ Status ValidateNodeName(const std::string& name) {
   bool ok = !name.empty() && name.size() <= 63 && alnum(name.front()) && alnum(name.back());
   for (char c : name) ok = ok && (alnum(c) || c == '-' || c == '_' || c == '.');
   if (ok) return Status::Ok();
-  return Status::Error(EINVAL, "'" + name + "' cannot be a node name: it becomes the value of the "
-                               "topology label topology.localvol.io/node, which takes 1 to 63 letters, "
-                               "digits, '-', '_' and '.', starting and ending with a letter or digit; "
-                               "set node_name to the Kubernetes node name");
+  return Status::Error(EINVAL,
+                       "'" + name +
+                           "' cannot be a node name: it becomes the value of the "
+                           "topology label topology.localvol.io/node, which takes 1 to 63 letters, "
+                           "digits, '-', '_' and '.', starting and ending with a letter or digit; "
+                           "set node_name to the Kubernetes node name");
 }
 
 bool DiskEntry::IsPattern() const { return device.find_first_of("*?[") != std::string::npos; }
@@ -309,11 +324,12 @@ Result<Config> LoadConfig(const std::string& path) {
   auto fd = OpenAt(AT_FDCWD, path, O_RDONLY | O_NONBLOCK);
   if (!fd.ok()) return Status::Error(fd.err(), "cannot read the configuration " + path);
   struct stat st;
-  if (::fstat(fd->get(), &st) != 0) return Status::FromErrno("cannot read the configuration " + path);
+  if (::fstat(fd->get(), &st) != 0)
+    return Status::FromErrno("cannot read the configuration " + path);
   if (!S_ISREG(st.st_mode)) {
     return Status::Error(EINVAL, "the configuration " + path + " is " +
                                      (S_ISDIR(st.st_mode) ? "a directory" : "not a regular file") +
-                             "; name a YAML file (such as " + kDefaultConfigPath + ")");
+                                     "; name a YAML file (such as " + kDefaultConfigPath + ")");
   }
   std::string text;
   char buf[8192];

@@ -50,7 +50,8 @@ namespace localvol::agent {
 
 inline constexpr const char* kDefaultConfigPath = "/etc/localvol/config.yaml";
 inline constexpr const char* kDefaultSocketPath = "/run/localvol/localvol.sock";
-inline constexpr const char* kDefaultCsiSocketPath = "/var/lib/kubelet/plugins/localvol.io/csi.sock";
+inline constexpr const char* kDefaultCsiSocketPath =
+    "/var/lib/kubelet/plugins/localvol.io/csi.sock";
 
 enum class FsType { kXfs, kExt4 };
 std::string FsTypeName(FsType type);
@@ -65,8 +66,8 @@ struct Reserve {
 };
 
 struct DiskEntry {
-  std::string device;   // a path or a glob(7) pattern, as written
-  bool wipe = false;    // only for an exact path
+  std::string device;  // a path or a glob(7) pattern, as written
+  bool wipe = false;   // only for an exact path
   std::optional<Reserve> reserve;
   bool IsPattern() const;
 };

@@ -77,10 +77,12 @@ TEST(ConfigTest, ErrorsNameTheKey) {
     const char* must_contain;
   } cases[] = {
       {"colour: blue\n", "colour: unknown key"},
-      {"disks:\n  - device: /dev/sdb\n    wipe: yes please\n", "disks[0].wipe: expected true or false"},
+      {"disks:\n  - device: /dev/sdb\n    wipe: yes please\n",
+       "disks[0].wipe: expected true or false"},
       {"disks:\n  - device: /dev/sdb\n    size: 3\n", "disks[0].size: unknown key"},
       {"disks:\n  - wipe: true\n", "disks[0].device: missing"},
-      {"disks:\n  - device: /dev/disk/by-id/*\n    wipe: true\n", "disks[0].wipe: wipe: true is only allowed"},
+      {"disks:\n  - device: /dev/disk/by-id/*\n    wipe: true\n",
+       "disks[0].wipe: wipe: true is only allowed"},
       {"disks:\n  - dev/sdb\n", "disks[0]: expected an absolute path"},
       {"disks:\n  - /dev/sdb\n  - /dev/sdb\n", "disks[1]: '/dev/sdb' is listed twice"},
       {"disks: /dev/sdb\n", "disks: expected a list"},
@@ -101,18 +103,23 @@ TEST(ConfigTest, ErrorsNameTheKey) {
       {"- just\n- a list\n", "must be a YAML map"},
       // yaml-cpp keeps both pairs of a duplicated key and its lookup returns
       // the first: without the check, `metrics_port: abc` would be ignored.
-      {"metrics_port: 0\nmetrics_port: abc\n", "metrics_port: given twice, on lines 1 and 2; keep one of them"},
-      {"log_level: info\nreserve: 1%\nlog_level: info\n", "log_level: given twice, on lines 1 and 3"},
+      {"metrics_port: 0\nmetrics_port: abc\n",
+       "metrics_port: given twice, on lines 1 and 2; keep one of them"},
+      {"log_level: info\nreserve: 1%\nlog_level: info\n",
+       "log_level: given twice, on lines 1 and 3"},
       {"\"socket\": /a.sock\nsocket: /b.sock\n", "socket: given twice, on lines 1 and 2"},
-      {"disks:\n  - device: /dev/sdb\n    wipe: true\n    wipe: false\n", "disks[0].wipe: given twice, on lines 3 and 4"},
+      {"disks:\n  - device: /dev/sdb\n    wipe: true\n    wipe: false\n",
+       "disks[0].wipe: given twice, on lines 3 and 4"},
       {"disks:\n  - /dev/sdb\n  - device: /dev/sdc\n    reserve: 1Gi\n    device: /dev/sdd\n",
        "disks[1].device: given twice, on lines 3 and 5"},
-      {"disks: [{device: /dev/sdb, device: /dev/sdc}]\n", "disks[0].device: given twice, on line 1;"},
+      {"disks: [{device: /dev/sdb, device: /dev/sdc}]\n",
+       "disks[0].device: given twice, on line 1;"},
   };
   for (const auto& c : cases) {
     const std::string err = ErrorOf(c.yaml);
     EXPECT_NE(err.find(c.must_contain), std::string::npos)
-        << "yaml:\n" << c.yaml << "error: '" << err << "'\nwanted: '" << c.must_contain << "'";
+        << "yaml:\n"
+        << c.yaml << "error: '" << err << "'\nwanted: '" << c.must_contain << "'";
     EXPECT_EQ(err.rfind("test.yaml: ", 0), 0u) << err;
   }
 }
@@ -123,9 +130,11 @@ TEST(ConfigTest, ErrorsGiveTheLine) {
 }
 
 TEST(ConfigTest, SameKeyInDifferentMapsIsNoDuplicate) {
-  EXPECT_EQ(ErrorOf("disks:\n  - device: /dev/sdb\n    reserve: 1Gi\n  - device: /dev/sdc\n    reserve: 2Gi\n"
-                    "reserve: 3%\n"),
-            "");
+  EXPECT_EQ(
+      ErrorOf(
+          "disks:\n  - device: /dev/sdb\n    reserve: 1Gi\n  - device: /dev/sdc\n    reserve: 2Gi\n"
+          "reserve: 3%\n"),
+      "");
   // An alias of an enclosing node ends the duplicate walk instead of
   // recursing forever; the value is refused as any other.
   EXPECT_NE(ErrorOf("disks: &x [*x]\n"), "");
@@ -154,7 +163,8 @@ TEST(ConfigTest, DirectoryOrSpecialFileIsRefused) {
 }
 
 TEST(VolumeNameTest, Dns1123Labels) {
-  for (const char* good : {"a", "db-0", "0abc", "x123456789012345678901234567890123456789012345678901234567890ab"}) {
+  for (const char* good :
+       {"a", "db-0", "0abc", "x123456789012345678901234567890123456789012345678901234567890ab"}) {
     EXPECT_TRUE(ValidateVolumeName(good).ok()) << good;
   }
   for (const char* bad : {"", "-a", "a-", "A", "a_b", "a.b", "a/b", "..", "a b",
@@ -182,7 +192,8 @@ TEST(ConfigTest, NodeNameAndCsiSocket) {
     auto r = ParseConfig(bad, "t");
     ASSERT_FALSE(r.ok()) << bad;
     EXPECT_EQ(r.err(), EINVAL);
-    EXPECT_NE(r.status().context().find(std::string(bad).substr(0, std::string(bad).find(':'))), std::string::npos)
+    EXPECT_NE(r.status().context().find(std::string(bad).substr(0, std::string(bad).find(':'))),
+              std::string::npos)
         << r.status().context();
   }
 }

@@ -1,6 +1,4 @@
 // gRPC first, without abseil's lock-annotation macros (agent/grpcpp.h).
-#include "agent/grpcpp.h"
-
 #include "agent/ctl.h"
 
 #include <google/protobuf/util/json_util.h>
@@ -17,6 +15,7 @@
 #include <vector>
 
 #include "agent/config.h"
+#include "agent/grpcpp.h"
 #include "agent/io_limits_proto.h"
 #include "agent/proto/localvol.grpc.pb.h"
 #include "agent/volume_manager.h"
@@ -35,16 +34,26 @@ constexpr int kExitUnreachable = 3;
 
 const char* CodeName(grpc::StatusCode code) {
   switch (code) {
-    case grpc::StatusCode::INVALID_ARGUMENT: return "InvalidArgument";
-    case grpc::StatusCode::NOT_FOUND: return "NotFound";
-    case grpc::StatusCode::ALREADY_EXISTS: return "AlreadyExists";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "ResourceExhausted";
-    case grpc::StatusCode::FAILED_PRECONDITION: return "FailedPrecondition";
-    case grpc::StatusCode::UNAVAILABLE: return "Unavailable";
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DeadlineExceeded";
-    case grpc::StatusCode::PERMISSION_DENIED: return "PermissionDenied";
-    case grpc::StatusCode::INTERNAL: return "Internal";
-    default: return "Error";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "InvalidArgument";
+    case grpc::StatusCode::NOT_FOUND:
+      return "NotFound";
+    case grpc::StatusCode::ALREADY_EXISTS:
+      return "AlreadyExists";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "ResourceExhausted";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "FailedPrecondition";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "Unavailable";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "DeadlineExceeded";
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "PermissionDenied";
+    case grpc::StatusCode::INTERNAL:
+      return "Internal";
+    default:
+      return "Error";
   }
 }
 
@@ -77,7 +86,8 @@ std::string ShortId(const std::string& id) { return id.size() > 8 ? id.substr(0,
 std::string Percent(uint64_t part, uint64_t whole) {
   if (whole == 0) return "-";
   char buf[16];
-  std::snprintf(buf, sizeof buf, "%.1f%%", 100.0 * static_cast<double>(part) / static_cast<double>(whole));
+  std::snprintf(buf, sizeof buf, "%.1f%%",
+                100.0 * static_cast<double>(part) / static_cast<double>(whole));
   return buf;
 }
 
@@ -93,7 +103,8 @@ std::string Json(const google::protobuf::Message& m) {
 
 // `s` without `suffix`, or "" if it does not end with it.
 std::string StripSuffix(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0
+  return s.size() >= suffix.size() &&
+                 s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0
              ? s.substr(0, s.size() - suffix.size())
              : "";
 }
@@ -107,7 +118,8 @@ bool IsLimitKey(const std::string& key) {
 
 // Help for the flag of one iopath::IoLimitKeys() setting.
 std::string LimitHelp(const std::string& key) {
-  if (key == "weight") return "share of the disk when volumes on it contend, 1..10000 (default 100)";
+  if (key == "weight")
+    return "share of the disk when volumes on it contend, 1..10000 (default 100)";
   if (std::string base = StripSuffix(key, "-burst-seconds"); !base.empty()) {
     return "how long a full --" + base + "-burst lasts, 1..3600 seconds (default 1)";
   }
@@ -126,8 +138,9 @@ class LimitFlags {
  public:
   void Register(CLI::App* cmd) {
     for (const auto& key : iopath::IoLimitKeys()) {
-      CLI::Option* opt = cmd->add_option("--" + key, values_[key], LimitHelp(key))->group("I/O limits");
-      opt->type_name(key == "weight" ? "N"
+      CLI::Option* opt =
+          cmd->add_option("--" + key, values_[key], LimitHelp(key))->group("I/O limits");
+      opt->type_name(key == "weight"                         ? "N"
                      : !StripSuffix(key, "-seconds").empty() ? "SECONDS"
                      : !StripSuffix(key, "-bps").empty() || !StripSuffix(key, "-bps-burst").empty()
                          ? "BYTES/S"
@@ -196,7 +209,8 @@ void PrintVolume(const pb::Volume& v, std::ostream& out) {
   line("State", v.state() + (v.message().empty() ? "" : " (" + v.message() + ")"));
   line("Mount path", v.mount_path());
   line("Disk", v.disk_id() + " (" + v.device() + ")");
-  line("Capacity", FormatSize(v.capacity_bytes()) + " (" + std::to_string(v.capacity_bytes()) + " bytes)");
+  line("Capacity",
+       FormatSize(v.capacity_bytes()) + " (" + std::to_string(v.capacity_bytes()) + " bytes)");
   line("Used", FormatSize(v.used_bytes()) + " (" + std::to_string(v.used_bytes()) + " bytes, " +
                    Percent(v.used_bytes(), v.capacity_bytes()) + ")");
   line("Inodes", std::to_string(v.inodes_used()) + " / " + std::to_string(v.inode_limit()) + " (" +
@@ -210,7 +224,8 @@ void PrintVolume(const pb::Volume& v, std::ostream& out) {
   std::snprintf(throttled, sizeof throttled, "%.3fs", io.throttled_seconds());
   line("Throttled", std::string(throttled) + " in total; now " + std::to_string(io.queued()) +
                         " queued, " + std::to_string(io.in_flight()) + " in flight");
-  line("I/O errors", std::to_string(io.errors()) + " (" + std::to_string(io.timed_out()) + " timed out)");
+  line("I/O errors",
+       std::to_string(io.errors()) + " (" + std::to_string(io.timed_out()) + " timed out)");
   if (v.fuse_ring_requests() == 0 && v.fuse_ring_resident_bytes() == 0) {
     line("FUSE ring", "not used (requests take /dev/fuse)");
   } else {
@@ -225,7 +240,8 @@ void PrintVolume(const pb::Volume& v, std::ostream& out) {
   if (v.publish_targets().empty()) {
     line("Published", "nowhere else");
   } else {
-    for (int i = 0; i < v.publish_targets_size(); ++i) line(i == 0 ? "Published" : "", v.publish_targets(i));
+    for (int i = 0; i < v.publish_targets_size(); ++i)
+      line(i == 0 ? "Published" : "", v.publish_targets(i));
   }
 }
 
@@ -238,8 +254,8 @@ void PrintVolumes(const pb::ListVolumesResponse& r, std::ostream& out) {
   for (const auto& v : r.volumes()) {
     t.Add({v.name(), v.state(), FormatSize(v.capacity_bytes()), FormatSize(v.used_bytes()),
            Percent(v.used_bytes(), v.capacity_bytes()),
-           std::to_string(v.inodes_used()) + "/" + std::to_string(v.inode_limit()), ShortId(v.disk_id()),
-           v.mount_path()});
+           std::to_string(v.inodes_used()) + "/" + std::to_string(v.inode_limit()),
+           ShortId(v.disk_id()), v.mount_path()});
   }
   t.Print(out);
   for (const auto& v : r.volumes()) {
@@ -252,18 +268,21 @@ void PrintDisks(const pb::ListDisksResponse& r, std::ostream& out) {
     out << "No disks.\n";
     return;
   }
-  Table t({"ID", "DEVICE", "STATE", "FS", "SIZE", "RESERVE", "ALLOCATED", "FREE", "VOLUMES", "MOUNT"});
+  Table t(
+      {"ID", "DEVICE", "STATE", "FS", "SIZE", "RESERVE", "ALLOCATED", "FREE", "VOLUMES", "MOUNT"});
   bool refused = false, failed = false;
   for (const auto& d : r.disks()) {
     failed |= d.state() == "error" || d.state() == "missing";
     if (d.state() == "refused") {
       refused = true;
-      t.Add({"-", d.device().empty() ? d.configured_as() : d.device(), d.state(), "-", "-", "-", "-", "-", "-", "-"});
+      t.Add({"-", d.device().empty() ? d.configured_as() : d.device(), d.state(), "-", "-", "-",
+             "-", "-", "-", "-"});
       continue;
     }
-    t.Add({ShortId(d.id()), d.device() + (d.embedded() ? " (embedded)" : ""), d.state(), d.filesystem(),
-           FormatSize(d.size_bytes()), FormatSize(d.reserve_bytes()), FormatSize(d.allocated_bytes()),
-           FormatSize(d.free_bytes()), std::to_string(d.volume_count()), d.mount_path()});
+    t.Add({ShortId(d.id()), d.device() + (d.embedded() ? " (embedded)" : ""), d.state(),
+           d.filesystem(), FormatSize(d.size_bytes()), FormatSize(d.reserve_bytes()),
+           FormatSize(d.allocated_bytes()), FormatSize(d.free_bytes()),
+           std::to_string(d.volume_count()), d.mount_path()});
   }
   t.Print(out);
   if (failed) {
@@ -292,8 +311,8 @@ Result<uint64_t> ParseInodes(const std::string& text) {
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
   if (text.empty() || ec != std::errc() || end != text.data() + text.size() || v == 0 ||
       v > fuse::kMaxInodeLimit) {
-    return Status::Error(EINVAL, "expected a whole number from 1 to " + std::to_string(fuse::kMaxInodeLimit) +
-                                     ", not '" + text + "'");
+    return Status::Error(EINVAL, "expected a whole number from 1 to " +
+                                     std::to_string(fuse::kMaxInodeLimit) + ", not '" + text + "'");
   }
   return v;
 }
@@ -323,16 +342,29 @@ int RunCtl(int argc, char** argv, std::ostream& out, std::ostream& err) {
       ->capture_default_str();
   app.add_option("--timeout", o.timeout_s, "seconds to wait for the agent")->capture_default_str();
 
-  enum class Cmd { kNone, kDiskList, kCreate, kList, kInspect, kResize, kSetLimits, kDelete } cmd = Cmd::kNone;
+  enum class Cmd {
+    kNone,
+    kDiskList,
+    kCreate,
+    kList,
+    kInspect,
+    kResize,
+    kSetLimits,
+    kDelete
+  } cmd = Cmd::kNone;
   auto* disk = app.add_subcommand("disk", "the dedicated disks");
-  disk->add_subcommand("list", "list the configured disks, in use or refused")
-      ->callback([&] { cmd = Cmd::kDiskList; });
+  disk->add_subcommand("list", "list the configured disks, in use or refused")->callback([&] {
+    cmd = Cmd::kDiskList;
+  });
   auto* volume = app.add_subcommand("volume", "volumes");
-  auto* create = volume->add_subcommand("create", "create and mount a volume at <publish_dir>/NAME");
+  auto* create =
+      volume->add_subcommand("create", "create and mount a volume at <publish_dir>/NAME");
   create->add_option("NAME", o.name, "DNS-1123 label, e.g. db-data-0")->required();
   create->add_option("--size", o.size, "capacity, e.g. 10Gi or 500M")->required();
   create->add_option("--inodes", o.inodes, "inode limit (default: one per 16 KiB, at least 1024)");
-  create->add_option("--disk", o.disk, "disk id (or a unique prefix) or device; default: the disk with the most room");
+  create->add_option(
+      "--disk", o.disk,
+      "disk id (or a unique prefix) or device; default: the disk with the most room");
   o.create_limits.Register(create);
   create->callback([&] { cmd = Cmd::kCreate; });
   volume->add_subcommand("list", "list volumes")->callback([&] { cmd = Cmd::kList; });
@@ -342,14 +374,16 @@ int RunCtl(int argc, char** argv, std::ostream& out, std::ostream& err) {
   auto* resize = volume->add_subcommand("resize", "change a volume's size while it is in use");
   resize->add_option("NAME", o.name)->required();
   resize->add_option("--size", o.size, "new capacity")->required();
-  resize->add_option("--inodes", o.inodes, "new inode limit (default: keep, or rescale a default one)");
+  resize->add_option("--inodes", o.inodes,
+                     "new inode limit (default: keep, or rescale a default one)");
   resize->callback([&] { cmd = Cmd::kResize; });
   auto* set_limits = volume->add_subcommand(
       "set-limits",
       "change a volume's I/O limits and weight while it is in use; settings not given are kept");
   set_limits->add_option("NAME", o.name)->required();
-  set_limits->add_flag("--unlimited", o.unlimited,
-                       "remove every rate limit first (the weight is kept unless --weight is given)");
+  set_limits->add_flag(
+      "--unlimited", o.unlimited,
+      "remove every rate limit first (the weight is kept unless --weight is given)");
   o.set_limits.Register(set_limits);
   set_limits->callback([&] { cmd = Cmd::kSetLimits; });
   auto* del = volume->add_subcommand("delete", "unmount a volume and remove its data");
@@ -375,8 +409,8 @@ int RunCtl(int argc, char** argv, std::ostream& out, std::ostream& err) {
   if (cmd == Cmd::kCreate || cmd == Cmd::kResize) {
     auto parsed = ParseSize(o.size);
     if (!parsed.ok() || *parsed == 0) {
-      err << "localvolctl: --size: " << (parsed.ok() ? "must be greater than zero" : parsed.status().context())
-          << "\n";
+      err << "localvolctl: --size: "
+          << (parsed.ok() ? "must be greater than zero" : parsed.status().context()) << "\n";
       return kExitUsage;
     }
     size = *parsed;
@@ -413,7 +447,8 @@ int RunCtl(int argc, char** argv, std::ostream& out, std::ostream& err) {
   }
   if (cmd == Cmd::kSetLimits) {
     if (!o.set_limits.any() && !o.unlimited) {
-      err << "localvolctl: volume set-limits: give at least one limit to change (e.g. --read-iops 500, "
+      err << "localvolctl: volume set-limits: give at least one limit to change (e.g. --read-iops "
+             "500, "
              "--write-bps 100Mi, --weight 200) or --unlimited\n(run 'localvolctl volume set-limits "
              "--help' for all of them)\n";
       return kExitUsage;
@@ -499,7 +534,8 @@ int RunCtl(int argc, char** argv, std::ostream& out, std::ostream& err) {
       if (s.ok()) s = iopath::ValidateIoLimits(limits);
       if (!s.ok()) {
         err << "localvolctl: invalid I/O limits for volume " << o.name << ": " << s.context()
-            << "\n(its limits are now " << iopath::FormatIoLimits(old) << "; nothing was changed)\n";
+            << "\n(its limits are now " << iopath::FormatIoLimits(old)
+            << "; nothing was changed)\n";
         return kExitUsage;
       }
       pb::SetVolumeLimitsRequest req;
@@ -528,7 +564,8 @@ int RunCtl(int argc, char** argv, std::ostream& out, std::ostream& err) {
     }
     case Cmd::kNone:
       if (volume->parsed()) {
-        err << "localvolctl: volume: missing command: create, list, inspect, resize, set-limits or delete\n";
+        err << "localvolctl: volume: missing command: create, list, inspect, resize, set-limits or "
+               "delete\n";
       } else if (disk->parsed()) {
         err << "localvolctl: disk: missing command: list\n";
       } else {
@@ -538,7 +575,8 @@ int RunCtl(int argc, char** argv, std::ostream& out, std::ostream& err) {
       return kExitUsage;
   }
   if (st.ok()) return 0;
-  if (st.error_code() == grpc::StatusCode::UNAVAILABLE && st.error_message().find("stopping") == std::string::npos) {
+  if (st.error_code() == grpc::StatusCode::UNAVAILABLE &&
+      st.error_message().find("stopping") == std::string::npos) {
     err << "localvolctl: cannot reach localvold at " << o.socket << ": " << st.error_message()
         << "\nIs it running? (systemctl status localvol) Use --socket for another socket path.\n";
     return kExitUnreachable;

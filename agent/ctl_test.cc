@@ -54,7 +54,8 @@ TEST(CtlTest, BadIoLimitValuesAreUsageErrorsNamingTheFlag) {
       {Create({"--weight", "10001"}), {"weight"}},
       {Create({"--write-iops-burst-seconds", "0"}), {"--write-iops-burst-seconds", "1..3600"}},
       // Fine one by one, not together.
-      {Create({"--read-iops", "100", "--read-iops-burst", "50"}), {"read-iops-burst (50) must be above read-iops (100)"}},
+      {Create({"--read-iops", "100", "--read-iops-burst", "50"}),
+       {"read-iops-burst (50) must be above read-iops (100)"}},
       {Create({"--read-bps-burst", "1Mi"}), {"read-bps-burst is set but read-bps is not"}},
       {SetLimits({"--read-iops", "x"}), {"--read-iops", "'x'"}},
       {SetLimits({"--weight", "0"}), {"weight"}},
@@ -74,15 +75,17 @@ TEST(CtlTest, BadIoLimitValuesAreUsageErrorsNamingTheFlag) {
 
 TEST(CtlTest, InodesOutOfRangeAreUsageErrors) {
   // CLI11 would take "-1" and 2^64 and more as 2^64 - 1, which df -i shows as "-".
-  for (const char* bad : {"-1", "99999999999999999999", "18446744073709551615", "4294967297", "0", "lots", "1e6",
-                          "+5", ""}) {
-    for (auto args : {Create({"--inodes", bad}), std::vector<std::string>{"volume", "resize", "db", "--size", "2Gi",
-                                                                           "--inodes", bad}}) {
+  for (const char* bad : {"-1", "99999999999999999999", "18446744073709551615", "4294967297", "0",
+                          "lots", "1e6", "+5", ""}) {
+    for (auto args :
+         {Create({"--inodes", bad}),
+          std::vector<std::string>{"volume", "resize", "db", "--size", "2Gi", "--inodes", bad}}) {
       Outcome r = Ctl(args);
       EXPECT_EQ(r.code, 2) << args[1] << " --inodes '" << bad << "': " << r.err;
-      EXPECT_NE(r.err.find("localvolctl: --inodes: expected a whole number from 1 to 4294967296, not '" +
-                           std::string(bad) + "'"),
-                std::string::npos)
+      EXPECT_NE(
+          r.err.find("localvolctl: --inodes: expected a whole number from 1 to 4294967296, not '" +
+                     std::string(bad) + "'"),
+          std::string::npos)
           << r.err;
       EXPECT_EQ(r.err.find("cannot reach"), std::string::npos) << bad << ": it contacted the agent";
     }
@@ -98,12 +101,12 @@ TEST(CtlTest, InodesOutOfRangeAreUsageErrors) {
 TEST(CtlTest, InvalidNamesAreUsageErrorsForEveryCommand) {
   const std::string not_utf8 = "db\xff\xfe";
   for (const std::string& name : {not_utf8, std::string("Web_1"), std::string("a-")}) {
-    for (const auto& args : std::vector<std::vector<std::string>>{
-             {"volume", "create", name, "--size", "1Gi"},
-             {"volume", "inspect", name},
-             {"volume", "resize", name, "--size", "2Gi"},
-             {"volume", "set-limits", name, "--weight", "5"},
-             {"volume", "delete", name}}) {
+    for (const auto& args :
+         std::vector<std::vector<std::string>>{{"volume", "create", name, "--size", "1Gi"},
+                                               {"volume", "inspect", name},
+                                               {"volume", "resize", name, "--size", "2Gi"},
+                                               {"volume", "set-limits", name, "--weight", "5"},
+                                               {"volume", "delete", name}}) {
       Outcome r = Ctl(args);
       EXPECT_EQ(r.code, 2) << args[1] << " " << name << ": " << r.err;
       EXPECT_EQ(r.err.rfind("localvolctl: invalid volume name '", 0), 0u) << r.err;
@@ -112,7 +115,9 @@ TEST(CtlTest, InvalidNamesAreUsageErrorsForEveryCommand) {
   }
   // Bytes that are not UTF-8 are shown escaped, never raw.
   Outcome r = Ctl({"volume", "inspect", not_utf8});
-  EXPECT_NE(r.err.find("invalid volume name 'db\\xff\\xfe': it contains '\\xff'"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("invalid volume name 'db\\xff\\xfe': it contains '\\xff'"),
+            std::string::npos)
+      << r.err;
   EXPECT_EQ(r.err.find('\xff'), std::string::npos) << r.err;
 }
 
@@ -131,8 +136,8 @@ TEST(CtlTest, SetLimitsWithoutAnyLimitIsAUsageError) {
 }
 
 TEST(CtlTest, ValidLimitsReachForTheAgent) {
-  for (const auto& args : {Create({"--read-iops", "500", "--read-iops-burst", "2000", "--write-bps", "100Mi",
-                                   "--weight", "300"}),
+  for (const auto& args : {Create({"--read-iops", "500", "--read-iops-burst", "2000", "--write-bps",
+                                   "100Mi", "--weight", "300"}),
                            SetLimits({"--read-iops", "0"}), SetLimits({"--unlimited"}),
                            SetLimits({"--unlimited", "--weight", "50"}),
                            // Checked as a whole only once merged with the current limits.
@@ -148,7 +153,9 @@ TEST(CtlTest, EveryLimitKeyIsAFlag) {
     Outcome r = Ctl({"volume", cmd, "--help"});
     EXPECT_EQ(r.code, 0) << r.err;
     for (const auto& key : iopath::IoLimitKeys()) {
-      EXPECT_NE(r.out.find("--" + key + " "), std::string::npos) << cmd << " lacks --" << key << ":\n" << r.out;
+      EXPECT_NE(r.out.find("--" + key + " "), std::string::npos)
+          << cmd << " lacks --" << key << ":\n"
+          << r.out;
     }
   }
 }

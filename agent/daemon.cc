@@ -31,7 +31,8 @@ namespace {
 // "<3>" style prefixes: journald reads the priority from them (sd-daemon(3)).
 class SdPriorityFlag : public spdlog::custom_flag_formatter {
  public:
-  void format(const spdlog::details::log_msg& msg, const std::tm&, spdlog::memory_buf_t& dest) override {
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
     static const char* kPrefix[] = {"<7>", "<7>", "<6>", "<4>", "<3>", "<2>", "<6>"};
     const char* p = kPrefix[static_cast<int>(msg.level)];
     dest.append(p, p + 3);
@@ -65,15 +66,19 @@ int RunDaemon(int argc, char** argv) {
   std::string config_path = kDefaultConfigPath;
   std::string log_level;
   CLI::App app{"localvold: the localvol node agent"};
-  auto* config_opt = app.add_option("--config", config_path, "YAML configuration")->capture_default_str();
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off (overrides the config)")
+  auto* config_opt =
+      app.add_option("--config", config_path, "YAML configuration")->capture_default_str();
+  app.add_option("--log-level", log_level,
+                 "trace, debug, info, warn, error, critical or off (overrides the config)")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   std::string csi_socket;
   bool csi_controller_only = false;
-  auto* csi_socket_opt = app.add_option("--csi-socket", csi_socket, "the CSI socket (overrides csi_socket)");
-  app.add_flag("--csi-controller-only", csi_controller_only,
-               "serve only CSI Identity and ControllerGetCapabilities on --csi-socket, for the central "
-               "csi-resizer; touches no disk");
+  auto* csi_socket_opt =
+      app.add_option("--csi-socket", csi_socket, "the CSI socket (overrides csi_socket)");
+  app.add_flag(
+      "--csi-controller-only", csi_controller_only,
+      "serve only CSI Identity and ControllerGetCapabilities on --csi-socket, for the central "
+      "csi-resizer; touches no disk");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -102,8 +107,9 @@ int RunDaemon(int argc, char** argv) {
     config.source = "(built-in defaults: " + config_path + " does not exist)";
   } else {
     SetUpLogging("info");
-    GetLogger("agent")->critical("{}", loaded.status().err() == EINVAL ? loaded.status().context()
-                                                                        : loaded.status().ToString());
+    GetLogger("agent")->critical("{}", loaded.status().err() == EINVAL
+                                           ? loaded.status().context()
+                                           : loaded.status().ToString());
     Notify("STATUS=bad configuration: " + loaded.status().context());
     return 2;
   }
@@ -113,7 +119,8 @@ int RunDaemon(int argc, char** argv) {
   auto log = GetLogger("agent");
   log->info("localvold starting; configuration {}", config.source);
   if (::geteuid() != 0) {
-    log->critical("localvold must run as root: it formats and mounts disks and serves FUSE volumes");
+    log->critical(
+        "localvold must run as root: it formats and mounts disks and serves FUSE volumes");
     return 1;
   }
 
@@ -213,7 +220,9 @@ int RunDaemon(int argc, char** argv) {
     for (const auto& v : list) ready += v.state == "ready";
     return "serving " + std::to_string(ready) + " of " + Plural(list.size(), "volume") + " on " +
            Plural(disks.disks().size(), "disk") +
-           (disks.refusals().empty() ? "" : " (" + std::to_string(disks.refusals().size()) + " refused)");
+           (disks.refusals().empty()
+                ? ""
+                : " (" + std::to_string(disks.refusals().size()) + " refused)");
   };
   const std::string status = status_line();
   Notify("READY=1\nSTATUS=" + status);
@@ -221,12 +230,14 @@ int RunDaemon(int argc, char** argv) {
 
   uint64_t watchdog_usec = 0;
   const bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0;
-  const auto tick = watchdog ? std::chrono::microseconds(watchdog_usec / 2) : std::chrono::microseconds(10'000'000);
+  const auto tick = watchdog ? std::chrono::microseconds(watchdog_usec / 2)
+                             : std::chrono::microseconds(10'000'000);
   auto last_status = std::chrono::steady_clock::now();
   for (;;) {
     const auto secs = std::chrono::duration_cast<std::chrono::seconds>(tick);
     timespec ts{static_cast<time_t>(secs.count()),
-                static_cast<long>(std::chrono::duration_cast<std::chrono::nanoseconds>(tick - secs).count())};
+                static_cast<long>(
+                    std::chrono::duration_cast<std::chrono::nanoseconds>(tick - secs).count())};
     siginfo_t info;
     const int sig = sigtimedwait(&signals, &info, &ts);
     if (sig == SIGTERM || sig == SIGINT) {
@@ -234,7 +245,9 @@ int RunDaemon(int argc, char** argv) {
       break;
     }
     if (sig == SIGHUP) {
-      log->warn("SIGHUP: reloading the configuration is not supported; restart localvold to apply changes");
+      log->warn(
+          "SIGHUP: reloading the configuration is not supported; restart localvold to apply "
+          "changes");
       continue;
     }
     if (sig == SIGUSR1 || sig == SIGUSR2) {

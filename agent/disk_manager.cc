@@ -7,8 +7,8 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include <cstdio>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <set>
 #include <sstream>
@@ -27,7 +27,8 @@ namespace {
 Result<DiskManifest> ReadManifestOfDisk(const std::string& mount_path, const std::string& uuid) {
   auto manifest = ReadManifest(mount_path);
   if (!manifest.ok()) {
-    if (manifest.err() == ENOENT) return Status::Error(ENOENT, "it has no " + std::string(kManifestFile));
+    if (manifest.err() == ENOENT)
+      return Status::Error(ENOENT, "it has no " + std::string(kManifestFile));
     return manifest.status();
   }
   if (manifest->disk_uuid != uuid) {
@@ -73,7 +74,8 @@ std::vector<std::string> ListNames(const std::string& dir) {
   std::vector<std::string> out;
   if (DIR* d = ::opendir(dir.c_str())) {
     while (dirent* e = ::readdir(d)) {
-      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) out.emplace_back(e->d_name);
+      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
+        out.emplace_back(e->d_name);
     }
     ::closedir(d);
   }
@@ -138,10 +140,11 @@ Status DiskManager::AttachEmbedded() {
   struct stat st;
   if (!known.empty() && ::stat(image.c_str(), &st) != 0 && errno == ENOENT) {
     ReportMissing(known, configured_as, image,
-                  "the embedded disk image " + image + " is gone; localvol does not make an "
-                  "empty one in its place. Put the image back and restart localvold; if its "
-                  "volumes are lost for good, remove the line of " + known + " from " +
-                      KnownDisksPath(config_) + " (or that file) and restart");
+                  "the embedded disk image " + image +
+                      " is gone; localvol does not make an "
+                      "empty one in its place. Put the image back and restart localvold; if its "
+                      "volumes are lost for good, remove the line of " +
+                      known + " from " + KnownDisksPath(config_) + " (or that file) and restart");
     return Status::Ok();
   }
   Status st_dir = MakeDirs(dir, 0700);
@@ -164,7 +167,8 @@ Status DiskManager::AttachEmbedded() {
 
 void DiskManager::ReconcileKnownDisks() {
   std::set<std::string> configured;
-  if (config_.disks.empty()) configured.insert("embedded:" + config_.state_dir + "/embedded/disk.img");
+  if (config_.disks.empty())
+    configured.insert("embedded:" + config_.state_dir + "/embedded/disk.img");
   for (const auto& entry : config_.disks) configured.insert(entry.device);
   std::vector<std::pair<std::string, std::string>> record;
   for (const auto& d : disks_) record.emplace_back(d->configured_as, d->uuid);
@@ -173,10 +177,13 @@ void DiskManager::ReconcileKnownDisks() {
     bool attached = false;
     for (const auto& d : disks_) attached |= d->uuid == uuid;
     if (attached) continue;
-    ReportMissing(uuid, entry, "",
-                  "disk " + uuid + " (from the entry '" + entry + "') was not found. Its volumes "
-                  "are not served. Attach it again and restart localvold; if it is gone for good, "
-                  "remove its line from " + KnownDisksPath(config_) + " and restart");
+    ReportMissing(
+        uuid, entry, "",
+        "disk " + uuid + " (from the entry '" + entry +
+            "') was not found. Its volumes "
+            "are not served. Attach it again and restart localvold; if it is gone for good, "
+            "remove its line from " +
+            KnownDisksPath(config_) + " and restart");
     record.emplace_back(entry, uuid);
   }
   std::string text;
@@ -235,7 +242,8 @@ Status DiskManager::AttachAll() {
                         bd->path + " (entry '" + entry.device + "') held disk " + known +
                             " and is now blank; localvol does not format a replacement. Attach "
                             "the disk again and restart localvold; if it is gone for good, "
-                            "remove its line from " + KnownDisksPath(config_) + " and restart");
+                            "remove its line from " +
+                            KnownDisksPath(config_) + " and restart");
           continue;
         }
       }
@@ -269,12 +277,14 @@ Status DiskManager::AttachDevice(const std::string& configured_as, const std::st
   const std::set<dev_t> in_use = BlockDevicesInUse();
 
   std::unique_ptr<AttachedDisk> disk;
-  const bool labelled_ours = sigs->label == kDiskLabel && Supported(sigs->type) && !sigs->uuid.empty();
+  const bool labelled_ours =
+      sigs->label == kDiskLabel && Supported(sigs->type) && !sigs->uuid.empty();
   if (labelled_ours) {
     for (const auto& d : disks_) {
       if (d->uuid == sigs->uuid) {
         return Status::Error(EEXIST, dev + " has the same filesystem UUID " + sigs->uuid + " as " +
-                                         d->device + " (a cloned disk?); give it a new UUID or remove it");
+                                         d->device +
+                                         " (a cloned disk?); give it a new UUID or remove it");
       }
     }
     const std::string target = DiskMountPath(config_, sigs->uuid);
@@ -301,11 +311,11 @@ Status DiskManager::AttachDevice(const std::string& configured_as, const std::st
     if (adopted.ok()) {
       disk = std::move(adopted).value();
     } else if (!wipe) {
-      return Status::Error(adopted.err(),
-                           dev + " is labelled '" + std::string(kDiskLabel) +
-                               "' but is not a usable localvol disk: " + adopted.status().context() +
-                               ". If it may be erased (for example an interrupted format), set "
-                               "'wipe: true' for it");
+      return Status::Error(
+          adopted.err(), dev + " is labelled '" + std::string(kDiskLabel) +
+                             "' but is not a usable localvol disk: " + adopted.status().context() +
+                             ". If it may be erased (for example an interrupted format), set "
+                             "'wipe: true' for it");
     } else {
       Log()->warn("{}: labelled '{}' but not usable ({}); wipe: true is set, reformatting", dev,
                   kDiskLabel, adopted.status().context());
@@ -339,13 +349,15 @@ Status DiskManager::AttachDevice(const std::string& configured_as, const std::st
       if (data->has_value()) {
         char at[32];
         std::snprintf(at, sizeof at, "0x%llx", static_cast<unsigned long long>(**data));
-        return Status::Error(EEXIST, dev + " has no known signature but is not empty (non-zero data at offset " +
-                                         std::string(at) +
-                                         "). localvol only formats an empty device; if this "
-                                         "one may be erased, list it on its own with 'wipe: true'");
+        return Status::Error(
+            EEXIST, dev + " has no known signature but is not empty (non-zero data at offset " +
+                        std::string(at) +
+                        "). localvol only formats an empty device; if this "
+                        "one may be erased, list it on its own with 'wipe: true'");
       }
     }
-    if (!sigs->blank()) Log()->warn("{}: wiping {} (wipe: true is set for it)", dev, sigs->Describe());
+    if (!sigs->blank())
+      Log()->warn("{}: wiping {} (wipe: true is set for it)", dev, sigs->Describe());
     auto formatted = Format(dev, /*wipe_first=*/!sigs->blank());
     if (!formatted.ok()) return formatted.status();
     disk = std::move(formatted).value();
@@ -375,8 +387,8 @@ Status DiskManager::MountAt(const std::string& device, const std::string& fstype
   if (::mount(device.c_str(), target.c_str(), fstype.c_str(), flags, data) != 0) {
     const int err = errno;
     ::rmdir(target.c_str());
-    return Status::Error(err, "mount " + device + " (" + fstype + ") at " + target + " failed: " +
-                                  std::strerror(err) + " (see dmesg)");
+    return Status::Error(err, "mount " + device + " (" + fstype + ") at " + target +
+                                  " failed: " + std::strerror(err) + " (see dmesg)");
   }
   return Status::Ok();
 }
@@ -428,7 +440,8 @@ Result<std::unique_ptr<AttachedDisk>> DiskManager::Adopt(const std::string& devi
     if (!st.ok()) return st;
   }
   struct statvfs sv;
-  if (::statvfs(disk->mount_path.c_str(), &sv) != 0) return Status::FromErrno("statfs " + disk->mount_path);
+  if (::statvfs(disk->mount_path.c_str(), &sv) != 0)
+    return Status::FromErrno("statfs " + disk->mount_path);
   disk->size_bytes = static_cast<uint64_t>(sv.f_blocks) * sv.f_frsize;
   disk->manifest = std::move(manifest).value();
   unmount.Cancel();
@@ -494,7 +507,8 @@ Result<std::unique_ptr<AttachedDisk>> DiskManager::Format(const std::string& dev
   disk->manifest.created = NowUtc();
   if (Status s = WriteManifest(disk->mount_path, disk->manifest); !s.ok()) return s;
   struct statvfs sv;
-  if (::statvfs(disk->mount_path.c_str(), &sv) != 0) return Status::FromErrno("statfs " + disk->mount_path);
+  if (::statvfs(disk->mount_path.c_str(), &sv) != 0)
+    return Status::FromErrno("statfs " + disk->mount_path);
   disk->size_bytes = static_cast<uint64_t>(sv.f_blocks) * sv.f_frsize;
   undo.Cancel();
   return disk;

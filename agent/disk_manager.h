@@ -62,13 +62,15 @@ struct AttachedDisk {
   uint64_t size_bytes = 0;    // the mounted filesystem's size (statfs)
   uint64_t reserve_bytes = 0;
   bool embedded = false;
-  bool formatted_now = false; // formatted during this start
-  DiskManifest manifest;      // as read (or written) at attach; VolumeManager owns changes
+  bool formatted_now = false;  // formatted during this start
+  DiskManifest manifest;       // as read (or written) at attach; VolumeManager owns changes
 
   std::string VolumesDir() const { return mount_path + "/" + kVolumesDir; }
   std::string TrashDir() const { return mount_path + "/" + kTrashDir; }
   // Bytes volumes may be given in total: size - reserve.
-  uint64_t Allocatable() const { return size_bytes > reserve_bytes ? size_bytes - reserve_bytes : 0; }
+  uint64_t Allocatable() const {
+    return size_bytes > reserve_bytes ? size_bytes - reserve_bytes : 0;
+  }
 };
 
 struct DiskRefusal {
@@ -127,7 +129,8 @@ class DiskManager {
                  bool read_only_probe);
   Result<DiskManifest> ReadManifestOf(const std::string& device, const std::string& uuid,
                                       const std::string& fstype);
-  void Refuse(const std::string& configured_as, const std::string& device, const std::string& reason);
+  void Refuse(const std::string& configured_as, const std::string& device,
+              const std::string& reason);
 
   const Config config_;
   CommandRunner* const runner_;

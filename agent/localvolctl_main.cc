@@ -3,4 +3,6 @@
 
 #include "agent/ctl.h"
 
-int main(int argc, char** argv) { return localvol::agent::RunCtl(argc, argv, std::cout, std::cerr); }
+int main(int argc, char** argv) {
+  return localvol::agent::RunCtl(argc, argv, std::cout, std::cerr);
+}

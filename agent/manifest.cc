@@ -35,11 +35,14 @@ std::string Str(const YAML::Node& n, const std::string& key, bool required = tru
 iopath::IoLimits IoLimitsOf(const YAML::Node& n, const std::string& where) {
   iopath::IoLimits limits;
   if (!n || n.IsNull()) return limits;
-  if (!n.IsMap()) throw std::runtime_error(where + ": io_limits: not a map of setting: value (e.g. read-iops: 500)");
+  if (!n.IsMap())
+    throw std::runtime_error(where +
+                             ": io_limits: not a map of setting: value (e.g. read-iops: 500)");
   std::set<std::string> seen;
   for (const auto& kv : n) {
     const std::string key = kv.first.IsScalar() ? kv.first.Scalar() : "?";
-    if (!seen.insert(key).second) throw std::runtime_error(where + ": io_limits: " + key + ": listed twice");
+    if (!seen.insert(key).second)
+      throw std::runtime_error(where + ": io_limits: " + key + ": listed twice");
     if (!kv.second.IsScalar()) {
       throw std::runtime_error(where + ": io_limits: " + key + ": not a single value");
     }
@@ -134,7 +137,8 @@ Result<DiskManifest> ParseManifest(const std::string& text, const std::string& s
         v.io_limits = IoLimitsOf(n["io_limits"], where + " (" + v.name + ")");
         if (n["csi"]) v.csi = n["csi"].as<bool>();
         v.pvc = Str(n["pvc"], where + ".pvc", false);
-        if (!names.insert(v.name).second) throw std::runtime_error(where + ": volume '" + v.name + "' listed twice");
+        if (!names.insert(v.name).second)
+          throw std::runtime_error(where + ": volume '" + v.name + "' listed twice");
         m.volumes.push_back(std::move(v));
       }
     }

@@ -1,10 +1,9 @@
 #include "agent/manifest.h"
 
+#include <gtest/gtest.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <fstream>
@@ -17,7 +16,8 @@ TEST(ManifestTest, RoundTrip) {
   m.disk_uuid = "0b7c1d2e-0000-4000-8000-000000000001";
   m.filesystem = "xfs";
   m.created = "2024-01-01T00:00:00Z";
-  m.volumes.push_back(VolumeRecord{"db-0", 10ull << 30, 655360, true, "2024-01-02T00:00:00Z", {}, false, ""});
+  m.volumes.push_back(
+      VolumeRecord{"db-0", 10ull << 30, 655360, true, "2024-01-02T00:00:00Z", {}, false, ""});
   m.volumes.push_back(VolumeRecord{"logs", 1ull << 20, 5000, false, "", {}, true, "shop/logs"});
   auto back = ParseManifest(FormatManifest(m), "m.yaml");
   ASSERT_TRUE(back.ok()) << back.status().ToString();
@@ -35,7 +35,8 @@ TEST(ManifestTest, RoundTrip) {
   EXPECT_FALSE(back->Find("db-0")->csi);
   EXPECT_TRUE(back->Find("logs")->csi);
   EXPECT_EQ(back->Find("logs")->pvc, "shop/logs");
-  EXPECT_EQ(FormatManifest(m).find("csi:"), FormatManifest(m).rfind("csi:")) << "only the CSI volume says so";
+  EXPECT_EQ(FormatManifest(m).find("csi:"), FormatManifest(m).rfind("csi:"))
+      << "only the CSI volume says so";
 }
 
 TEST(ManifestTest, RejectsWhatItCannotTrust) {
@@ -49,7 +50,8 @@ TEST(ManifestTest, RejectsWhatItCannotTrust) {
       {"format: 1\ndisk_uuid: x\nvolumes:\n  - name: a\n    capacity_bytes: 1\n    inode_limit: 1\n"
        "  - name: a\n    capacity_bytes: 1\n    inode_limit: 1\n",
        "listed twice"},
-      {"format: 1\ndisk_uuid: x\nvolumes:\n  - name: a\n    capacity_bytes: -1\n    inode_limit: 1\n",
+      {"format: 1\ndisk_uuid: x\nvolumes:\n  - name: a\n    capacity_bytes: -1\n    inode_limit: "
+       "1\n",
        "not a number"},
       {"format: 1\ndisk_uuid: x\nvolumes: [\n", "not valid YAML"},
   };
@@ -79,7 +81,9 @@ TEST(ManifestTest, IoLimitsRoundTripWithOnlyNonDefaultSettings) {
   EXPECT_NE(text.find("write-bps: 100Mi"), std::string::npos) << text;
   EXPECT_NE(text.find("weight: 300"), std::string::npos) << text;
   EXPECT_EQ(text.find("write-iops"), std::string::npos) << text;
-  EXPECT_EQ(text.find("io_limits"), text.rfind("io_limits")) << "only the limited volume has a map:\n" << text;
+  EXPECT_EQ(text.find("io_limits"), text.rfind("io_limits"))
+      << "only the limited volume has a map:\n"
+      << text;
   auto back = ParseManifest(text, "m.yaml");
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(back->Find("db")->io_limits, limited.io_limits);
@@ -113,7 +117,8 @@ TEST(ManifestTest, RejectsMalformedIoLimitsNamingVolumeAndKey) {
       {"\n      weight: 0\n", {"bad-vol", "weight"}},
       {"\n      read-iops-burst-seconds: 0\n", {"bad-vol", "read-iops-burst-seconds"}},
       // Each setting is fine alone, the combination is not.
-      {"\n      write-iops: 100\n      write-iops-burst: 50\n", {"bad-vol", "write-iops-burst", "above"}},
+      {"\n      write-iops: 100\n      write-iops-burst: 50\n",
+       {"bad-vol", "write-iops-burst", "above"}},
       {"\n      read-bps-burst: 1Mi\n", {"bad-vol", "read-bps-burst", "read-bps"}},
       {"\n      read-iops: [1, 2]\n", {"bad-vol", "read-iops", "single value"}},
       {"\n      read-iops: 1\n      read-iops: 2\n", {"bad-vol", "read-iops", "twice"}},
@@ -136,17 +141,17 @@ TEST(ManifestTest, RemovesOnlyStaleManifestTemporaries) {
   char tmpl[] = "/tmp/lvmanifest-XXXXXX";
   ASSERT_NE(::mkdtemp(tmpl), nullptr);
   const std::string dir = tmpl;
-  for (const char* name : {"localvol-manifest.yaml.tmp.123", "localvol-manifest.yaml.tmp.9",
-                           "localvol-manifest.yaml.tmp.abc", "localvol-manifest.yaml.tmp.",
-                           "localvol-manifest.yaml.tmp.12x", "other.yaml.tmp.5",
-                           "localvol-manifest.yaml"}) {
+  for (const char* name :
+       {"localvol-manifest.yaml.tmp.123", "localvol-manifest.yaml.tmp.9",
+        "localvol-manifest.yaml.tmp.abc", "localvol-manifest.yaml.tmp.",
+        "localvol-manifest.yaml.tmp.12x", "other.yaml.tmp.5", "localvol-manifest.yaml"}) {
     std::ofstream(dir + "/" + name) << "x";
   }
   ASSERT_EQ(::mkdir((dir + "/localvol-manifest.yaml.tmp.77").c_str(), 0755), 0);
   auto removed = RemoveStaleManifestTemps(dir);
   std::sort(removed.begin(), removed.end());
   EXPECT_EQ(removed, (std::vector<std::string>{"localvol-manifest.yaml.tmp.123",
-                                                "localvol-manifest.yaml.tmp.9"}));
+                                               "localvol-manifest.yaml.tmp.9"}));
   for (const char* kept : {"localvol-manifest.yaml.tmp.abc", "localvol-manifest.yaml.tmp.",
                            "localvol-manifest.yaml.tmp.12x", "other.yaml.tmp.5",
                            "localvol-manifest.yaml", "localvol-manifest.yaml.tmp.77"}) {

@@ -120,7 +120,8 @@ std::vector<MetricFamily> CollectMetrics(const std::vector<VolumeInfo>& volumes,
   static const VolumeGauge kVolume[] = {
       {"localvol_volume_capacity_bytes", MetricType::Gauge, "Capacity (byte quota) of the volume.",
        [](const VolumeInfo& v) { return v.capacity_bytes; }},
-      {"localvol_volume_used_bytes", MetricType::Gauge, "Bytes allocated in the volume, as du counts them.",
+      {"localvol_volume_used_bytes", MetricType::Gauge,
+       "Bytes allocated in the volume, as du counts them.",
        [](const VolumeInfo& v) { return v.used_bytes; }},
       {"localvol_volume_inodes_used", MetricType::Gauge, "Inodes used in the volume.",
        [](const VolumeInfo& v) { return v.inodes_used; }},
@@ -133,12 +134,14 @@ std::vector<MetricFamily> CollectMetrics(const std::vector<VolumeInfo>& volumes,
        "Data-path requests of the volume that failed, timeouts included, since it was mounted.",
        [](const VolumeInfo& v) { return v.io.errors; }},
       {"localvol_volume_io_timeouts_total", MetricType::Counter,
-       "Data-path requests of the volume that failed with ETIMEDOUT after waiting in its queue too long.",
+       "Data-path requests of the volume that failed with ETIMEDOUT after waiting in its queue too "
+       "long.",
        [](const VolumeInfo& v) { return v.io.timed_out; }},
       {"localvol_volume_io_queue_depth", MetricType::Gauge,
        "Data-path requests of the volume waiting for dispatch (throttled or behind other volumes).",
        [](const VolumeInfo& v) { return v.io.queued; }},
-      {"localvol_volume_io_in_flight", MetricType::Gauge, "Data-path requests of the volume at the disk now.",
+      {"localvol_volume_io_in_flight", MetricType::Gauge,
+       "Data-path requests of the volume at the disk now.",
        [](const VolumeInfo& v) { return v.io.in_flight; }},
       {"localvol_volume_fuse_io_uring_requests_total", MetricType::Counter,
        "FUSE requests of the volume taken through FUSE over io_uring since it was mounted "
@@ -167,9 +170,10 @@ std::vector<MetricFamily> CollectMetrics(const std::vector<VolumeInfo>& volumes,
                    "Time the volume's oldest data-path request was held back by its I/O limits.");
   // Request latency, from submission to completion (queueing and throttling
   // included).
-  Family latency("localvol_volume_io_latency_seconds", MetricType::Histogram,
-                 "Latency of the volume's data-path requests, from submission to completion, queueing "
-                 "and throttling included.");
+  Family latency(
+      "localvol_volume_io_latency_seconds", MetricType::Histogram,
+      "Latency of the volume's data-path requests, from submission to completion, queueing "
+      "and throttling included.");
   for (const auto& v : volumes) {
     const Labels l = VolumeLabels(v);
     ops.Add(With(l, "direction", "read"), static_cast<double>(v.io.read_ops));
@@ -222,7 +226,8 @@ std::vector<MetricFamily> CollectMetrics(const std::vector<VolumeInfo>& volumes,
     for (const auto& v : volumes) {
       for (const auto& k : kLimits) {
         const iopath::RateLimit& r = v.io_limits.*k.member;
-        if (g.present(r)) f.Add(With(VolumeLabels(v), "kind", k.kind), static_cast<double>(g.value(r)));
+        if (g.present(r))
+          f.Add(With(VolumeLabels(v), "kind", k.kind), static_cast<double>(g.value(r)));
       }
     }
     out.push_back(f.Take());
@@ -233,10 +238,12 @@ std::vector<MetricFamily> CollectMetrics(const std::vector<VolumeInfo>& volumes,
     uint64_t (*get)(const DiskInfo&);
   };
   static const DiskGauge kDisk[] = {
-      {"localvol_disk_size_bytes", "Size of the disk's filesystem.", [](const DiskInfo& d) { return d.size_bytes; }},
+      {"localvol_disk_size_bytes", "Size of the disk's filesystem.",
+       [](const DiskInfo& d) { return d.size_bytes; }},
       {"localvol_disk_reserve_bytes", "Space kept back for filesystem metadata.",
        [](const DiskInfo& d) { return d.reserve_bytes; }},
-      {"localvol_disk_allocated_bytes", "Sum of the capacities of the disk's volumes (plus deleted data not yet removed).",
+      {"localvol_disk_allocated_bytes",
+       "Sum of the capacities of the disk's volumes (plus deleted data not yet removed).",
        [](const DiskInfo& d) { return d.allocated_bytes; }},
       {"localvol_disk_free_bytes", "Space a new volume may still be given.",
        [](const DiskInfo& d) { return d.free_bytes; }},
@@ -253,21 +260,25 @@ std::vector<MetricFamily> CollectMetrics(const std::vector<VolumeInfo>& volumes,
     }
     out.push_back(f.Take());
   }
-  Family refused("localvol_disk_refused", MetricType::Gauge, "1 for each configured device the agent refused to use.");
+  Family refused("localvol_disk_refused", MetricType::Gauge,
+                 "1 for each configured device the agent refused to use.");
   for (const auto& d : disks) {
-    if (d.state == "refused") refused.Add({{"device", d.device.empty() ? d.configured_as : d.device}}, 1);
+    if (d.state == "refused")
+      refused.Add({{"device", d.device.empty() ? d.configured_as : d.device}}, 1);
   }
   out.push_back(refused.Take());
   return out;
 }
 
-std::string RenderMetrics(const std::vector<VolumeInfo>& volumes, const std::vector<DiskInfo>& disks) {
+std::string RenderMetrics(const std::vector<VolumeInfo>& volumes,
+                          const std::vector<DiskInfo>& disks) {
   std::ostringstream out;
   prometheus::TextSerializer().Serialize(out, CollectMetrics(volumes, disks));
   return out.str();
 }
 
-Result<std::unique_ptr<MetricsServer>> MetricsServer::Start(uint16_t port, const VolumeManager* volumes) {
+Result<std::unique_ptr<MetricsServer>> MetricsServer::Start(uint16_t port,
+                                                            const VolumeManager* volumes) {
   if (Status s = CheckPortFree(port); !s.ok()) return s;
   std::unique_ptr<MetricsServer> s(new MetricsServer());
   s->collector_ = std::make_shared<Collector>(volumes);
@@ -277,15 +288,20 @@ Result<std::unique_ptr<MetricsServer>> MetricsServer::Start(uint16_t port, const
     // would hold a worker. No linger option: close() then never waits for a
     // client that does not read.
     s->exposer_ = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
-        "listening_ports", where,
-        "num_threads", std::to_string(kWorkerThreads),
-        "request_timeout_ms", std::to_string(kRequestTimeoutMs),
-        "enable_keep_alive", "no",
+        "listening_ports",
+        where,
+        "num_threads",
+        std::to_string(kWorkerThreads),
+        "request_timeout_ms",
+        std::to_string(kRequestTimeoutMs),
+        "enable_keep_alive",
+        "no",
     });
     s->exposer_->RegisterCollectable(s->collector_);
   } catch (const std::exception& e) {
-    return Status::Error(EADDRNOTAVAIL, "metrics: cannot serve " + where + ": " + e.what() +
-                                            " (choose another metrics_port, or 0 to turn metrics off)");
+    return Status::Error(EADDRNOTAVAIL,
+                         "metrics: cannot serve " + where + ": " + e.what() +
+                             " (choose another metrics_port, or 0 to turn metrics off)");
   }
   const std::vector<int> ports = s->exposer_->GetListeningPorts();
   s->port_ = ports.empty() ? port : static_cast<uint16_t>(ports.front());

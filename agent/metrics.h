@@ -47,7 +47,8 @@ std::vector<prometheus::MetricFamily> CollectMetrics(const std::vector<VolumeInf
                                                      const std::vector<DiskInfo>& disks);
 
 // The same in the Prometheus text exposition format, as a scrape shows it.
-std::string RenderMetrics(const std::vector<VolumeInfo>& volumes, const std::vector<DiskInfo>& disks);
+std::string RenderMetrics(const std::vector<VolumeInfo>& volumes,
+                          const std::vector<DiskInfo>& disks);
 
 class MetricsServer {
  public:

@@ -59,7 +59,8 @@ TEST(MetricsTest, ExpositionFormat) {
        }) {
     EXPECT_NE(text.find(line), std::string::npos) << line << "\nin:\n" << text;
   }
-  EXPECT_EQ(text.find("localvol_disk_size_bytes{disk=\"\""), std::string::npos) << "a refused disk has no size";
+  EXPECT_EQ(text.find("localvol_disk_size_bytes{disk=\"\""), std::string::npos)
+      << "a refused disk has no size";
 }
 
 VolumeInfo BusyVolume() {
@@ -124,7 +125,8 @@ TEST(MetricsTest, DataPathCountersLimitsAndWeight) {
   }
   // Limits that are not set have no sample.
   EXPECT_EQ(text.find("kind=\"write_iops\""), std::string::npos) << text;
-  EXPECT_EQ(text.find("localvol_volume_io_burst_limit" + l + ",kind=\"write_bps\""), std::string::npos);
+  EXPECT_EQ(text.find("localvol_volume_io_burst_limit" + l + ",kind=\"write_bps\""),
+            std::string::npos);
   // The old per-direction names are gone (one family per quantity).
   EXPECT_EQ(text.find("localvol_volume_read_ops_total"), std::string::npos);
 }
@@ -203,7 +205,8 @@ TEST(MetricsTest, EveryFamilyHasHelpAndTypeOnceBeforeItsSamples) {
     if (type_of[current] == "histogram") {
       for (const char* suffix : {"_bucket", "_sum", "_count"}) {
         const std::string sfx(suffix);
-        if (sample.size() > sfx.size() && sample.compare(sample.size() - sfx.size(), sfx.size(), sfx) == 0) {
+        if (sample.size() > sfx.size() &&
+            sample.compare(sample.size() - sfx.size(), sfx.size(), sfx) == 0) {
           family = sample.substr(0, sample.size() - sfx.size());
         }
       }
@@ -213,8 +216,10 @@ TEST(MetricsTest, EveryFamilyHasHelpAndTypeOnceBeforeItsSamples) {
   for (const auto& [name, n] : help) EXPECT_EQ(n, 1) << name;
   for (const auto& [name, n] : type) EXPECT_EQ(n, 1) << name;
   // A disk that cannot serve volumes is listed as not ready, not as refused.
-  EXPECT_NE(text.find("localvol_disk_ready{disk=\"u1\",device=\"/dev/sdb\"} 1\n"), std::string::npos);
-  EXPECT_NE(text.find("localvol_disk_ready{disk=\"u2\",device=\"/dev/sdb\"} 0\n"), std::string::npos);
+  EXPECT_NE(text.find("localvol_disk_ready{disk=\"u1\",device=\"/dev/sdb\"} 1\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("localvol_disk_ready{disk=\"u2\",device=\"/dev/sdb\"} 0\n"),
+            std::string::npos);
   EXPECT_EQ(text.find("localvol_disk_refused{"), std::string::npos);
 }
 
@@ -234,7 +239,8 @@ UniqueFd Connect(uint16_t port) {
 }
 
 bool Send(const UniqueFd& fd, const std::string& data) {
-  return ::send(fd.get(), data.data(), data.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(data.size());
+  return ::send(fd.get(), data.data(), data.size(), MSG_NOSIGNAL) ==
+         static_cast<ssize_t>(data.size());
 }
 
 // What a scraper gets for GET /metrics: the whole response, or what came
@@ -321,7 +327,8 @@ TEST(MetricsServerTest, SlowAndIdleClientsDoNotBlockAScrape) {
         << "slow client " << i << " still holds a worker";
   }
   for (size_t i = 0; i < idle.size(); ++i) {
-    EXPECT_TRUE(ClosedByServer(idle[i], std::chrono::milliseconds(100))) << "idle client " << i << " still holds a worker";
+    EXPECT_TRUE(ClosedByServer(idle[i], std::chrono::milliseconds(100)))
+        << "idle client " << i << " still holds a worker";
   }
   stop = true;
   trickle.join();
@@ -337,7 +344,8 @@ TEST(MetricsServerTest, PortInUseFailsNamingIt) {
   auto second = MetricsServer::Start((*first)->port(), &volumes);
   ASSERT_FALSE(second.ok());
   EXPECT_EQ(second.err(), EADDRINUSE) << second.status().ToString();
-  EXPECT_NE(second.status().context().find("127.0.0.1:" + std::to_string((*first)->port())), std::string::npos)
+  EXPECT_NE(second.status().context().find("127.0.0.1:" + std::to_string((*first)->port())),
+            std::string::npos)
       << second.status().context();
   EXPECT_NE(second.status().context().find("choose another metrics_port"), std::string::npos);
   // The first one still serves.

@@ -170,8 +170,8 @@ Result<CommandOutput> PosixCommandRunner::Run(const std::vector<std::string>& ar
     return Status::FromErrno("waitpid " + *program);
   }
   if (timed_out) {
-    return Status::Error(ETIMEDOUT, "did not finish within " + std::to_string(timeout.count()) +
-                                        "s and was killed");
+    return Status::Error(
+        ETIMEDOUT, "did not finish within " + std::to_string(timeout.count()) + "s and was killed");
   }
   if (WIFEXITED(status)) out.exit_code = WEXITSTATUS(status);
   if (WIFSIGNALED(status)) out.signal = WTERMSIG(status);
@@ -230,9 +230,11 @@ std::vector<ProcessUse> ProcessesUsingFilesystem(dev_t dev) {
       if (!on_dev(link)) continue;
       char target[PATH_MAX];
       const ssize_t n = ::readlink(link.c_str(), target, sizeof target - 1);
-      uses.push_back("open file " + (n > 0 ? std::string(target, static_cast<size_t>(n)) : "fd " + fd));
+      uses.push_back("open file " +
+                     (n > 0 ? std::string(target, static_cast<size_t>(n)) : "fd " + fd));
     }
-    for (auto& what : uses) out.push_back(ProcessUse{pid, ReadLine(dir + "/comm"), std::move(what)});
+    for (auto& what : uses)
+      out.push_back(ProcessUse{pid, ReadLine(dir + "/comm"), std::move(what)});
   }
   return out;
 }
@@ -279,7 +281,8 @@ Result<BlockDevice> DescribeBlockDevice(const std::string& path) {
   d.holders = ListDir(dir + "/holders");
   if (!d.is_partition) {
     for (const auto& sub : ListDir(dir)) {
-      if (::access((dir + "/" + sub + "/partition").c_str(), F_OK) == 0) d.partitions.push_back(sub);
+      if (::access((dir + "/" + sub + "/partition").c_str(), F_OK) == 0)
+        d.partitions.push_back(sub);
     }
   }
   return d;
@@ -315,7 +318,8 @@ std::vector<std::pair<uint64_t, uint64_t>> SampledRegions(uint64_t size) {
   for (int i = 1; i < 256; ++i) {
     uint64_t off = (size / 256) * i;
     off -= off % 4096;
-    if (off >= kHead && off + kSample <= size - std::min(size, kTail)) out.emplace_back(off, kSample);
+    if (off >= kHead && off + kSample <= size - std::min(size, kTail))
+      out.emplace_back(off, kSample);
   }
   return out;
 }
@@ -345,7 +349,8 @@ Result<std::optional<uint64_t>> FindDataInSampledRegions(const std::string& devi
       if (n < 0) return Status::FromErrno("read " + device);
       if (n == 0) break;
       for (ssize_t i = 0; i < n; ++i) {
-        if (buf[static_cast<size_t>(i)] != 0) return std::optional<uint64_t>(off + done + static_cast<uint64_t>(i));
+        if (buf[static_cast<size_t>(i)] != 0)
+          return std::optional<uint64_t>(off + done + static_cast<uint64_t>(i));
       }
       done += static_cast<uint64_t>(n);
     }
@@ -377,7 +382,8 @@ Status ZeroSampledRegions(const std::string& device) {
 
 Status WriteFileAtomic(const std::string& path, const std::string& contents, mode_t mode) {
   const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  const std::string dir =
+      slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   auto fd = OpenAt(AT_FDCWD, tmp, O_WRONLY | O_CREAT | O_TRUNC, mode);
   if (!fd.ok()) return Status::Error(fd.err(), "create " + tmp);
@@ -393,7 +399,8 @@ Status WriteFileAtomic(const std::string& path, const std::string& contents, mod
   if (::fsync(fd->get()) != 0) return Status::FromErrno("fsync " + tmp);
   fd->Reset();
   CrashPoint((path.substr(path.rfind('/') + 1) + ":before-rename").c_str());
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return Status::FromErrno("rename " + tmp + " to " + path);
+  if (::rename(tmp.c_str(), path.c_str()) != 0)
+    return Status::FromErrno("rename " + tmp + " to " + path);
   remove_tmp.Cancel();
   auto dfd = OpenAt(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY);
   if (!dfd.ok()) return Status::Error(dfd.err(), "open " + dir + " to fsync it");

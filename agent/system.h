@@ -23,9 +23,9 @@
 namespace localvol::agent {
 
 struct CommandOutput {
-  int exit_code = -1;   // valid when the program exited
-  int signal = 0;       // non-zero when it was killed
-  std::string output;   // stdout and stderr, interleaved
+  int exit_code = -1;  // valid when the program exited
+  int signal = 0;      // non-zero when it was killed
+  std::string output;  // stdout and stderr, interleaved
   bool ok() const { return exit_code == 0 && signal == 0; }
 };
 
@@ -90,14 +90,14 @@ std::set<dev_t> BlockDevicesInUse();
 // sysfs facts about a block device.
 struct BlockDevice {
   dev_t dev = 0;
-  std::string name;         // "loop3", "sdb1"
-  std::string path;         // "/dev/loop3"
+  std::string name;  // "loop3", "sdb1"
+  std::string path;  // "/dev/loop3"
   bool is_partition = false;
-  dev_t whole_disk = 0;     // itself for a whole disk
+  dev_t whole_disk = 0;  // itself for a whole disk
   uint64_t size_bytes = 0;
   bool read_only = false;
-  std::vector<std::string> holders;    // names in /sys/class/block/<name>/holders
-  std::vector<std::string> partitions; // names of its partitions (whole disks only)
+  std::vector<std::string> holders;     // names in /sys/class/block/<name>/holders
+  std::vector<std::string> partitions;  // names of its partitions (whole disks only)
 };
 // Describes the block device at `path` (following symlinks). Fails with
 // ENOTBLK if it is not a block device.

@@ -173,7 +173,8 @@ void Trash::Adopt(AttachedDisk* disk) {
   std::vector<std::string> names;
   if (DIR* d = ::opendir(dir.c_str())) {
     while (dirent* e = ::readdir(d)) {
-      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) names.emplace_back(e->d_name);
+      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
+        names.emplace_back(e->d_name);
     }
     ::closedir(d);
   }
@@ -191,9 +192,10 @@ void Trash::Adopt(AttachedDisk* disk) {
     Queue(Item{disk, path, bytes});
   }
   if (!names.empty()) {
-    Log()->info("disk {}: {} deleted volume(s) still in the trash, holding {}; counted as "
-                "allocated until removed",
-                disk->uuid, names.size(), FormatSize(total));
+    Log()->info(
+        "disk {}: {} deleted volume(s) still in the trash, holding {}; counted as "
+        "allocated until removed",
+        disk->uuid, names.size(), FormatSize(total));
   }
 }
 
@@ -228,7 +230,8 @@ void Trash::Remove(Item item) {
     // Not a directory (or gone): a plain unlink.
     st = fd.status();
     if (fd.err() == ENOTDIR || fd.err() == ELOOP) {
-      st = ::unlink(item.path.c_str()) == 0 ? Status::Ok() : Status::FromErrno("unlink " + item.path);
+      st = ::unlink(item.path.c_str()) == 0 ? Status::Ok()
+                                            : Status::FromErrno("unlink " + item.path);
     }
   } else if (::fstat(fd->get(), &root) != 0) {
     st = Status::FromErrno("stat " + item.path);
@@ -240,9 +243,10 @@ void Trash::Remove(Item item) {
   }
   if (st.err() == ECANCELED) return;  // resumed (and charged again) at the next start
   if (!st.ok() && st.err() != ENOENT) {
-    Log()->error("removing {}: {}; its {} stay counted as allocated on disk {} until a later "
-                 "start removes it",
-                 item.path, st.ToString(), FormatSize(item.charged), item.disk->uuid);
+    Log()->error(
+        "removing {}: {}; its {} stay counted as allocated on disk {} until a later "
+        "start removes it",
+        item.path, st.ToString(), FormatSize(item.charged), item.disk->uuid);
     return;
   }
   Log()->info("removed {} ({} returned to disk {})", item.path, FormatSize(held), item.disk->uuid);

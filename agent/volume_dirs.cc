@@ -48,7 +48,8 @@ std::vector<std::string> Names(int dir_fd) {
     return out;
   }
   while (dirent* e = ::readdir(d)) {
-    if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) out.emplace_back(e->d_name);
+    if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
+      out.emplace_back(e->d_name);
   }
   ::closedir(d);
   return out;
@@ -89,8 +90,10 @@ Result<std::string> RepairNeverServedRoot(const std::string& path) {
   if (!fd.ok()) return Status::Error(fd.err(), "open " + path);
   // Any state at all (clean or in use) means a volume was served from it.
   char probe[8];
-  if (::fgetxattr(fd->get(), std::string(fuse::kStateXattr).c_str(), probe, 0) >= 0) return std::string();
-  if (errno != ENODATA) return Status::FromErrno("read " + std::string(fuse::kStateXattr) + " of " + path);
+  if (::fgetxattr(fd->get(), std::string(fuse::kStateXattr).c_str(), probe, 0) >= 0)
+    return std::string();
+  if (errno != ENODATA)
+    return Status::FromErrno("read " + std::string(fuse::kStateXattr) + " of " + path);
   struct stat st;
   if (::fstat(fd->get(), &st) != 0) return Status::FromErrno("stat " + path);
   std::string changed;
@@ -100,8 +103,8 @@ Result<std::string> RepairNeverServedRoot(const std::string& path) {
     changed = std::string("mode ") + mode + " -> 0777";
   }
   if (st.st_uid != ::geteuid() || st.st_gid != ::getegid()) {
-    changed += std::string(changed.empty() ? "" : ", ") + "owner " + std::to_string(st.st_uid) + ":" +
-               std::to_string(st.st_gid) + " -> " + std::to_string(::geteuid()) + ":" +
+    changed += std::string(changed.empty() ? "" : ", ") + "owner " + std::to_string(st.st_uid) +
+               ":" + std::to_string(st.st_gid) + " -> " + std::to_string(::geteuid()) + ":" +
                std::to_string(::getegid());
   }
   if (Status s = FinishRoot(fd->get(), path); !s.ok()) return s;
@@ -123,10 +126,12 @@ Result<UniqueFd> OpenPublishPath(const std::string& publish_dir, const std::stri
   if (S_ISLNK(st.st_mode)) {
     char target[PATH_MAX];
     const ssize_t n = ::readlinkat(dir->get(), name.c_str(), target, sizeof target - 1);
-    return Status::Error(EBUSY, path + " is a symbolic link" +
-                                    (n > 0 ? " to " + std::string(target, static_cast<size_t>(n)) : "") +
-                                    ", not a directory localvol made; localvol never mounts a volume "
-                                    "through a link. Remove it (rm " + path + ") and retry");
+    return Status::Error(EBUSY,
+                         path + " is a symbolic link" +
+                             (n > 0 ? " to " + std::string(target, static_cast<size_t>(n)) : "") +
+                             ", not a directory localvol made; localvol never mounts a volume "
+                             "through a link. Remove it (rm " +
+                             path + ") and retry");
   }
   if (!S_ISDIR(st.st_mode)) {
     return Status::Error(EBUSY, path + " exists and is not a directory; remove it and retry");

@@ -102,7 +102,8 @@ void VolumeManager::CreateEngines() {
       engines_[disk.get()] = std::move(engine).value();
       continue;
     }
-    const std::string why = "its io_uring engine could not be created: " + engine.status().ToString();
+    const std::string why =
+        "its io_uring engine could not be created: " + engine.status().ToString();
     Log()->error("disk {} ({}) cannot serve volumes: {}", disk->uuid, disk->device, why);
     MutexLock lock(mu_);
     engine_errors_[disk.get()] = why;
@@ -110,7 +111,7 @@ void VolumeManager::CreateEngines() {
 }
 
 Result<std::unique_ptr<fuse::Volume>> VolumeManager::MountVolume(const Vol& vol,
-                                                                const VolumeRecord& rec) {
+                                                                 const VolumeRecord& rec) {
   auto engine = engines_.find(vol.disk);
   if (engine == engines_.end()) {
     std::string why;
@@ -147,8 +148,8 @@ Result<std::unique_ptr<fuse::Volume>> VolumeManager::MountVolume(const Vol& vol,
 Status VolumeManager::CommitManifest(AttachedDisk* disk, const DiskManifest& manifest) {
   Status st = WriteManifest(disk->mount_path, manifest);
   if (!st.ok()) {
-    return Status::Error(st.err(), "could not update the manifest of disk " + disk->uuid + ": " +
-                                       st.ToString());
+    return Status::Error(
+        st.err(), "could not update the manifest of disk " + disk->uuid + ": " + st.ToString());
   }
   MutexLock lock(mu_);
   disk->manifest = manifest;
@@ -161,7 +162,8 @@ void VolumeManager::LoadDisk(AttachedDisk* disk, std::vector<Vol*>* to_mount) {
   std::vector<std::string> names;
   if (DIR* d = ::opendir(disk->VolumesDir().c_str())) {
     while (dirent* e = ::readdir(d)) {
-      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) names.emplace_back(e->d_name);
+      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
+        names.emplace_back(e->d_name);
     }
     ::closedir(d);
   }
@@ -182,21 +184,25 @@ void VolumeManager::LoadDisk(AttachedDisk* disk, std::vector<Vol*>* to_mount) {
     struct stat st;
     if (::lstat(backing.c_str(), &st) != 0 && errno == ENOENT) {
       // Listed, but the agent stopped before the root was in place.
-      Log()->warn("volume {}: backing directory {} is missing (an interrupted create); creating it "
-                  "empty", rec.name, backing);
+      Log()->warn(
+          "volume {}: backing directory {} is missing (an interrupted create); creating it "
+          "empty",
+          rec.name, backing);
       if (Status b = BuildVolumeRoot(disk->VolumesDir(), rec.name); !b.ok()) {
         Log()->error("volume {}: {}", rec.name, b.ToString());
       }
     } else if (auto repaired = RepairNeverServedRoot(backing); !repaired.ok()) {
       Log()->error("volume {}: {}", rec.name, repaired.status().ToString());
     } else if (!repaired->empty()) {
-      Log()->warn("volume {}: finished its never-served root {} ({})", rec.name, backing, *repaired);
+      Log()->warn("volume {}: finished its never-served root {} ({})", rec.name, backing,
+                  *repaired);
     }
     MutexLock lock(mu_);
     if (auto it = vols_.find(rec.name); it != vols_.end()) {
-      Log()->error("volume {} is on disk {} and on disk {}; serving the first only. Delete or "
-                   "rename one copy (move one disk away) to resolve",
-                   rec.name, it->second->disk->uuid, disk->uuid);
+      Log()->error(
+          "volume {} is on disk {} and on disk {}; serving the first only. Delete or "
+          "rename one copy (move one disk away) to resolve",
+          rec.name, it->second->disk->uuid, disk->uuid);
       continue;
     }
     auto vol = std::make_unique<Vol>();
@@ -243,8 +249,9 @@ Status VolumeManager::Start() {
       vol->error = mounted.status().ToString();
     }
   }
-  Log()->info("{} volume(s) in the catalogue, {} served", to_mount.size(),
-              std::count_if(to_mount.begin(), to_mount.end(), [](Vol* v) { return v->fs != nullptr; }));
+  Log()->info(
+      "{} volume(s) in the catalogue, {} served", to_mount.size(),
+      std::count_if(to_mount.begin(), to_mount.end(), [](Vol* v) { return v->fs != nullptr; }));
   return Status::Ok();
 }
 
@@ -256,8 +263,9 @@ const std::string* VolumeManager::EngineErrorLocked(const AttachedDisk* disk) co
 Result<AttachedDisk*> VolumeManager::PickDisk(const CreateVolumeParams& p) const {
   const auto& disks = disks_->disks();
   if (disks.empty()) {
-    return Status::Error(ENOSPC, "no disk is ready; check 'localvolctl disk list' for refused "
-                                 "devices and the 'disks' list of the configuration");
+    return Status::Error(ENOSPC,
+                         "no disk is ready; check 'localvolctl disk list' for refused "
+                         "devices and the 'disks' list of the configuration");
   }
   if (!p.disk.empty()) {
     AttachedDisk* match = nullptr;
@@ -277,7 +285,8 @@ Result<AttachedDisk*> VolumeManager::PickDisk(const CreateVolumeParams& p) const
       return Status::Error(ENOENT, "no ready disk '" + p.disk + "'; see 'localvolctl disk list'");
     }
     if (matches > 1) {
-      return Status::Error(EINVAL, "disk id prefix '" + p.disk + "' matches several disks; give more of the id");
+      return Status::Error(
+          EINVAL, "disk id prefix '" + p.disk + "' matches several disks; give more of the id");
     }
     if (const std::string* why = EngineErrorLocked(match)) {
       return Status::Error(EBUSY, "disk " + match->uuid + " cannot serve volumes: " + *why +
@@ -287,7 +296,8 @@ Result<AttachedDisk*> VolumeManager::PickDisk(const CreateVolumeParams& p) const
     const uint64_t free = match->Allocatable() > alloc ? match->Allocatable() - alloc : 0;
     if (p.capacity_bytes > free) {
       return Status::Error(ENOSPC, "disk " + match->uuid + " has " + FormatSize(free) +
-                                       " unallocated, less than the " + FormatSize(p.capacity_bytes) +
+                                       " unallocated, less than the " +
+                                       FormatSize(p.capacity_bytes) +
                                        " asked for; choose a smaller size or another disk");
     }
     return match;
@@ -309,7 +319,8 @@ Result<AttachedDisk*> VolumeManager::PickDisk(const CreateVolumeParams& p) const
     }
   }
   if (best == nullptr && unusable != nullptr && engine_errors_.size() == disks.size()) {
-    return Status::Error(EBUSY, "no disk can serve volumes: " + *unusable + "; see the localvold log");
+    return Status::Error(EBUSY,
+                         "no disk can serve volumes: " + *unusable + "; see the localvold log");
   }
   if (best == nullptr) {
     return Status::Error(ENOSPC, "no disk has " + FormatSize(p.capacity_bytes) +
@@ -332,7 +343,8 @@ Result<VolumeInfo> VolumeManager::Create(const CreateVolumeParams& p) {
     }
   }
   MutexLock ops(ops_mu_);
-  if (shut_down_ || !started_) return Status::Error(ESHUTDOWN, "localvold is stopping; retry once it runs again");
+  if (shut_down_ || !started_)
+    return Status::Error(ESHUTDOWN, "localvold is stopping; retry once it runs again");
   AttachedDisk* disk = nullptr;
   const uint64_t inodes =
       p.inode_limit != 0 ? p.inode_limit : fuse::DefaultInodeLimit(p.capacity_bytes);
@@ -342,21 +354,23 @@ Result<VolumeInfo> VolumeManager::Create(const CreateVolumeParams& p) {
       const Vol& v = *it->second;
       const VolumeRecord* rec = v.disk->manifest.Find(v.name);
       if (rec->capacity_bytes != p.capacity_bytes) {
-        return Status::Error(EEXIST, "volume " + p.name + " already exists with size " +
-                                         FormatSize(rec->capacity_bytes) + " (" +
-                                         std::to_string(rec->capacity_bytes) + " bytes), not " +
-                                         FormatSize(p.capacity_bytes) +
-                                         "; use 'volume resize' to change its size, or another name");
+        return Status::Error(EEXIST,
+                             "volume " + p.name + " already exists with size " +
+                                 FormatSize(rec->capacity_bytes) + " (" +
+                                 std::to_string(rec->capacity_bytes) + " bytes), not " +
+                                 FormatSize(p.capacity_bytes) +
+                                 "; use 'volume resize' to change its size, or another name");
       }
       if (p.inode_limit != 0 && p.inode_limit != rec->inode_limit) {
-        return Status::Error(EEXIST, "volume " + p.name + " already exists with an inode limit of " +
+        return Status::Error(EEXIST, "volume " + p.name +
+                                         " already exists with an inode limit of " +
                                          std::to_string(rec->inode_limit) + ", not " +
                                          std::to_string(p.inode_limit));
       }
       if (!p.disk.empty() && v.disk->uuid != p.disk && v.disk->device != p.disk &&
           v.disk->uuid.rfind(p.disk, 0) != 0) {
-        return Status::Error(EEXIST, "volume " + p.name + " already exists on disk " + v.disk->uuid +
-                                         ", not on " + p.disk);
+        return Status::Error(EEXIST, "volume " + p.name + " already exists on disk " +
+                                         v.disk->uuid + ", not on " + p.disk);
       }
       if (p.io_limits && *p.io_limits != rec->io_limits) {
         return Status::Error(EEXIST, "volume " + p.name + " already exists with I/O limits " +
@@ -409,8 +423,8 @@ Result<VolumeInfo> VolumeManager::Create(const CreateVolumeParams& p) {
     if (!s.ok()) return s;
   }
   if (Status s = BuildVolumeRoot(disk->VolumesDir(), p.name); !s.ok()) {
-    return Status::Error(s.err(), "could not make the backing directory of volume " + p.name + ": " +
-                                      s.ToString());
+    return Status::Error(
+        s.err(), "could not make the backing directory of volume " + p.name + ": " + s.ToString());
   }
   ScopeGuard remove_backing([&] {
     if (::rmdir(vol->backing_path.c_str()) != 0) {
@@ -423,8 +437,8 @@ Result<VolumeInfo> VolumeManager::Create(const CreateVolumeParams& p) {
     if (::rmdir(vol->mount_path.c_str()) != 0 && errno != ENOENT && errno != ENOTDIR) {
       Log()->warn("volume {}: removing {}: {}", p.name, vol->mount_path, std::strerror(errno));
     }
-    return Status::Error(mounted.err(), "could not mount volume " + p.name + ": " +
-                                            mounted.status().ToString());
+    return Status::Error(mounted.err(),
+                         "could not mount volume " + p.name + ": " + mounted.status().ToString());
   }
   vol->fs = std::move(mounted).value();
   remove_backing.Cancel();
@@ -442,7 +456,8 @@ Result<VolumeInfo> VolumeManager::Resize(const std::string& name, uint64_t capac
                                          uint64_t inode_limit) {
   if (Status s = ValidateVolumeName(name); !s.ok()) return s;
   if (capacity < kMinVolumeCapacity) {
-    return Status::Error(EINVAL, "size " + std::to_string(capacity) + " is too small; a volume needs at least 1Mi");
+    return Status::Error(
+        EINVAL, "size " + std::to_string(capacity) + " is too small; a volume needs at least 1Mi");
   }
   MutexLock ops(ops_mu_);
   DiskManifest manifest;
@@ -489,13 +504,14 @@ Result<VolumeInfo> VolumeManager::Resize(const std::string& name, uint64_t capac
     }
     return s;
   }
-  Log()->info("volume {}: resized from {} to {} ({} inodes)", name, FormatSize(old_rec.capacity_bytes),
-              FormatSize(capacity), inodes);
+  Log()->info("volume {}: resized from {} to {} ({} inodes)", name,
+              FormatSize(old_rec.capacity_bytes), FormatSize(capacity), inodes);
   MutexLock lock(mu_);
   return Describe(*vol, ReadMountTable());
 }
 
-Result<VolumeInfo> VolumeManager::SetIoLimits(const std::string& name, const iopath::IoLimits& limits) {
+Result<VolumeInfo> VolumeManager::SetIoLimits(const std::string& name,
+                                              const iopath::IoLimits& limits) {
   if (Status s = ValidateVolumeName(name); !s.ok()) return s;
   if (Status s = iopath::ValidateIoLimits(limits); !s.ok()) {
     return Status::Error(EINVAL, "invalid I/O limits for volume " + name + ": " + s.context());
@@ -513,13 +529,14 @@ Result<VolumeInfo> VolumeManager::SetIoLimits(const std::string& name, const iop
   const iopath::IoLimits old = rec->io_limits;
   if (limits != old) {
     if (Status s = vol->fs->SetIoLimits(limits); !s.ok()) {
-      return Status::Error(s.err() == EINVAL ? EINVAL : EBUSY, "volume " + name + ": " + s.context());
+      return Status::Error(s.err() == EINVAL ? EINVAL : EBUSY,
+                           "volume " + name + ": " + s.context());
     }
     rec->io_limits = limits;
     if (Status s = CommitManifest(vol->disk, manifest); !s.ok()) {
       if (Status back = vol->fs->SetIoLimits(old); !back.ok()) {
-        Log()->error("volume {}: putting back the I/O limits {}: {}", name, iopath::FormatIoLimits(old),
-                     back.ToString());
+        Log()->error("volume {}: putting back the I/O limits {}: {}", name,
+                     iopath::FormatIoLimits(old), back.ToString());
       }
       return s;
     }
@@ -548,9 +565,10 @@ Status VolumeManager::Delete(const std::string& name) {
       if (::umount2(vol->mount_path.c_str(), UMOUNT_NOFOLLOW) != 0) {
         const int err = errno;
         if (err == EBUSY) {
-          return Status::Error(EBUSY, "volume " + name + " is in use: a process has files open or "
-                                          "its working directory in " + vol->mount_path +
-                                          " (see 'fuser -vm " + vol->mount_path +
+          return Status::Error(EBUSY, "volume " + name +
+                                          " is in use: a process has files open or "
+                                          "its working directory in " +
+                                          vol->mount_path + " (see 'fuser -vm " + vol->mount_path +
                                           "'); stop it and retry");
         }
         if (err != EINVAL) return Status::Error(err, "umount " + vol->mount_path);
@@ -586,7 +604,8 @@ Status VolumeManager::Delete(const std::string& name) {
   }
   CrashPoint("volume-delete-after-manifest");
   Status trashed = trash_.Move(vol->disk, vol->backing_path, used);
-  if (!trashed.ok()) Log()->error("volume {}: {}; it is removed at the next start", name, trashed.ToString());
+  if (!trashed.ok())
+    Log()->error("volume {}: {}; it is removed at the next start", name, trashed.ToString());
   if (::rmdir(vol->mount_path.c_str()) != 0 && errno != ENOENT) {
     Log()->warn("volume {}: removing {}: {}; it is removed at the next start", name,
                 vol->mount_path, std::strerror(errno));
@@ -684,7 +703,8 @@ Result<VolumeInfo> VolumeManager::Get(const std::string& name) const {
 
 Result<VolumeManager::Vol*> VolumeManager::FindForChange(const std::string& name,
                                                          DiskManifest* manifest) {
-  if (shut_down_ || !started_) return Status::Error(ESHUTDOWN, "localvold is stopping; retry once it runs again");
+  if (shut_down_ || !started_)
+    return Status::Error(ESHUTDOWN, "localvold is stopping; retry once it runs again");
   MutexLock lock(mu_);
   auto found = FindLocked(name);
   if (!found.ok()) return found.status();
@@ -727,7 +747,8 @@ std::vector<DiskInfo> VolumeManager::Disks() const {
       i.size_bytes = d->size_bytes;
       i.reserve_bytes = d->reserve_bytes;
       i.allocated_bytes = AllocatedLocked(d.get());
-      i.free_bytes = d->Allocatable() > i.allocated_bytes ? d->Allocatable() - i.allocated_bytes : 0;
+      i.free_bytes =
+          d->Allocatable() > i.allocated_bytes ? d->Allocatable() - i.allocated_bytes : 0;
       i.volume_count = static_cast<uint32_t>(d->manifest.volumes.size());
       i.embedded = d->embedded;
       out.push_back(std::move(i));

@@ -94,9 +94,9 @@ struct VolumeInfo {
   uint64_t used_bytes = 0;
   uint64_t inode_limit = 0;
   uint64_t inodes_used = 0;
-  iopath::IoLimits io_limits;  // in force; the manifest's when not served
-  fuse::VolumeIoStats io;      // zero when not served
-  uint64_t fuse_ring_requests = 0;  // taken through FUSE over io_uring since mounted
+  iopath::IoLimits io_limits;             // in force; the manifest's when not served
+  fuse::VolumeIoStats io;                 // zero when not served
+  uint64_t fuse_ring_requests = 0;        // taken through FUSE over io_uring since mounted
   uint64_t fuse_ring_resident_bytes = 0;  // of the ring's buffers, now
   // Created through the CSI driver (then `name` is the PV name), and the
   // claim it was made for ("namespace/name", or "").
@@ -151,9 +151,9 @@ using EngineFactory =
 struct VolumeManagerOptions {
   std::string publish_dir;
   unsigned fuse_threads = fuse::DefaultWorkerThreads();  // per volume, at most
-  bool fuse_io_uring = false;  // fuse::VolumeOptions::fuse_io_uring, for every volume
+  bool fuse_io_uring = false;            // fuse::VolumeOptions::fuse_io_uring, for every volume
   iopath::EngineOptions engine_options;  // for the default factory
-  EngineFactory make_engine;  // empty: iopath::Engine::Create(engine_options)
+  EngineFactory make_engine;             // empty: iopath::Engine::Create(engine_options)
 };
 
 class VolumeManager {
@@ -168,9 +168,9 @@ class VolumeManager {
   // Creates one I/O engine per disk, builds the catalogue from the disks'
   // manifests, finishes what a crash interrupted (see above), charges the
   // trash a predecessor left to its disk, clears stale FUSE mounts a crashed
-  // predecessor left (ENOTCONN) and mounts every volume with its limits. A volume that cannot be mounted
-  // (or whose disk has no engine) is listed in state "error" with the reason;
-  // Start() itself fails only if the publish directory is unusable.
+  // predecessor left (ENOTCONN) and mounts every volume with its limits. A volume that cannot be
+  // mounted (or whose disk has no engine) is listed in state "error" with the reason; Start()
+  // itself fails only if the publish directory is unusable.
   Status Start() EXCLUDES(ops_mu_, mu_);
 
   // Creates and mounts a volume; see the errno table above. Creating an
@@ -179,8 +179,8 @@ class VolumeManager {
   Result<VolumeInfo> Create(const CreateVolumeParams& params) EXCLUDES(ops_mu_, mu_);
   // Changes the limits of a served volume, live. inode_limit 0 keeps an
   // explicit limit and rescales a default one.
-  Result<VolumeInfo> Resize(const std::string& name, uint64_t capacity_bytes,
-                            uint64_t inode_limit) EXCLUDES(ops_mu_, mu_);
+  Result<VolumeInfo> Resize(const std::string& name, uint64_t capacity_bytes, uint64_t inode_limit)
+      EXCLUDES(ops_mu_, mu_);
   // Replaces the I/O limits and weight of a served volume, live (no remount),
   // then records them in the manifest. Invalid limits fail with EINVAL (the
   // iopath::ValidateIoLimits message) and change nothing; a volume that is not
@@ -226,8 +226,8 @@ class VolumeManager {
   Result<Vol*> FindLocked(const std::string& name) const REQUIRES(mu_);
   // For an operation that changes a volume: ESHUTDOWN while stopping, else
   // FindLocked(), with a copy of its disk's manifest to edit and commit.
-  Result<Vol*> FindForChange(const std::string& name, DiskManifest* manifest)
-      REQUIRES(ops_mu_) EXCLUDES(mu_);
+  Result<Vol*> FindForChange(const std::string& name, DiskManifest* manifest) REQUIRES(ops_mu_)
+      EXCLUDES(mu_);
   Result<AttachedDisk*> PickDisk(const CreateVolumeParams& params) const REQUIRES(mu_);
   void CreateEngines() REQUIRES(ops_mu_);
   // Why `disk` cannot serve volumes, or null if it can.

@@ -18,7 +18,7 @@ struct MountInfo {
   std::string root;         // the path inside the filesystem that is mounted
   std::string mount_point;  // unescaped
   std::string fstype;
-  std::string source;       // "/dev/loop3", "localvol:<name>"
+  std::string source;  // "/dev/loop3", "localvol:<name>"
 };
 
 // Undoes the octal escapes procfs uses in paths ("\040" for a space), as in

@@ -19,7 +19,8 @@ Result<uint64_t> ParseSize(std::string_view text) {
   constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
   while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) {
     uint64_t digit = text[i] - '0';
-    if (value > (kMax - digit) / 10) return Status::Error(ERANGE, "size '" + std::string(text) + "' is too large");
+    if (value > (kMax - digit) / 10)
+      return Status::Error(ERANGE, "size '" + std::string(text) + "' is too large");
     value = value * 10 + digit;
     ++i;
   }
@@ -34,12 +35,23 @@ Result<uint64_t> ParseSize(std::string_view text) {
     int power = 0;
     switch (suffix[0]) {
       case 'k':
-      case 'K': power = 1; break;
-      case 'M': power = 2; break;
-      case 'G': power = 3; break;
-      case 'T': power = 4; break;
-      case 'P': power = 5; break;
-      default: return invalid();
+      case 'K':
+        power = 1;
+        break;
+      case 'M':
+        power = 2;
+        break;
+      case 'G':
+        power = 3;
+        break;
+      case 'T':
+        power = 4;
+        break;
+      case 'P':
+        power = 5;
+        break;
+      default:
+        return invalid();
     }
     if (suffix[0] == 'k' && binary) return invalid();
     for (int p = 0; p < power; ++p) multiplier *= base;

@@ -184,8 +184,8 @@ class InodeTable {
   std::unordered_map<DevIno, std::unique_ptr<Inode>, DevInoHash> inodes_ GUARDED_BY(mu_);
 
   Mutex fd_mu_ ACQUIRED_AFTER(mu_) ACQUIRED_BEFORE(Inode::alloc_mu);  // the fd cache
-  Inode* lru_head_ GUARDED_BY(fd_mu_) = nullptr;  // most recently used
-  Inode* lru_tail_ GUARDED_BY(fd_mu_) = nullptr;  // eviction starts here
+  Inode* lru_head_ GUARDED_BY(fd_mu_) = nullptr;                      // most recently used
+  Inode* lru_tail_ GUARDED_BY(fd_mu_) = nullptr;                      // eviction starts here
   static std::atomic<size_t> open_path_fds_;
 };
 

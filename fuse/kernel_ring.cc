@@ -322,8 +322,7 @@ struct KernelRing::Queue {
           --live;
           if (res != -ENOTCONN && res != -ECANCELED && res != -ECONNABORTED) {
             GetLogger("fuse")->warn("FUSE ring queue {}: entry {}: {}", qid,
-                                    entry->registered ? "commit" : "register",
-                                    std::strerror(-res));
+                                    entry->registered ? "commit" : "register", std::strerror(-res));
           }
         }
       }
@@ -441,8 +440,7 @@ Result<std::unique_ptr<KernelRing>> KernelRing::Start(fuse_session* session, uns
     // is complete, so the kernel never routes a request to the ring.
     if (Status s = result.get(); !s.ok()) return s;
   }
-  GetLogger("fuse")->info("FUSE over io_uring: {} queues of {} entries", kr->queues_.size(),
-                          depth);
+  GetLogger("fuse")->info("FUSE over io_uring: {} queues of {} entries", kr->queues_.size(), depth);
   return kr;
 }
 

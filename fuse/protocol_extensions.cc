@@ -53,8 +53,8 @@ struct CurrentRequest {
   uint64_t unique = 0;
   bool kill_suidgid = false;
   bool payload_in_spare = false;  // a WRITE whose data is in spare_payload
-  uint64_t init_offered = 0;    // FUSE_INIT: the kernel's flags | flags2 << 32
-  uint64_t init_requested = 0;  // FUSE_INIT: what the init callback asked for
+  uint64_t init_offered = 0;      // FUSE_INIT: the kernel's flags | flags2 << 32
+  uint64_t init_requested = 0;    // FUSE_INIT: what the init callback asked for
   // A request from a ring entry: the entry's payload buffer (a WRITE's data
   // is in it), handed out at most once.
   char* ring_payload = nullptr;

@@ -111,7 +111,7 @@ Status Quota::SetLimits(uint64_t capacity_bytes, uint64_t inode_limit) {
 
 QuotaSnapshot Quota::Snapshot() const {
   MutexLock lock(mu_);
-  return QuotaSnapshot{capacity_bytes_, used_bytes_,   reserved_bytes_,
+  return QuotaSnapshot{capacity_bytes_, used_bytes_,  reserved_bytes_,
                        inode_limit_,    used_inodes_, reserved_inodes_};
 }
 

@@ -1,7 +1,6 @@
 #include "fuse/thread_placement.h"
 
 #include <gtest/gtest.h>
-
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -152,7 +151,8 @@ TEST(ThreadPlacementTest, UnpinLeavesTheBatchCpuToo) {
 // A window of batches of 8, `unspread` of them observed with `spread` false.
 void FeedBatches(ThreadPlacement& p, int unspread) {
   for (int n = 0; n < static_cast<int>(ThreadPlacement::kWindow / 8); ++n) {
-    p.Observe(8, [] { return 0; }, n >= unspread);
+    p.Observe(
+        8, [] { return 0; }, n >= unspread);
   }
 }
 

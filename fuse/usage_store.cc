@@ -25,10 +25,10 @@ constexpr int kStateVersion = 1;
 
 Status WriteState(int dir_fd, bool clean, const UsageFigures& usage) {
   char value[128];
-  int n = std::snprintf(value, sizeof value, "version=%d clean=%d used_bytes=%llu used_inodes=%llu",
-                        kStateVersion, clean ? 1 : 0,
-                        static_cast<unsigned long long>(usage.used_bytes),
-                        static_cast<unsigned long long>(usage.used_inodes));
+  int n =
+      std::snprintf(value, sizeof value, "version=%d clean=%d used_bytes=%llu used_inodes=%llu",
+                    kStateVersion, clean ? 1 : 0, static_cast<unsigned long long>(usage.used_bytes),
+                    static_cast<unsigned long long>(usage.used_inodes));
   if (fsetxattr(dir_fd, std::string(kStateXattr).c_str(), value, n, 0) != 0) {
     return Status::FromErrno("store volume state in xattr " + std::string(kStateXattr));
   }

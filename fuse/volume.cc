@@ -11,9 +11,9 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 #include <condition_variable>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <optional>
 #include <thread>
@@ -45,7 +45,8 @@ Result<std::string> RealPath(const std::string& path, const char* what) {
     if (err == ENOTCONN) {
       return Status::Error(err, std::string(what) + " " + path +
                                     " is a stale FUSE mount (its server died); clear it with "
-                                    "'umount -l " + path + "'");
+                                    "'umount -l " +
+                                    path + "'");
     }
     return Status::Error(err, std::string(what) + " " + path);
   }
@@ -180,10 +181,10 @@ Result<std::unique_ptr<Volume>> Volume::Mount(const VolumeOptions& options) {
 
   auto root_path_fd = OpenAt(AT_FDCWD, *source, O_PATH | O_DIRECTORY);
   if (!root_path_fd.ok()) {
-    return Status::Error(root_path_fd.err(),
-                         "source " + *source + (root_path_fd.err() == ENOTDIR
-                                                    ? " is not a directory"
-                                                    : ": cannot open"));
+    return Status::Error(
+        root_path_fd.err(),
+        "source " + *source +
+            (root_path_fd.err() == ENOTDIR ? " is not a directory" : ": cannot open"));
   }
   auto root_dir_fd = OpenAt(AT_FDCWD, *source, O_RDONLY | O_DIRECTORY);
   if (!root_dir_fd.ok()) return root_dir_fd.status();
@@ -214,11 +215,10 @@ Result<std::unique_ptr<Volume>> Volume::Mount(const VolumeOptions& options) {
               usage.used_bytes, usage.used_inodes, secs);
   }
   if (usage.used_bytes > opt.capacity_bytes) {
-    return Status::Error(ENOSPC, "source " + *source + " already holds " +
-                                     std::to_string(usage.used_bytes) + " bytes (" +
-                                     FormatSize(usage.used_bytes) + "), more than the capacity " +
-                                     std::to_string(opt.capacity_bytes) +
-                                     "; choose a larger capacity");
+    return Status::Error(
+        ENOSPC, "source " + *source + " already holds " + std::to_string(usage.used_bytes) +
+                    " bytes (" + FormatSize(usage.used_bytes) + "), more than the capacity " +
+                    std::to_string(opt.capacity_bytes) + "; choose a larger capacity");
   }
   if (usage.used_inodes > opt.inode_limit) {
     return Status::Error(ENOSPC, "source " + *source + " already holds " +
@@ -262,16 +262,15 @@ Result<std::unique_ptr<Volume>> Volume::Mount(const VolumeOptions& options) {
     };
   }
   impl->fs = std::make_unique<Filesystem>(std::move(root_path_fd).value(), root_stat,
-                                          impl->quota.get(), opt.engine, impl->queue.get(),
-                                          config);
+                                          impl->quota.get(), opt.engine, impl->queue.get(), config);
 
-  const std::string mount_options = "allow_other,default_permissions,fsname=localvol:" +
-                                    opt.name + ",subtype=localvol,max_read=" +
-                                    std::to_string(config.max_write);
+  const std::string mount_options =
+      "allow_other,default_permissions,fsname=localvol:" + opt.name +
+      ",subtype=localvol,max_read=" + std::to_string(config.max_write);
   const char* argv[] = {"localvol-fuse", "-o", mount_options.c_str()};
   fuse_args args = FUSE_ARGS_INIT(3, const_cast<char**>(argv));
-  impl->session = fuse_session_new(&args, &Filesystem::Operations(),
-                                   sizeof(fuse_lowlevel_ops), impl->fs.get());
+  impl->session =
+      fuse_session_new(&args, &Filesystem::Operations(), sizeof(fuse_lowlevel_ops), impl->fs.get());
   // fuse_session_new parses `args` into a copy it allocates; the caller owns it.
   fuse_opt_free_args(&args);
   if (impl->session == nullptr) return Status::Error(EINVAL, "fuse_session_new failed");

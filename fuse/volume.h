@@ -32,12 +32,12 @@ namespace localvol::fuse {
 unsigned DefaultWorkerThreads();
 
 struct VolumeOptions {
-  std::string source_dir;        // backing directory; must exist and be a directory
-  std::string mountpoint;        // must exist, be a directory, and not be a mountpoint;
-                                 // "/proc/self/fd/N" mounts on the directory open at fd N
-  std::string name;              // shown as "localvol:<name>" in the mount table
-  uint64_t capacity_bytes = 0;   // > 0
-  uint64_t inode_limit = 0;      // 0 means DefaultInodeLimit(capacity_bytes)
+  std::string source_dir;            // backing directory; must exist and be a directory
+  std::string mountpoint;            // must exist, be a directory, and not be a mountpoint;
+                                     // "/proc/self/fd/N" mounts on the directory open at fd N
+  std::string name;                  // shown as "localvol:<name>" in the mount table
+  uint64_t capacity_bytes = 0;       // > 0
+  uint64_t inode_limit = 0;          // 0 means DefaultInodeLimit(capacity_bytes)
   iopath::Engine* engine = nullptr;  // borrowed; must outlive the Volume
   // The volume's I/O limits and fair-share weight on its engine's disk.
   iopath::IoLimits io_limits;
@@ -61,9 +61,9 @@ struct VolumeOptions {
 
 struct VolumeUsage {
   uint64_t capacity_bytes = 0;
-  uint64_t used_bytes = 0;      // allocated bytes, as du(1) of the backing directory counts them
+  uint64_t used_bytes = 0;  // allocated bytes, as du(1) of the backing directory counts them
   uint64_t inode_limit = 0;
-  uint64_t used_inodes = 0;     // inodes below the root, the root itself excluded
+  uint64_t used_inodes = 0;  // inodes below the root, the root itself excluded
 };
 
 // Data-path counters of a mounted volume since Mount(), read from its iopath

@@ -279,8 +279,8 @@ struct Engine::Impl {
         max_in_flight_(max_in_flight),
         max_queue_wait_ns_(options.max_queue_wait_ns),
         op_cost_bytes_(options.op_cost_bytes),
-        contended_in_flight_cost_(options.policy == IoPolicy::kFair ? options.contended_in_flight_cost
-                                                                    : 0),
+        contended_in_flight_cost_(
+            options.policy == IoPolicy::kFair ? options.contended_in_flight_cost : 0),
         clock_(SteadyClock()),
         max_bytes_per_sqe_(hooks.max_bytes_per_sqe > 0
                                ? std::min<uint64_t>(hooks.max_bytes_per_sqe, kMaxBytesPerSqe)
@@ -299,8 +299,7 @@ struct Engine::Impl {
   // Submit() and SubmitOrRun(): with `may_run_here`, a read or write that
   // finds the disk idle runs on the calling thread (see engine.h).
   // Returns whether the request ran on the calling thread.
-  bool Submit(IoQueue& queue, std::unique_ptr<IoRequest> request, bool may_run_here)
-      EXCLUDES(mu_);
+  bool Submit(IoQueue& queue, std::unique_ptr<IoRequest> request, bool may_run_here) EXCLUDES(mu_);
   // The request `r`, admitted and counted in flight, done with preadv/pwritev
   // on this thread, continued like a ring request, then completed.
   void RunHere(IoRequest* r) EXCLUDES(mu_);
@@ -340,8 +339,8 @@ struct Engine::Impl {
   // The scheduler filter while the ring is at the contended cap (called under mu_).
   static bool HasNothingInRing(const Flow& flow) NO_THREAD_SAFETY_ANALYSIS {
     // stats_.in_flight changes only under mu_, so this read is exact.
-    return static_cast<const IoQueue*>(flow.owner())->stats_.in_flight.load(
-               std::memory_order_relaxed) == 0;
+    return static_cast<const IoQueue*>(flow.owner())
+               ->stats_.in_flight.load(std::memory_order_relaxed) == 0;
   }
   // A request's cost in the scheduler's cost model.
   uint64_t CostOf(const IoRequest& r) const { return op_cost_bytes_ + DemandOf(r).bytes; }
@@ -405,7 +404,7 @@ struct Engine::Impl {
   uint64_t next_overdue_check_ns_ GUARDED_BY(mu_) = 0;
   // In flight, waiting for an SQE to continue (short transfer or -EAGAIN).
   RequestList resume_ GUARDED_BY(mu_);
-  unsigned in_flight_ GUARDED_BY(mu_) = 0;    // requests holding a ring slot
+  unsigned in_flight_ GUARDED_BY(mu_) = 0;       // requests holding a ring slot
   uint64_t in_flight_cost_ GUARDED_BY(mu_) = 0;  // their cost (scheduler cost model)
   size_t busy_queues_ GUARDED_BY(mu_) = 0;       // queues with outstanding_ > 0
   uint64_t contended_until_ns_ GUARDED_BY(mu_) = 0;
@@ -522,8 +521,7 @@ IoLimits Engine::Impl::GetLimits(const IoQueue& queue) {
   return queue.limits_;
 }
 
-bool Engine::Impl::Submit(IoQueue& queue, std::unique_ptr<IoRequest> request,
-                          bool may_run_here) {
+bool Engine::Impl::Submit(IoQueue& queue, std::unique_ptr<IoRequest> request, bool may_run_here) {
   if (!request) return false;
   IoRequest* r = request.release();  // owned by the engine until Complete() returns
   r->done_bytes = 0;
@@ -600,8 +598,8 @@ void Engine::Impl::RunHere(IoRequest* r) {
     const size_t chunk = static_cast<size_t>(std::min(remaining, max_bytes_per_sqe_));
     char* buf = r->buf + r->done_bytes;
     const auto offset = static_cast<off_t>(r->offset + r->done_bytes);
-    const ssize_t n = r->op == IoOp::kRead ? pread(r->fd, buf, chunk, offset)
-                                           : pwrite(r->fd, buf, chunk, offset);
+    const ssize_t n =
+        r->op == IoOp::kRead ? pread(r->fd, buf, chunk, offset) : pwrite(r->fd, buf, chunk, offset);
     const int res = FilterRes(*r, n < 0 ? -errno : static_cast<int>(n));
     if (ApplyCqe(*r, res, &result, &again_exhausted) == CqeVerdict::kFinished) break;
   }
@@ -812,7 +810,8 @@ bool Engine::Impl::RunCompletionRound() {
       TakeOverdue(now, &overdue);
       next_overdue_check_ns_ = now + kOverdueCheckIntervalNs;
     }
-    if (wake_at_ns_ != 0 && now >= wake_at_ns_) to_submit = Dispatch();  // throttled ones now eligible
+    if (wake_at_ns_ != 0 && now >= wake_at_ns_)
+      to_submit = Dispatch();  // throttled ones now eligible
     uint64_t wait_ns = sq_unflushed_ ? kSubmitRetryIntervalNs : kIdleWakeupNs;
     if (wake_at_ns_ != 0) wait_ns = std::min(wait_ns, wake_at_ns_ > now ? wake_at_ns_ - now : 0);
     if (scheduler_.backlogged() > 0 && next_overdue_check_ns_ > now) {
@@ -837,9 +836,10 @@ bool Engine::Impl::RunCompletionRound() {
       }
     }
     if (ShouldLog(timeouts_)) {
-      log_->warn("requests waited in their queue longer than {} s and failed with ETIMEDOUT ({} "
-                 "check(s) with timeouts so far)",
-                 max_queue_wait_ns_ / 1'000'000'000.0, timeouts_.load(std::memory_order_relaxed));
+      log_->warn(
+          "requests waited in their queue longer than {} s and failed with ETIMEDOUT ({} "
+          "check(s) with timeouts so far)",
+          max_queue_wait_ns_ / 1'000'000'000.0, timeouts_.load(std::memory_order_relaxed));
     }
   }
 

@@ -178,9 +178,8 @@ std::future<std::thread::id> ReadOnSomeThread(Engine& engine, IoQueue& queue, bo
                                               void* buf, size_t len, bool* ran_here = nullptr) {
   auto where = std::make_shared<std::promise<std::thread::id>>();
   std::future<std::thread::id> future = where->get_future();
-  auto request = MakeRequest(IoOp::kRead, fd, 0, buf, len, [where](IoResult) {
-    where->set_value(std::this_thread::get_id());
-  });
+  auto request = MakeRequest(IoOp::kRead, fd, 0, buf, len,
+                             [where](IoResult) { where->set_value(std::this_thread::get_id()); });
   if (or_run) {
     const bool here = engine.SubmitOrRun(queue, std::move(request));
     if (ran_here != nullptr) *ran_here = here;
@@ -518,11 +517,11 @@ TEST(EngineConcurrency, ASubmitterLeavesItsSqesToTheThreadAlreadyEntering) {
     ASSERT_TRUE(cv.wait_for(lock, kWaitTimeout, [&] { return holding; }))
         << "the first Submit() never reached io_uring_enter";
   }
-  engine->Submit(*queue, MakeRequest(IoOp::kRead, file.fd(), 4096, second_buf.data(), 4096,
-                                     [&](IoResult) {
-                                       second_done.fetch_add(1);
-                                       both_done.Done();
-                                     }));
+  engine->Submit(*queue,
+                 MakeRequest(IoOp::kRead, file.fd(), 4096, second_buf.data(), 4096, [&](IoResult) {
+                   second_done.fetch_add(1);
+                   both_done.Done();
+                 }));
   std::this_thread::sleep_for(50ms);
   EXPECT_EQ(second_done.load(), 0) << "the second request was submitted by its own thread";
   {
@@ -689,7 +688,8 @@ void SubmitReads(Engine& engine, IoQueue& queue, const TempFile& file, int n, Co
                  std::vector<int>* errors, std::mutex* mu) {
   static char sink[1];
   for (int i = 0; i < n; ++i) {
-    engine.Submit(queue, MakeRequest(IoOp::kRead, file.fd(), 0, sink, 1, [&, errors, mu](IoResult r) {
+    engine.Submit(queue,
+                  MakeRequest(IoOp::kRead, file.fd(), 0, sink, 1, [&, errors, mu](IoResult r) {
                     {
                       std::lock_guard<std::mutex> lock(*mu);
                       errors->push_back(r.err);
@@ -801,7 +801,7 @@ TEST_F(EngineTest, UnlimitedQueueIsNotHeldBackByAThrottledOne) {
   SubmitReads(*engine_, *free_queue, file_, 200, free_done, &errors, &mu);
   ASSERT_TRUE(free_done.Wait());
   EXPECT_LT(std::chrono::steady_clock::now() - start, 1s);
-  EXPECT_GE(queue_->stats().queued.load(), 3u);  // still held back
+  EXPECT_GE(queue_->stats().queued.load(), 3u);     // still held back
   ASSERT_TRUE(queue_->SetLimits(IoLimits{}).ok());  // release them before teardown
   EXPECT_TRUE(throttled_done.Wait());
 }
@@ -851,9 +851,9 @@ TEST_F(EngineTest, InvalidLimitsAreRefusedAndChangeNothing) {
 // queue alone is not capped.
 TEST(EngineInFlightCap, CapsTheRingOnlyWhileQueuesContend) {
   for (const IoPolicy policy : {IoPolicy::kFair, IoPolicy::kFifo}) {
-    ENGINE_OR_SKIP(engine, Engine::Create(EngineOptions{
-                               .contended_in_flight_cost = kDefaultOpCostBytes + 1,
-                               .policy = policy}));
+    ENGINE_OR_SKIP(engine,
+                   Engine::Create(EngineOptions{.contended_in_flight_cost = kDefaultOpCostBytes + 1,
+                                                .policy = policy}));
     auto a = engine->CreateQueue("a");
     auto b = engine->CreateQueue("b");
     Pipe pipe;

@@ -28,8 +28,8 @@ Result<uint64_t> ParseCount(std::string_view key, std::string_view value) {
   const char* end = value.data() + value.size();
   auto [ptr, ec] = std::from_chars(value.data(), end, n);
   if (value.empty() || ec != std::errc() || ptr != end) {
-    return Status::Error(EINVAL, std::string(key) + ": '" + std::string(value) +
-                                     "' is not a non-negative integer");
+    return Status::Error(
+        EINVAL, std::string(key) + ": '" + std::string(value) + "' is not a non-negative integer");
   }
   return n;
 }
@@ -41,8 +41,8 @@ Status CheckLimit(const char* name, const RateLimit& l) {
                                      " is not: a burst needs a sustained rate to fall back to");
   }
   if (l.burst_rate > 0 && l.burst_rate <= l.rate) {
-    return Status::Error(EINVAL, n + "-burst (" + std::to_string(l.burst_rate) + ") must be above " +
-                                     n + " (" + std::to_string(l.rate) + ")");
+    return Status::Error(EINVAL, n + "-burst (" + std::to_string(l.burst_rate) +
+                                     ") must be above " + n + " (" + std::to_string(l.rate) + ")");
   }
   if (l.burst_seconds < 1 || l.burst_seconds > kMaxBurstSeconds) {
     return Status::Error(EINVAL, n + "-burst-seconds is " + std::to_string(l.burst_seconds) +
@@ -83,8 +83,8 @@ Status SetIoLimit(IoLimits* limits, std::string_view key, std::string_view value
     auto n = ParseCount(key, value);
     if (!n.ok()) return n.status();
     if (*n < 1 || *n > kMaxWeight) {
-      return Status::Error(EINVAL, "weight: " + std::string(value) + " is outside 1.." +
-                                       std::to_string(kMaxWeight));
+      return Status::Error(
+          EINVAL, "weight: " + std::string(value) + " is outside 1.." + std::to_string(kMaxWeight));
     }
     limits->weight = static_cast<uint32_t>(*n);
     return Status::Ok();
@@ -125,7 +125,8 @@ Status SetIoLimit(IoLimits* limits, std::string_view key, std::string_view value
   }
   std::string known;
   for (const std::string& k : IoLimitKeys()) known += (known.empty() ? "" : ", ") + k;
-  return Status::Error(EINVAL, "unknown I/O limit '" + std::string(key) + "' (known: " + known + ")");
+  return Status::Error(EINVAL,
+                       "unknown I/O limit '" + std::string(key) + "' (known: " + known + ")");
 }
 
 std::vector<std::pair<std::string, std::string>> IoLimitSettings(const IoLimits& limits) {
@@ -139,7 +140,8 @@ std::vector<std::pair<std::string, std::string>> IoLimitSettings(const IoLimits&
       out.emplace_back(std::string(l.prefix) + "-burst", text(limit.burst_rate));
     }
     if (limit.burst_seconds != unlimited.burst_seconds) {
-      out.emplace_back(std::string(l.prefix) + "-burst-seconds", std::to_string(limit.burst_seconds));
+      out.emplace_back(std::string(l.prefix) + "-burst-seconds",
+                       std::to_string(limit.burst_seconds));
     }
   }
   if (limits.weight != kDefaultWeight) out.emplace_back(kWeightKey, std::to_string(limits.weight));

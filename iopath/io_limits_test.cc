@@ -42,7 +42,8 @@ TEST(IoLimitsTest, SettingsRoundTripThroughSetIoLimit) {
   l.weight = 300;
   const auto settings = IoLimitSettings(l);
   IoLimits parsed;
-  for (const auto& [key, value] : settings) ASSERT_TRUE(SetIoLimit(&parsed, key, value).ok()) << key;
+  for (const auto& [key, value] : settings)
+    ASSERT_TRUE(SetIoLimit(&parsed, key, value).ok()) << key;
   EXPECT_EQ(parsed, l);
   EXPECT_EQ(FormatIoLimits(l),
             "read-iops=500 read-iops-burst=2000 read-iops-burst-seconds=10 write-bps=100Mi "
@@ -62,17 +63,17 @@ TEST(IoLimitsTest, SetIoLimitRejectsBadInputAndChangesNothing) {
   IoLimits l;
   l.read_iops.rate = 7;
   const IoLimits before = l;
-  for (const auto& [key, value] : std::vector<std::pair<std::string, std::string>>{
-           {"read-iops", "-1"},
-           {"read-iops", "abc"},
-           {"read-iops", ""},
-           {"read-iops-burst-seconds", "0"},
-           {"read-iops-burst-seconds", "3601"},
-           {"weight", "0"},
-           {"weight", "10001"},
-           {"write-bps", "12Xi"},
-           {"read-latency", "5"},
-           {"read-iopsx", "5"}}) {
+  for (const auto& [key, value] :
+       std::vector<std::pair<std::string, std::string>>{{"read-iops", "-1"},
+                                                        {"read-iops", "abc"},
+                                                        {"read-iops", ""},
+                                                        {"read-iops-burst-seconds", "0"},
+                                                        {"read-iops-burst-seconds", "3601"},
+                                                        {"weight", "0"},
+                                                        {"weight", "10001"},
+                                                        {"write-bps", "12Xi"},
+                                                        {"read-latency", "5"},
+                                                        {"read-iopsx", "5"}}) {
     Status s = SetIoLimit(&l, key, value);
     EXPECT_EQ(s.err(), EINVAL) << key << "=" << value;
     EXPECT_NE(s.context().find(key), std::string::npos) << s.context();

@@ -49,10 +49,10 @@ class IoRequest {
   virtual void Complete(IoResult result) noexcept = 0;
 
   IoOp op = IoOp::kRead;
-  int fd = -1;               // borrowed; must stay open until Complete() returns
+  int fd = -1;  // borrowed; must stay open until Complete() returns
   uint64_t offset = 0;
-  char* buf = nullptr;       // borrowed; read/write only; aligned by the caller if O_DIRECT
-  size_t len = 0;            // read/write length, or fallocate length
+  char* buf = nullptr;  // borrowed; read/write only; aligned by the caller if O_DIRECT
+  size_t len = 0;       // read/write length, or fallocate length
   int fallocate_mode = 0;
 
   // Engine bookkeeping: progress of a read/write that completed short and is

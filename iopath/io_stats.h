@@ -25,14 +25,14 @@ size_t LatencyBucket(uint64_t latency_ns);
 struct IoStatsSnapshot {
   uint64_t read_ops = 0;
   uint64_t read_bytes = 0;
-  uint64_t write_ops = 0;   // writes only
+  uint64_t write_ops = 0;  // writes only
   uint64_t write_bytes = 0;
-  uint64_t other_ops = 0;   // fsync, fdatasync, fallocate (counted as write ops by limits)
-  uint64_t errors = 0;      // requests completed with an error, timeouts included
-  uint64_t timed_out = 0;   // requests failed because they waited longer than the bound
+  uint64_t other_ops = 0;     // fsync, fdatasync, fallocate (counted as write ops by limits)
+  uint64_t errors = 0;        // requests completed with an error, timeouts included
+  uint64_t timed_out = 0;     // requests failed because they waited longer than the bound
   uint64_t throttled_ns = 0;  // time the volume's oldest request was held back by its limits
-  uint64_t queued = 0;      // requests waiting for dispatch now
-  uint64_t in_flight = 0;   // requests dispatched and not yet completed now
+  uint64_t queued = 0;        // requests waiting for dispatch now
+  uint64_t in_flight = 0;     // requests dispatched and not yet completed now
   // Non-cumulative counts per bucket (kLatencyBucketsUs, then +Inf), and the
   // sum of all latencies.
   std::array<uint64_t, kLatencyBuckets> latency_count{};

@@ -70,8 +70,10 @@ void FlowHeap::Erase(Flow* flow) {
 
 Scheduler::Scheduler(SchedulerOptions options)
     : options_(options),
-      eligible_([](const Flow* a, const Flow* b) { return TagBefore(a->start_tag_, b->start_tag_); }),
-      throttled_([](const Flow* a, const Flow* b) { return a->eligible_at_ns_ < b->eligible_at_ns_; }) {}
+      eligible_(
+          [](const Flow* a, const Flow* b) { return TagBefore(a->start_tag_, b->start_tag_); }),
+      throttled_(
+          [](const Flow* a, const Flow* b) { return a->eligible_at_ns_ < b->eligible_at_ns_; }) {}
 
 Throttle& Scheduler::OpsThrottle(Flow& f, IoDirection d) {
   return d == IoDirection::kRead ? f.read_ops_ : f.write_ops_;
@@ -97,7 +99,7 @@ void Scheduler::Configure(Flow& flow, const IoLimits& limits, uint64_t now_ns) {
 
 void Scheduler::MakeEligible(Flow& flow) {
   flow.start_tag_ = options_.policy == IoPolicy::kFifo ? flow.head_.enqueue_ns
-                                                        : TagMax(flow.finish_tag_, virtual_time_);
+                                                       : TagMax(flow.finish_tag_, virtual_time_);
   flow.state_ = Flow::State::kEligible;
   eligible_.Push(&flow);
 }
@@ -176,7 +178,7 @@ Scheduler::Pick Scheduler::PickNext(uint64_t now_ns, uint64_t* wake_at_ns) {
 }
 
 Scheduler::Pick Scheduler::PickNextAllowed(uint64_t now_ns, uint64_t* wake_at_ns,
-                                          FlowFilter allowed) {
+                                           FlowFilter allowed) {
   ReleaseThrottled(now_ns);
   for (;;) {
     Flow* best = nullptr;

@@ -41,9 +41,7 @@ void BM_Admission(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations());
 }
-BENCHMARK(BM_Admission)
-    ->ArgNames({"volumes", "limited"})
-    ->ArgsProduct({{1, 8, 64, 256}, {0, 1}});
+BENCHMARK(BM_Admission)->ArgNames({"volumes", "limited"})->ArgsProduct({{1, 8, 64, 256}, {0, 1}});
 
 // One Throttle check and charge: the per-limit part of admission.
 void BM_ThrottleCheckAndCharge(benchmark::State& state) {

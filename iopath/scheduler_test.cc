@@ -214,7 +214,7 @@ TEST(SchedulerTest, LimitsApplyPerDirection) {
   h.Add(reader, l);
   h.Add(writer, l);  // same limits: only read_iops is set
   const uint64_t start = clock.NowNs();
-  h.RunFor(start + 2 * kSecond, 100'000);  // device: 10,000/s
+  h.RunFor(start + 2 * kSecond, 100'000);                  // device: 10,000/s
   EXPECT_NEAR(static_cast<double>(reader.picks), 210, 3);  // 100/s + the 10-op initial credit
   EXPECT_GT(writer.picks, 19'000u);
 }

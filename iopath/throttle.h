@@ -56,7 +56,7 @@ class Throttle {
 
   double rate_ = 0;  // 0: unlimited
   Bucket sustained_;
-  Bucket peak_;      // rate 0: no burst
+  Bucket peak_;  // rate 0: no burst
   uint64_t last_ns_ = 0;
 };
 

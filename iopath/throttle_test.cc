@@ -84,9 +84,9 @@ TEST_P(ThrottleRateTest, DeliversTheRateWithinTwoPercent) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Rates, ThrottleRateTest,
-                         ::testing::Values(RateCase{1000, 1},          // 1000 IOPS
-                                           RateCase{7, 1},             // a very low IOPS limit
-                                           RateCase{100 << 20, 4096},  // 100 MiB/s in 4 KiB
+                         ::testing::Values(RateCase{1000, 1},               // 1000 IOPS
+                                           RateCase{7, 1},                  // a very low IOPS limit
+                                           RateCase{100 << 20, 4096},       // 100 MiB/s in 4 KiB
                                            RateCase{100 << 20, 1 << 20}));  // ... in 1 MiB
 
 // A fresh limit has a tenth of a second of credit, then the rate.
@@ -109,11 +109,13 @@ TEST(ThrottleTest, BurstRunsAtBurstRateForBurstSecondsThenFallsToTheRate) {
   const uint64_t start = clock.NowNs();
   auto admitted = RunGreedy(t, clock, 1, start + 20 * kSecond);
   for (uint64_t s = 0; s < 4; ++s) {
-    const double n = static_cast<double>(CountIn(admitted, start + s * kSecond, start + (s + 1) * kSecond));
+    const double n =
+        static_cast<double>(CountIn(admitted, start + s * kSecond, start + (s + 1) * kSecond));
     EXPECT_NEAR(n / 1000.0, 1.0, 0.03) << "burst second " << s;  // the first has 20 ms extra
   }
   for (uint64_t s = 6; s < 20; ++s) {
-    const double n = static_cast<double>(CountIn(admitted, start + s * kSecond, start + (s + 1) * kSecond));
+    const double n =
+        static_cast<double>(CountIn(admitted, start + s * kSecond, start + (s + 1) * kSecond));
     EXPECT_NEAR(n / 100.0, 1.0, 0.02) << "second " << s;
   }
   // Drain time: the first 100 ms window below twice the limit.

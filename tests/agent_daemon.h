@@ -4,11 +4,10 @@
 // several client threads may call at once.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
-
-#include <gtest/gtest.h>
 
 #include <chrono>
 #include <iostream>
@@ -44,7 +43,8 @@ class Daemon {
   // names a crash point (agent/system.h) where it is to kill itself.
   ::testing::AssertionResult Start(const std::vector<std::string>& extra_args = {},
                                    const std::string& crash_at = "") {
-    std::vector<std::string> argv = {LOCALVOLD_BIN, "--config", dirs_.config_path(), "--log-level", "debug"};
+    std::vector<std::string> argv = {LOCALVOLD_BIN, "--config", dirs_.config_path(), "--log-level",
+                                     "debug"};
     argv.insert(argv.end(), extra_args.begin(), extra_args.end());
     if (!crash_at.empty()) ::setenv("LOCALVOL_CRASH_AT", crash_at.c_str(), 1);
     auto p = Subprocess::Spawn(argv, dirs_.Sub("localvold.log"));
@@ -53,7 +53,9 @@ class Daemon {
     process_ = std::move(p).value();
     for (int i = 0; i < 300; ++i) {
       if (auto st = process_.TryWait()) {
-        return ::testing::AssertionFailure() << "localvold exited: " << DescribeWaitStatus(*st) << "\n" << Log();
+        return ::testing::AssertionFailure()
+               << "localvold exited: " << DescribeWaitStatus(*st) << "\n"
+               << Log();
       }
       if (Ctl({"disk", "list"}).ok()) return ::testing::AssertionSuccess();
       std::this_thread::sleep_for(std::chrono::milliseconds(100));

@@ -4,22 +4,21 @@
 // middle of writes with the data verified after the restart, config errors,
 // the embedded disk, metrics, and a second instance.
 // gRPC first, without abseil's lock-annotation macros (agent/grpcpp.h).
-#include "agent/grpcpp.h"
+#include "tests/agent_daemon.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <glob.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <sys/statfs.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -28,10 +27,10 @@
 #include <sstream>
 #include <thread>
 
+#include "agent/grpcpp.h"
 #include "agent/loop_device.h"
 #include "agent/proto/localvol.grpc.pb.h"
 #include "fuse/volume.h"
-#include "tests/agent_daemon.h"
 #include "tests/agent_fixtures.h"
 #include "tests/support/fuse_uring_switch.h"
 #include "tests/support/mounts.h"
@@ -95,10 +94,14 @@ TEST_F(AgentDaemonTest, CliEndToEnd) {
 
   // Idempotent create; conflicting create; every error class.
   EXPECT_TRUE(daemon_->Ctl({"volume", "create", "web", "--size", "64Mi"}).ok());
-  ExpectFails(daemon_->Ctl({"volume", "create", "web", "--size", "65Mi"}), 1, "AlreadyExists: volume web already exists");
-  ExpectFails(daemon_->Ctl({"volume", "create", "Web_1", "--size", "1Gi"}), 2, "invalid volume name 'Web_1'");
-  ExpectFails(daemon_->Ctl({"volume", "create", "huge", "--size", "100Gi"}), 1, "ResourceExhausted: no disk has 100Gi");
-  ExpectFails(daemon_->Ctl({"volume", "create", "x", "--size", "1Mi", "--disk", "nosuchdisk"}), 1, "NotFound");
+  ExpectFails(daemon_->Ctl({"volume", "create", "web", "--size", "65Mi"}), 1,
+              "AlreadyExists: volume web already exists");
+  ExpectFails(daemon_->Ctl({"volume", "create", "Web_1", "--size", "1Gi"}), 2,
+              "invalid volume name 'Web_1'");
+  ExpectFails(daemon_->Ctl({"volume", "create", "huge", "--size", "100Gi"}), 1,
+              "ResourceExhausted: no disk has 100Gi");
+  ExpectFails(daemon_->Ctl({"volume", "create", "x", "--size", "1Mi", "--disk", "nosuchdisk"}), 1,
+              "NotFound");
   ExpectFails(daemon_->Ctl({"volume", "inspect", "nope"}), 1, "NotFound: no volume named nope");
   ExpectFails(daemon_->Ctl({"volume", "resize", "nope", "--size", "1Gi"}), 1, "NotFound");
   ExpectFails(daemon_->Ctl({"volume", "delete", "nope"}), 1, "NotFound");
@@ -111,7 +114,8 @@ TEST_F(AgentDaemonTest, CliEndToEnd) {
   ExpectFails(daemon_->Ctl({"-o", "yaml", "volume", "list"}), 2, "yaml");
   EXPECT_EQ(daemon_->Ctl({}).exit_code, 2);
   // An agent that is not there.
-  CommandResult gone = RunCommand({LOCALVOLCTL_BIN, "--socket", dirs_->Sub("nope.sock"), "volume", "list"});
+  CommandResult gone =
+      RunCommand({LOCALVOLCTL_BIN, "--socket", dirs_->Sub("nope.sock"), "volume", "list"});
   ExpectFails(gone, 3, "cannot reach localvold");
 
   r = daemon_->Ctl({"volume", "list"});
@@ -128,7 +132,8 @@ TEST_F(AgentDaemonTest, CliEndToEnd) {
   r = daemon_->Ctl({"volume", "resize", "web", "--size", "128Mi"});
   ASSERT_TRUE(r.ok()) << r.Summary();
   EXPECT_EQ(StatFs(mount)->capacity(), 128 * kMi);
-  ExpectFails(daemon_->Ctl({"volume", "resize", "web", "--size", "4Mi"}), 1, "FailedPrecondition: volume web: cannot shrink capacity");
+  ExpectFails(daemon_->Ctl({"volume", "resize", "web", "--size", "4Mi"}), 1,
+              "FailedPrecondition: volume web: cannot shrink capacity");
   r = daemon_->Ctl({"volume", "inspect", "web"});
   ASSERT_TRUE(r.ok());
   EXPECT_NE(r.out.find("128Mi"), std::string::npos) << r.out;
@@ -137,7 +142,8 @@ TEST_F(AgentDaemonTest, CliEndToEnd) {
   // Delete: refused while busy, then done.
   int fd = ::open((mount + "/data").c_str(), O_RDONLY);
   ASSERT_GE(fd, 0);
-  ExpectFails(daemon_->Ctl({"volume", "delete", "web"}), 1, "FailedPrecondition: volume web is in use");
+  ExpectFails(daemon_->Ctl({"volume", "delete", "web"}), 1,
+              "FailedPrecondition: volume web is in use");
   ::close(fd);
   r = daemon_->Ctl({"volume", "delete", "web"});
   ASSERT_TRUE(r.ok()) << r.Summary();
@@ -173,8 +179,9 @@ TEST_F(AgentDaemonTest, CliIoLimits) {
   EXPECT_EQ(limits_of("db"), "read-iops=500 write-bps=100Mi weight=200");
   r = daemon_->Ctl({"-o", "json", "volume", "inspect", "db"});
   ASSERT_TRUE(r.ok()) << r.Summary();
-  for (const char* field : {"\"io_limits\"", "\"read_iops\"", "\"rate\": \"500\"", "\"rate\": \"104857600\"",
-                            "\"weight\": 200", "\"io_stats\"", "\"throttled_seconds\"", "\"queued\""}) {
+  for (const char* field :
+       {"\"io_limits\"", "\"read_iops\"", "\"rate\": \"500\"", "\"rate\": \"104857600\"",
+        "\"weight\": 200", "\"io_stats\"", "\"throttled_seconds\"", "\"queued\""}) {
     EXPECT_NE(r.out.find(field), std::string::npos) << field << " not in\n" << r.out;
   }
   // Create again: with other limits it is a conflict; without, a no-op.
@@ -189,19 +196,24 @@ TEST_F(AgentDaemonTest, CliIoLimits) {
   EXPECT_EQ(limits_of("db"), "write-iops=100 write-bps=100Mi weight=200");
 
   // Bad values and bad combinations: exit 2, nothing changed.
-  ExpectFails(daemon_->Ctl({"volume", "set-limits", "db", "--write-iops-burst", "50"}), 2,
-              "invalid I/O limits for volume db: write-iops-burst (50) must be above write-iops (100)");
-  ExpectFails(daemon_->Ctl({"volume", "set-limits", "db", "--weight", "heavy"}), 2, "--weight: 'heavy'");
-  ExpectFails(daemon_->Ctl({"volume", "set-limits", "db", "--write-bps", "fast"}), 2, "--write-bps");
+  ExpectFails(
+      daemon_->Ctl({"volume", "set-limits", "db", "--write-iops-burst", "50"}), 2,
+      "invalid I/O limits for volume db: write-iops-burst (50) must be above write-iops (100)");
+  ExpectFails(daemon_->Ctl({"volume", "set-limits", "db", "--weight", "heavy"}), 2,
+              "--weight: 'heavy'");
+  ExpectFails(daemon_->Ctl({"volume", "set-limits", "db", "--write-bps", "fast"}), 2,
+              "--write-bps");
   ExpectFails(daemon_->Ctl({"volume", "set-limits", "db"}), 2, "give at least one limit");
   ExpectFails(daemon_->Ctl({"volume", "create", "x", "--size", "8Mi", "--read-iops-burst", "9"}), 2,
               "invalid I/O limits: read-iops-burst is set but read-iops is not");
   EXPECT_EQ(limits_of("db"), "write-iops=100 write-bps=100Mi weight=200");
   ExpectFails(daemon_->Ctl({"volume", "inspect", "x"}), 1, "NotFound");
-  ExpectFails(daemon_->Ctl({"volume", "set-limits", "nope", "--read-iops", "5"}), 1, "NotFound: no volume named nope");
+  ExpectFails(daemon_->Ctl({"volume", "set-limits", "nope", "--read-iops", "5"}), 1,
+              "NotFound: no volume named nope");
 
   // --unlimited drops every rate limit, keeps the weight; flags given with it apply.
-  r = daemon_->Ctl({"volume", "set-limits", "db", "--unlimited", "--read-bps", "20Mi", "--read-bps-burst", "40Mi"});
+  r = daemon_->Ctl({"volume", "set-limits", "db", "--unlimited", "--read-bps", "20Mi",
+                    "--read-bps-burst", "40Mi"});
   ASSERT_TRUE(r.ok()) << r.Summary();
   EXPECT_NE(r.out.find("read-bps=20Mi read-bps-burst=40Mi weight=200"), std::string::npos) << r.out;
 
@@ -234,9 +246,10 @@ TEST_F(AgentDaemonTest, Kill9InTheMiddleOfWritesThenRestart) {
     ::close(fd);
   }
   // A writer that is still busy when the agent dies.
-  Subprocess writer = std::move(Subprocess::Spawn({"dd", "if=/dev/zero", "of=" + db + "/in-flight", "bs=1M",
-                                                   "count=100000", "oflag=sync"},
-                                                  dirs_->Sub("dd.log")).value());
+  Subprocess writer = std::move(Subprocess::Spawn({"dd", "if=/dev/zero", "of=" + db + "/in-flight",
+                                                   "bs=1M", "count=100000", "oflag=sync"},
+                                                  dirs_->Sub("dd.log"))
+                                    .value());
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   daemon_->Kill9();
   // The writer fails (ENOTCONN) rather than hanging.
@@ -289,13 +302,15 @@ TEST_F(AgentDaemonTest, Kill9DuringCreatesAndDeletesThenClientsRetry) {
   ASSERT_TRUE(dirs_->WriteConfig(devices).ok());
   ASSERT_TRUE(daemon_->Start());
   for (int i = 0; i < 4; ++i) {
-    ASSERT_TRUE(daemon_->Ctl({"volume", "create", "old-" + std::to_string(i), "--size", "8Mi"}).ok());
+    ASSERT_TRUE(
+        daemon_->Ctl({"volume", "create", "old-" + std::to_string(i), "--size", "8Mi"}).ok());
   }
   // Clients create and delete while the agent is killed.
   std::vector<std::thread> clients;
   for (int i = 0; i < 4; ++i) {
     clients.emplace_back([this, i] {
-      (void)daemon_->Ctl({"--timeout", "10", "volume", "create", "new-" + std::to_string(i), "--size", "8Mi"});
+      (void)daemon_->Ctl(
+          {"--timeout", "10", "volume", "create", "new-" + std::to_string(i), "--size", "8Mi"});
       (void)daemon_->Ctl({"--timeout", "10", "volume", "delete", "old-" + std::to_string(i)});
     });
   }
@@ -305,7 +320,8 @@ TEST_F(AgentDaemonTest, Kill9DuringCreatesAndDeletesThenClientsRetry) {
   ASSERT_TRUE(daemon_->Start());
   // Every volume the agent knows is served; clients retrying get what they asked.
   for (int i = 0; i < 4; ++i) {
-    CommandResult r = daemon_->Ctl({"volume", "create", "new-" + std::to_string(i), "--size", "8Mi"});
+    CommandResult r =
+        daemon_->Ctl({"volume", "create", "new-" + std::to_string(i), "--size", "8Mi"});
     EXPECT_TRUE(r.ok()) << r.Summary();
     r = daemon_->Ctl({"volume", "delete", "old-" + std::to_string(i)});
     EXPECT_TRUE(r.ok() || r.err.find("NotFound") != std::string::npos) << r.Summary();
@@ -330,19 +346,22 @@ TEST_F(AgentDaemonTest, Kill9DuringCreatesAndDeletesThenClientsRetry) {
 
 TEST_F(AgentDaemonTest, ConfigErrorsStopStartupNamingTheKey) {
   ASSERT_TRUE(dirs_->WriteConfig({}, "disk_size: 10Gi\n").ok());
-  CommandResult r = RunCommand({LOCALVOLD_BIN, "--config", dirs_->config_path()}, std::chrono::seconds(30));
+  CommandResult r =
+      RunCommand({LOCALVOLD_BIN, "--config", dirs_->config_path()}, std::chrono::seconds(30));
   EXPECT_EQ(r.exit_code, 2) << r.Summary();
   EXPECT_NE(r.err.find("disk_size: unknown key"), std::string::npos) << r.Summary();
   ASSERT_TRUE(dirs_->WriteConfig({}, "filesystem: btrfs\n").ok());
   r = RunCommand({LOCALVOLD_BIN, "--config", dirs_->config_path()}, std::chrono::seconds(30));
   EXPECT_EQ(r.exit_code, 2) << r.Summary();
-  EXPECT_NE(r.err.find("filesystem: expected xfs or ext4, not 'btrfs'"), std::string::npos) << r.Summary();
+  EXPECT_NE(r.err.find("filesystem: expected xfs or ext4, not 'btrfs'"), std::string::npos)
+      << r.Summary();
   r = RunCommand({LOCALVOLD_BIN, "--config", dirs_->Sub("missing.yaml")}, std::chrono::seconds(30));
   EXPECT_EQ(r.exit_code, 2) << r.Summary();
   EXPECT_NE(r.err.find("missing.yaml"), std::string::npos) << r.Summary();
   r = RunCommand({LOCALVOLD_BIN, "--no-such-flag"}, std::chrono::seconds(30));
   EXPECT_EQ(r.exit_code, 2) << r.Summary();
-  r = RunCommand({LOCALVOLD_BIN, "--config", dirs_->config_path(), "--log-level", "loud"}, std::chrono::seconds(30));
+  r = RunCommand({LOCALVOLD_BIN, "--config", dirs_->config_path(), "--log-level", "loud"},
+                 std::chrono::seconds(30));
   EXPECT_EQ(r.exit_code, 2) << r.Summary();
   std::string mounted;
   EXPECT_TRUE(NothingMountedBelow(&mounted)) << mounted;
@@ -357,15 +376,16 @@ TEST_F(AgentDaemonTest, ConfigThatIsNoFileOrHasADuplicateKeyStopsStartup) {
   for (const auto& [path, what] : std::vector<std::pair<std::string, std::string>>{
            {"/tmp", "the configuration /tmp is a directory; name a YAML file"},
            {"/dev/null", "the configuration /dev/null is not a regular file"}}) {
-    CommandResult r = RunCommand({"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", LOCALVOLD_BIN,
-                                  "--config", path},
+    CommandResult r = RunCommand({"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                  LOCALVOLD_BIN, "--config", path},
                                  std::chrono::seconds(30));
     EXPECT_EQ(r.exit_code, 2) << r.Summary();
     EXPECT_NE(r.err.find(what), std::string::npos) << r.Summary();
   }
   // The first value would win without a word.
   ASSERT_TRUE(dirs_->WriteConfig({}, "metrics_port: abc\n").ok());
-  CommandResult r = RunCommand({LOCALVOLD_BIN, "--config", dirs_->config_path()}, std::chrono::seconds(30));
+  CommandResult r =
+      RunCommand({LOCALVOLD_BIN, "--config", dirs_->config_path()}, std::chrono::seconds(30));
   EXPECT_EQ(r.exit_code, 2) << r.Summary();
   EXPECT_NE(r.err.find("metrics_port: given twice, on lines "), std::string::npos) << r.Summary();
   std::string mounted;
@@ -383,7 +403,8 @@ TEST_F(AgentDaemonTest, BadInodeLimitsAndNamesAreRefusedByTheCliAndTheApi) {
   // come back as a libprotobuf error and "Internal:" with exit 1.
   for (const char* bad : {"-1", "99999999999999999999"}) {
     ExpectFails(daemon_->Ctl({"volume", "create", "many", "--size", "16Mi", "--inodes", bad}), 2,
-                "localvolctl: --inodes: expected a whole number from 1 to 4294967296, not '" + std::string(bad) + "'");
+                "localvolctl: --inodes: expected a whole number from 1 to 4294967296, not '" +
+                    std::string(bad) + "'");
   }
   CommandResult r = daemon_->Ctl({"volume", "create", "db\xff", "--size", "16Mi"});
   ExpectFails(r, 2, "localvolctl: invalid volume name 'db\\xff': it contains '\\xff'");
@@ -391,7 +412,8 @@ TEST_F(AgentDaemonTest, BadInodeLimitsAndNamesAreRefusedByTheCliAndTheApi) {
   EXPECT_NE(daemon_->Ctl({"volume", "list"}).out.find("No volumes"), std::string::npos);
 
   // The API checks the same bound itself.
-  auto stub = pb::LocalVol::NewStub(grpc::CreateChannel("unix:" + dirs_->socket(), grpc::InsecureChannelCredentials()));
+  auto stub = pb::LocalVol::NewStub(
+      grpc::CreateChannel("unix:" + dirs_->socket(), grpc::InsecureChannelCredentials()));
   auto create = [&](uint64_t inodes, pb::Volume* v) {
     pb::CreateVolumeRequest req;
     req.set_name("many");
@@ -414,9 +436,10 @@ TEST_F(AgentDaemonTest, BadInodeLimitsAndNamesAreRefusedByTheCliAndTheApi) {
     pb::Volume v;
     grpc::Status st = create(absurd, &v);
     EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
-    EXPECT_NE(st.error_message().find("inode_limit " + std::to_string(absurd) +
-                                      " is out of range: give 1 to 4294967296, or 0 for the default"),
-              std::string::npos)
+    EXPECT_NE(
+        st.error_message().find("inode_limit " + std::to_string(absurd) +
+                                " is out of range: give 1 to 4294967296, or 0 for the default"),
+        std::string::npos)
         << st.error_message();
     EXPECT_FALSE(IsMountPoint(mount));
   }
@@ -435,7 +458,8 @@ TEST_F(AgentDaemonTest, BadInodeLimitsAndNamesAreRefusedByTheCliAndTheApi) {
   }
   EXPECT_EQ(StatFs(mount)->files, fuse::kMaxInodeLimit);
   EXPECT_EQ(StatFs(mount)->capacity(), 16 * kMi);
-  ExpectFails(daemon_->Ctl({"volume", "resize", "many", "--size", "32Mi", "--inodes", "-1"}), 2, "--inodes");
+  ExpectFails(daemon_->Ctl({"volume", "resize", "many", "--size", "32Mi", "--inodes", "-1"}), 2,
+              "--inodes");
   EXPECT_EQ(StatFs(mount)->files, fuse::kMaxInodeLimit);
 }
 
@@ -478,7 +502,8 @@ TEST_F(AgentDaemonTest, EmbeddedDiskWhenNoDiskIsConfigured) {
   const int status = daemon_->Stop();
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << DescribeWaitStatus(status);
   for (int i = 0; i < 50 && !agent::LoopDevice::FindAttached(image).empty(); ++i) ::usleep(100000);
-  EXPECT_EQ(agent::LoopDevice::FindAttached(image), "") << "the embedded loop device outlived the agent";
+  EXPECT_EQ(agent::LoopDevice::FindAttached(image), "")
+      << "the embedded loop device outlived the agent";
   ASSERT_TRUE(daemon_->Start());
   EXPECT_EQ(ReadOr(dirs_->publish() + "/demo/hello"), "world");
 }
@@ -552,7 +577,8 @@ TEST_F(AgentDaemonTest, PrometheusMetrics) {
   ASSERT_TRUE(WriteFile(dirs_->publish() + "/metered/f", RandomBytes(1, 2 * kMi)).ok());
   std::string body = HttpGet(port, "/metrics");
   ASSERT_EQ(body.rfind("HTTP/1.1 200", 0), 0u) << body;
-  EXPECT_NE(body.find("localvol_volume_capacity_bytes{volume=\"metered\""), std::string::npos) << body;
+  EXPECT_NE(body.find("localvol_volume_capacity_bytes{volume=\"metered\""), std::string::npos)
+      << body;
   EXPECT_NE(body.find("} 33554432\n"), std::string::npos) << body;
   EXPECT_NE(body.find("localvol_volume_inodes_limit{volume=\"metered\""), std::string::npos);
   EXPECT_NE(body.find("localvol_disk_size_bytes{disk="), std::string::npos);
@@ -569,21 +595,27 @@ TEST_F(AgentDaemonTest, PrometheusMetrics) {
     ADD_FAILURE() << "no " << prefix << "..." << with << " in\n" << body;
     return -1;
   };
-  EXPECT_GE(value_of("localvol_volume_io_bytes_total{volume=\"metered\"", "direction=\"write\"}"), 2.0 * kMi);
+  EXPECT_GE(value_of("localvol_volume_io_bytes_total{volume=\"metered\"", "direction=\"write\"}"),
+            2.0 * kMi);
   EXPECT_GE(value_of("localvol_volume_io_ops_total{volume=\"metered\"", "direction=\"write\"}"), 1);
   EXPECT_GE(value_of("localvol_volume_io_latency_seconds_count{volume=\"metered\"", "}"), 1);
-  EXPECT_GE(value_of("localvol_volume_io_latency_seconds_bucket{volume=\"metered\"", "le=\"+Inf\"}"), 1);
+  EXPECT_GE(
+      value_of("localvol_volume_io_latency_seconds_bucket{volume=\"metered\"", "le=\"+Inf\"}"), 1);
   EXPECT_EQ(value_of("localvol_volume_io_weight{volume=\"metered\"", "}"), 100);
   // Limits set live show at the next scrape.
-  ASSERT_TRUE(daemon_->Ctl({"volume", "set-limits", "metered", "--read-bps", "10Mi", "--weight", "40"}).ok());
+  ASSERT_TRUE(
+      daemon_->Ctl({"volume", "set-limits", "metered", "--read-bps", "10Mi", "--weight", "40"})
+          .ok());
   body = HttpGet(port, "/metrics");
-  EXPECT_EQ(value_of("localvol_volume_io_limit{volume=\"metered\"", "kind=\"read_bps\"}"), 10.0 * kMi);
+  EXPECT_EQ(value_of("localvol_volume_io_limit{volume=\"metered\"", "kind=\"read_bps\"}"),
+            10.0 * kMi);
   EXPECT_EQ(value_of("localvol_volume_io_weight{volume=\"metered\"", "}"), 40);
   EXPECT_EQ(HttpGet(port, "/nope").rfind("HTTP/1.1 404", 0), 0u);
 }
 
 // Reads sd_notify datagrams until one contains `want` (or `timeout`).
-bool WaitForNotify(int fd, const std::string& want, std::chrono::seconds timeout, std::string* all) {
+bool WaitForNotify(int fd, const std::string& want, std::chrono::seconds timeout,
+                   std::string* all) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
     pollfd p{fd, POLLIN, 0};
@@ -631,16 +663,18 @@ TEST_F(AgentDaemonTest, SecondInstanceIsRefused) {
   auto devices = Loops(1);
   ASSERT_TRUE(dirs_->WriteConfig(devices).ok());
   ASSERT_TRUE(daemon_->Start());
-  CommandResult r = RunCommand({LOCALVOLD_BIN, "--config", dirs_->config_path()}, std::chrono::seconds(30));
+  CommandResult r =
+      RunCommand({LOCALVOLD_BIN, "--config", dirs_->config_path()}, std::chrono::seconds(30));
   EXPECT_EQ(r.exit_code, 1) << r.Summary();
   EXPECT_NE(r.err.find("another localvold is running"), std::string::npos) << r.Summary();
   // Another state directory but the same socket: refused before any disk is touched.
   auto other = RawLoop::Create();
   ASSERT_TRUE(other.ok());
   const std::string other_config = dirs_->Sub("other.yaml");
-  ASSERT_TRUE(WriteFile(other_config, "disks: [" + (*other)->device() + "]\nstate_dir: " + dirs_->Sub("state2") +
-                                          "\npublish_dir: " + dirs_->Sub("publish2") + "\nsocket: " +
-                                          dirs_->socket() + "\nmetrics_port: 0\n")
+  ASSERT_TRUE(WriteFile(other_config, "disks: [" + (*other)->device() +
+                                          "]\nstate_dir: " + dirs_->Sub("state2") +
+                                          "\npublish_dir: " + dirs_->Sub("publish2") +
+                                          "\nsocket: " + dirs_->socket() + "\nmetrics_port: 0\n")
                   .ok());
   r = RunCommand({LOCALVOLD_BIN, "--config", other_config}, std::chrono::seconds(30));
   EXPECT_EQ(r.exit_code, 1) << r.Summary();
@@ -661,7 +695,9 @@ TEST_F(AgentDaemonTest, RefusedDevicesAreListedWithTheReason) {
   CommandResult r = daemon_->Ctl({"disk", "list"});
   ASSERT_TRUE(r.ok());
   EXPECT_NE(r.out.find("Refused devices"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find(foreign_dev + ": " + foreign_dev + " already holds data: ext4"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(foreign_dev + ": " + foreign_dev + " already holds data: ext4"),
+            std::string::npos)
+      << r.out;
   // Volumes go to the usable disk only.
   r = daemon_->Ctl({"-o", "json", "volume", "create", "v", "--size", "10Mi"});
   ASSERT_TRUE(r.ok()) << r.Summary();

@@ -2,11 +2,10 @@
 // configured devices only, the safety refusals (a foreign signature stays
 // byte-for-byte untouched), format + mount + manifest, recognition after a
 // restart or a crash, mkfs failure, ext4, and the embedded disk.
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <cstring>
 #include <fstream>
@@ -41,7 +40,8 @@ class AgentDiskTest : public ::testing::Test {
     loops_.clear();  // detached after everything is unmounted
   }
 
-  RawLoop& NewLoop(uint64_t size = RawLoop::kDefaultSize, const std::vector<std::string>& prepare = {}) {
+  RawLoop& NewLoop(uint64_t size = RawLoop::kDefaultSize,
+                   const std::vector<std::string>& prepare = {}) {
     auto l = RawLoop::Create(size, prepare);
     EXPECT_TRUE(l.ok()) << l.status().ToString();
     if (!l.ok()) throw std::runtime_error("loop");
@@ -194,7 +194,8 @@ TEST_F(AgentDiskTest, RefusesDataWithoutSignature) {
   Config c = dirs_->MakeConfig({raw.device()});
   DiskManager& m = Attach(c);
   EXPECT_TRUE(m.disks().empty());
-  EXPECT_NE(RefusalReason(raw.device()).find("is not empty (non-zero data at offset 0x300000)"), std::string::npos)
+  EXPECT_NE(RefusalReason(raw.device()).find("is not empty (non-zero data at offset 0x300000)"),
+            std::string::npos)
       << RefusalReason(raw.device());
   EXPECT_EQ(*ImageHash(raw.image()), *before);
   // With wipe: true it is formatted.
@@ -225,7 +226,8 @@ TEST_F(AgentDiskTest, RefusesPartitionTableAndSwap) {
   EXPECT_TRUE(m.disks().empty());
   EXPECT_NE(RefusalReason(parted.device()).find("partition table dos"), std::string::npos)
       << RefusalReason(parted.device());
-  EXPECT_NE(RefusalReason(swap.device()).find("swap"), std::string::npos) << RefusalReason(swap.device());
+  EXPECT_NE(RefusalReason(swap.device()).find("swap"), std::string::npos)
+      << RefusalReason(swap.device());
   EXPECT_EQ(*ImageHash(parted.image()), *parted_before);
   EXPECT_EQ(*ImageHash(swap.image()), *swap_before);
 }
@@ -327,7 +329,8 @@ TEST_F(AgentDiskTest, MkfsFailureLeavesNothingHalfMade) {
   ASSERT_TRUE(m.AttachAll().ok());
   EXPECT_TRUE(m.disks().empty());
   ASSERT_EQ(m.refusals().size(), 1u);
-  EXPECT_NE(m.refusals()[0].reason.find("injected failure"), std::string::npos) << m.refusals()[0].reason;
+  EXPECT_NE(m.refusals()[0].reason.find("injected failure"), std::string::npos)
+      << m.refusals()[0].reason;
   EXPECT_TRUE(DeviceIsBlank(a.device())) << "a half-made filesystem was left on the device";
   for (const auto& e : ReadMountInfo()) EXPECT_NE(e.source, a.device()) << e.mount_point;
   CommandResult ls = RunCommand({"ls", "-A", dirs_->state() + "/disks"});
@@ -346,7 +349,8 @@ TEST_F(AgentDiskTest, PatternMatchesOnlyItsDevices) {
   ASSERT_EQ(::symlink(a.device().c_str(), (by_id + "/fast-disk-1").c_str()), 0);
   ASSERT_EQ(::symlink(b.device().c_str(), (by_id + "/fast-disk-2").c_str()), 0);
   ASSERT_EQ(::symlink(c.device().c_str(), (by_id + "/slow-disk-1").c_str()), 0);
-  Config cfg = dirs_->MakeConfig({by_id + "/fast-disk-*", by_id + "/fast-disk-1", by_id + "/none-*"});
+  Config cfg =
+      dirs_->MakeConfig({by_id + "/fast-disk-*", by_id + "/fast-disk-1", by_id + "/none-*"});
   DiskManager& m = Attach(cfg);
   ASSERT_EQ(m.disks().size(), 2u);
   EXPECT_TRUE(DeviceIsBlank(c.device()));
@@ -358,7 +362,8 @@ TEST_F(AgentDiskTest, RefusesWhatIsNotABlockDevice) {
   std::ofstream(file) << "x";
   DiskManager& m = Attach(dirs_->MakeConfig({file, dirs_->Sub("missing")}));
   EXPECT_TRUE(m.disks().empty());
-  EXPECT_NE(RefusalReason(file).find("not a block device"), std::string::npos) << RefusalReason(file);
+  EXPECT_NE(RefusalReason(file).find("not a block device"), std::string::npos)
+      << RefusalReason(file);
   EXPECT_NE(RefusalReason(dirs_->Sub("missing")).find("does not exist"), std::string::npos);
   CommandResult r = RunCommand({"cat", file});
   EXPECT_EQ(r.out, "x");

@@ -109,7 +109,8 @@ agent::Config AgentDirs::MakeConfig(const std::vector<std::string>& devices) con
   return c;
 }
 
-Status AgentDirs::WriteConfig(const std::vector<std::string>& devices, const std::string& extra) const {
+Status AgentDirs::WriteConfig(const std::vector<std::string>& devices,
+                              const std::string& extra) const {
   std::string text;
   if (!devices.empty()) {
     text += "disks:\n";

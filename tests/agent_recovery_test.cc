@@ -10,11 +10,10 @@
 // agent/system.h): the daemon kills itself with SIGKILL there.
 #include <fcntl.h>
 #include <glob.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <string>
 #include <thread>
@@ -56,7 +55,8 @@ class AgentRecoveryTest : public DaemonTest {
   }
 
   // Runs a command that must kill the daemon at `step`; asserts it did.
-  ::testing::AssertionResult CrashesAt(const std::string& step, const std::vector<std::string>& ctl) {
+  ::testing::AssertionResult CrashesAt(const std::string& step,
+                                       const std::vector<std::string>& ctl) {
     if (auto started = daemon_->Start({}, step); !started) return started;
     CommandResult r = daemon_->Ctl(ctl);
     auto status = daemon_->WaitExit(std::chrono::seconds(30));
@@ -97,9 +97,9 @@ class AgentRecoveryTest : public DaemonTest {
       ::close(fd);
       return 0;
     });
-    EXPECT_EQ(err, 0) << "a non-root pod cannot write in volume " << name << ": " << std::strerror(err);
+    EXPECT_EQ(err, 0) << "a non-root pod cannot write in volume " << name << ": "
+                      << std::strerror(err);
   }
-
 };
 
 // Items 1 and 3: a crash at each step of a create, then a restart and the
@@ -204,10 +204,12 @@ TEST_F(AgentRecoveryTest, TrashCountsAsAllocatedUntilRemovedAcrossKill9) {
   ASSERT_TRUE(WriteFile(vol + "/loose", RandomBytes(8, 8 * kMi)).ok());
   // An immutable directory holds the trash in place, as a slow removal would.
   const std::string sub = DiskRoot() + "/volumes/doomed/sub";
-  if (RunCommand({"chattr", "+i", sub}).exit_code != 0) GTEST_SKIP() << "chattr +i is not supported here";
+  if (RunCommand({"chattr", "+i", sub}).exit_code != 0)
+    GTEST_SKIP() << "chattr +i is not supported here";
   ASSERT_TRUE(daemon_->Ctl({"volume", "delete", "doomed"}).ok());
   // The removal got what it could (the loose file) and failed on the rest.
-  for (int w = 0; w < 100 && daemon_->Log().find("stay counted as allocated") == std::string::npos; ++w) {
+  for (int w = 0; w < 100 && daemon_->Log().find("stay counted as allocated") == std::string::npos;
+       ++w) {
     ::usleep(50000);
   }
   const uint64_t held = Allocated();
@@ -260,11 +262,13 @@ TEST_F(AgentRecoveryTest, DeleteRefusedWhileAProcessInAnotherMountNamespaceUsesT
   // In a namespace with a private copy of the mount (which our unmount does
   // not reach), with a slave copy (which it reaches where the mount is
   // shared), and in our own namespace.
-  const std::string loop = "cd " + vol + " && while :; do echo beat >> beat || exit 3; sleep 0.1; done";
+  const std::string loop =
+      "cd " + vol + " && while :; do echo beat >> beat || exit 3; sleep 0.1; done";
   for (const char* propagation : {"private", "slave", ""}) {
     SCOPED_TRACE(propagation);
     std::vector<std::string> argv = {"sh", "-c", loop};
-    if (*propagation != '\0') argv.insert(argv.begin(), {"unshare", "-m", "--propagation", propagation});
+    if (*propagation != '\0')
+      argv.insert(argv.begin(), {"unshare", "-m", "--propagation", propagation});
     const std::string beat = "beat";
     auto user = Subprocess::Spawn(argv, dirs_->Sub(std::string("user-") + propagation + ".log"));
     ASSERT_TRUE(user.ok()) << user.status().ToString();
@@ -330,7 +334,8 @@ TEST_F(AgentRecoveryTest, KnownDiskFoundBlankIsReportedMissingNotFormatted) {
   const std::string other = Loop();
   ASSERT_TRUE(dirs_->WriteConfig({dev, other}).ok());
   ASSERT_TRUE(daemon_->Start());
-  ASSERT_TRUE(daemon_->Ctl({"volume", "create", "on-other", "--size", "16Mi", "--disk", other}).ok());
+  ASSERT_TRUE(
+      daemon_->Ctl({"volume", "create", "on-other", "--size", "16Mi", "--disk", other}).ok());
   ASSERT_EQ(daemon_->Stop(), 0);
   CommandResult wiped = RunCommand({"blkdiscard", "-f", dev});
   if (!wiped.ok()) GTEST_SKIP() << "blkdiscard: " << wiped.Summary();

@@ -1,7 +1,6 @@
 // The systemd unit and the example config that `cmake --install` ships.
-#include <unistd.h>
-
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <sstream>
@@ -53,7 +52,8 @@ class AgentSystemdTest : public ::testing::Test {
 
 TEST_F(AgentSystemdTest, UnitFileVerifies) {
   if (!HaveSystemdAnalyze()) GTEST_SKIP() << "systemd-analyze is not installed (package systemd)";
-  CommandResult r = RunCommand({"systemd-analyze", "verify", WriteUnit()}, std::chrono::seconds(60));
+  CommandResult r =
+      RunCommand({"systemd-analyze", "verify", WriteUnit()}, std::chrono::seconds(60));
   EXPECT_EQ(r.exit_code, 0) << r.Summary();
   EXPECT_EQ(r.err, "") << "systemd-analyze verify complained:\n" << r.err;
 }
@@ -61,23 +61,26 @@ TEST_F(AgentSystemdTest, UnitFileVerifies) {
 TEST_F(AgentSystemdTest, VerifyCatchesABrokenUnit) {
   // The check above would notice a mistake: a typo is reported.
   if (!HaveSystemdAnalyze()) GTEST_SKIP() << "systemd-analyze is not installed (package systemd)";
-  CommandResult r = RunCommand({"systemd-analyze", "verify", WriteUnit("WatchdogSec=", "WatchdogSecs=")},
-                               std::chrono::seconds(60));
+  CommandResult r =
+      RunCommand({"systemd-analyze", "verify", WriteUnit("WatchdogSec=", "WatchdogSecs=")},
+                 std::chrono::seconds(60));
   EXPECT_NE(r.err.find("WatchdogSecs"), std::string::npos) << r.Summary();
 }
 
 TEST_F(AgentSystemdTest, UnitHasWhatTheAgentNeeds) {
-  for (const char* line : {"Type=notify", "WatchdogSec=", "Restart=on-failure", "RuntimeDirectory=localvol",
-                           "StateDirectory=localvol", "NoNewPrivileges=yes", "CAP_SYS_ADMIN",
-                           "--config /etc/localvol/config.yaml"}) {
+  for (const char* line :
+       {"Type=notify", "WatchdogSec=", "Restart=on-failure", "RuntimeDirectory=localvol",
+        "StateDirectory=localvol", "NoNewPrivileges=yes", "CAP_SYS_ADMIN",
+        "--config /etc/localvol/config.yaml"}) {
     EXPECT_NE(unit_.find(line), std::string::npos) << line;
   }
   // Any of these would give the agent a private mount namespace: its mounts
   // would then be invisible to the kubelet.
-  for (const char* option : {"PrivateTmp=", "ProtectSystem=", "ProtectHome=", "PrivateDevices=",
-                             "ReadWritePaths=", "ReadOnlyPaths=", "InaccessiblePaths=", "ProtectKernelModules=",
-                             "ProtectKernelTunables=", "ProtectKernelLogs=", "ProtectControlGroups=",
-                             "TemporaryFileSystem=", "BindPaths=", "PrivateMounts=", "MountFlags="}) {
+  for (const char* option :
+       {"PrivateTmp=", "ProtectSystem=", "ProtectHome=", "PrivateDevices=", "ReadWritePaths=",
+        "ReadOnlyPaths=", "InaccessiblePaths=", "ProtectKernelModules=", "ProtectKernelTunables=",
+        "ProtectKernelLogs=", "ProtectControlGroups=", "TemporaryFileSystem=", "BindPaths=",
+        "PrivateMounts=", "MountFlags="}) {
     std::istringstream lines(unit_);
     std::string l;
     while (std::getline(lines, l)) {

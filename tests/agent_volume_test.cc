@@ -5,12 +5,11 @@
 // I/O limits (applied at create, changed live, persisted, rolled back) on one
 // I/O engine per disk.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
@@ -204,7 +203,8 @@ TEST_F(AgentVolumeTest, NoOvercommit) {
   auto too_big = Create("big", disk.free_bytes + kMi);
   ASSERT_FALSE(too_big.ok());
   EXPECT_EQ(too_big.err(), ENOSPC);
-  EXPECT_NE(too_big.status().context().find("no disk has"), std::string::npos) << too_big.status().context();
+  EXPECT_NE(too_big.status().context().find("no disk has"), std::string::npos)
+      << too_big.status().context();
   // Exactly what is left fits; then nothing more.
   ASSERT_TRUE(Create("half", disk.free_bytes / 2).ok());
   const uint64_t rest = DiskOf(disk.id).free_bytes;
@@ -270,7 +270,8 @@ TEST_F(AgentVolumeTest, ResizeWhileInUse) {
   auto below = volumes_->Resize("grow", 16 * kMi, 0);
   ASSERT_FALSE(below.ok());
   EXPECT_EQ(below.err(), EBUSY);
-  EXPECT_NE(below.status().context().find("cannot shrink"), std::string::npos) << below.status().context();
+  EXPECT_NE(below.status().context().find("cannot shrink"), std::string::npos)
+      << below.status().context();
   EXPECT_EQ(StatFs(v->mount_path)->capacity(), 64 * kMi);
   // Shrinking above usage works.
   auto shrunk = volumes_->Resize("grow", 48 * kMi, 0);
@@ -445,7 +446,8 @@ TEST_F(AgentVolumeTest, StartRepairsInterruptedCreateAndDelete) {
   ASSERT_TRUE(WriteFile(dirs_->Sub("m/volumes/orphan/f"), "old").ok());
   auto manifest = agent::ReadManifest(dirs_->Sub("m"));
   ASSERT_TRUE(manifest.ok());
-  manifest->volumes.push_back(agent::VolumeRecord{"half-made", 8 * kMi, 1024, true, "", {}, false, ""});
+  manifest->volumes.push_back(
+      agent::VolumeRecord{"half-made", 8 * kMi, 1024, true, "", {}, false, ""});
   ASSERT_TRUE(agent::WriteManifest(dirs_->Sub("m"), *manifest).ok());
   ASSERT_EQ(RunCommand({"umount", dirs_->Sub("m")}).exit_code, 0);
   Start();
@@ -456,7 +458,8 @@ TEST_F(AgentVolumeTest, StartRepairsInterruptedCreateAndDelete) {
   EXPECT_EQ(volumes_->Get("orphan").err(), ENOENT);
   for (int i = 0; i < 100 && Exists(volumes_dir + "/orphan"); ++i) ::usleep(50000);
   EXPECT_FALSE(Exists(volumes_dir + "/orphan"));
-  for (int i = 0; i < 100 && RunCommand({"ls", "-A", mount_path + "/trash"}).out != ""; ++i) ::usleep(50000);
+  for (int i = 0; i < 100 && RunCommand({"ls", "-A", mount_path + "/trash"}).out != ""; ++i)
+    ::usleep(50000);
   EXPECT_EQ(RunCommand({"ls", "-A", mount_path + "/trash"}).out, "");
 }
 
@@ -473,7 +476,8 @@ double TimedDirectReads(const std::string& path, int n) {
   const auto start = std::chrono::steady_clock::now();
   bool ok = true;
   for (int i = 0; i < n && ok; ++i) ok = ::pread(fd, buf, 4096, 0) == 4096;
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ::free(buf);
   ::close(fd);
   return ok ? secs : -1;
@@ -492,9 +496,11 @@ iopath::IoLimits Limits(std::initializer_list<std::pair<const char*, const char*
 TEST_F(AgentVolumeTest, IoLimitsAtCreateLiveChangePersistAndRestart) {
   AddLoop();
   Start();
-  const iopath::IoLimits first = Limits(
-      {{"read-iops", "500"}, {"read-iops-burst", "2000"}, {"read-iops-burst-seconds", "10"},
-       {"write-bps", "100Mi"}, {"weight", "300"}});
+  const iopath::IoLimits first = Limits({{"read-iops", "500"},
+                                         {"read-iops-burst", "2000"},
+                                         {"read-iops-burst-seconds", "10"},
+                                         {"write-bps", "100Mi"},
+                                         {"weight", "300"}});
   auto v = Create("limited", 32 * kMi, "", 0, first);
   ASSERT_TRUE(v.ok()) << v.status().ToString();
   EXPECT_EQ(v->state, "ready") << v->message;
@@ -522,12 +528,14 @@ TEST_F(AgentVolumeTest, IoLimitsAtCreateLiveChangePersistAndRestart) {
   auto other = Create("limited", 32 * kMi, "", 0, iopath::IoLimits{});
   ASSERT_FALSE(other.ok());
   EXPECT_EQ(other.err(), EEXIST);
-  EXPECT_NE(other.status().context().find("set-limits"), std::string::npos) << other.status().context();
+  EXPECT_NE(other.status().context().find("set-limits"), std::string::npos)
+      << other.status().context();
 
   // Changed live: a file open across the change keeps working (no remount).
   int fd = ::open((v->mount_path + "/data").c_str(), O_RDWR);
   ASSERT_GE(fd, 0);
-  const iopath::IoLimits second = Limits({{"read-iops", "20"}, {"write-iops", "50"}, {"weight", "50"}});
+  const iopath::IoLimits second =
+      Limits({{"read-iops", "20"}, {"write-iops", "50"}, {"weight", "50"}});
   auto changed = volumes_->SetIoLimits("limited", second);
   ASSERT_TRUE(changed.ok()) << changed.status().ToString();
   EXPECT_EQ(changed->io_limits, second);
@@ -551,7 +559,8 @@ TEST_F(AgentVolumeTest, IoLimitsAtCreateLiveChangePersistAndRestart) {
   auto refused = volumes_->SetIoLimits("limited", bad);
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.err(), EINVAL);
-  EXPECT_NE(refused.status().context().find(iopath::ValidateIoLimits(bad).context()), std::string::npos)
+  EXPECT_NE(refused.status().context().find(iopath::ValidateIoLimits(bad).context()),
+            std::string::npos)
       << refused.status().context();
   bad = second;
   bad.weight = 0;

@@ -1,6 +1,8 @@
 // localvol-fuse's command line: every bad invocation exits non-zero, says on
 // stderr what is wrong (naming the bad value or path), and leaves nothing
 // mounted; good invocations mount, and SIGINT/SIGTERM unmount cleanly.
+#include <dirent.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -9,13 +11,10 @@
 
 #include <algorithm>
 #include <cctype>
-#include <dirent.h>
 #include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "tests/support/fuse_server.h"
 #include "tests/support/janitor.h"
@@ -82,8 +81,7 @@ class CliTest : public ::testing::Test {
     EXPECT_EQ(r.term_signal, 0) << r.Summary();
     EXPECT_FALSE(r.err.empty()) << "nothing on stderr; " << r.Summary();
     EXPECT_TRUE(MentionsAny(r.err, mentions))
-        << "stderr should mention one of {" << ::testing::PrintToString(mentions)
-        << "}: " << r.err;
+        << "stderr should mention one of {" << ::testing::PrintToString(mentions) << "}: " << r.err;
     EXPECT_FALSE(left_mount_) << "left a mount at " << mnt_;
   }
 
@@ -92,17 +90,13 @@ class CliTest : public ::testing::Test {
   bool left_mount_ = false;
 };
 
-TEST_F(CliTest, NoArguments) {
-  ExpectRefused(Run({}, false), {"usage"});
-}
+TEST_F(CliTest, NoArguments) { ExpectRefused(Run({}, false), {"usage"}); }
 
 TEST_F(CliTest, OnlyTheSource) {
   ExpectRefused(Run({src_, "--capacity", "10Mi"}), {"mountpoint", "usage"});
 }
 
-TEST_F(CliTest, MissingCapacity) {
-  ExpectRefused(Run({src_, mnt_}), {"capacity"});
-}
+TEST_F(CliTest, MissingCapacity) { ExpectRefused(Run({src_, mnt_}), {"capacity"}); }
 
 TEST_F(CliTest, CapacityFlagWithoutValue) {
   ExpectRefused(Run({src_, mnt_, "--capacity"}, false), {"capacity"});
@@ -115,9 +109,7 @@ TEST_F(CliTest, MalformedSizes) {
   }
 }
 
-TEST_F(CliTest, ZeroCapacity) {
-  ExpectRefused(Run({src_, mnt_, "--capacity", "0"}), {"capacity"});
-}
+TEST_F(CliTest, ZeroCapacity) { ExpectRefused(Run({src_, mnt_, "--capacity", "0"}), {"capacity"}); }
 
 TEST_F(CliTest, MalformedInodeCount) {
   for (const std::string bad : {"many", "-1", "12k34", "99999999999999999999", "4294967297"}) {
@@ -127,7 +119,8 @@ TEST_F(CliTest, MalformedInodeCount) {
 }
 
 TEST_F(CliTest, BadIoUringDepth) {
-  for (const std::string bad : {"--io-uring=0", "--io-uring=2000", "--io-uring=deep", "--io-uring="}) {
+  for (const std::string bad :
+       {"--io-uring=0", "--io-uring=2000", "--io-uring=deep", "--io-uring="}) {
     SCOPED_TRACE(bad);
     ExpectRefused(Run({src_, mnt_, "--capacity", "10Mi", bad}), {"--io-uring"});
   }
@@ -161,9 +154,8 @@ TEST_F(CliTest, MountpointIsAFile) {
 
 TEST_F(CliTest, MountpointIsAlreadyAMountpoint) {
   ASSERT_SYS_OK(::mount("lvtest", mnt_.c_str(), "tmpfs", 0, "size=1m"));
-  CommandResult r = RunCommand({FuseServer::BinaryPath(), src_, mnt_, "--capacity", "10Mi",
-                                "--foreground"},
-                               15s);
+  CommandResult r =
+      RunCommand({FuseServer::BinaryPath(), src_, mnt_, "--capacity", "10Mi", "--foreground"}, 15s);
   auto top = FindMount(mnt_);
   // Undo whatever the server mounted on top, then our tmpfs.
   bool stacked = top && top->fstype != "tmpfs";
@@ -188,9 +180,8 @@ TEST_F(CliTest, MountpointServedByAnotherVolume) {
   auto first = FuseServer::Start(o);
   ASSERT_TRUE(first.ok()) << first.status().ToString();
   ASSERT_TRUE(WriteFile(mnt_ + "/from-a", "a").ok());
-  CommandResult r = RunCommand({FuseServer::BinaryPath(), *b, mnt_, "--capacity", "10Mi",
-                                "--foreground"},
-                               15s);
+  CommandResult r =
+      RunCommand({FuseServer::BinaryPath(), *b, mnt_, "--capacity", "10Mi", "--foreground"}, 15s);
   EXPECT_FALSE(r.timed_out) << "a second volume mounted over the first";
   EXPECT_NE(r.exit_code, 0) << r.Summary();
   EXPECT_TRUE(MentionsAny(r.err, {mnt_})) << r.err;
@@ -210,7 +201,8 @@ TEST_F(CliTest, CapacitySmallerThanSourceUsage) {
   auto src = (*disk)->MakeDir("full", 0777);
   ASSERT_TRUE(src.ok());
   ASSERT_TRUE(WriteFile(*src + "/data", RandomBytes(1, 12 * kMiB)).ok());
-  ExpectRefused(Run({*src, mnt_, "--capacity", "8Mi"}), {"capacity", "usage", "use", "8Mi", "8388608"});
+  ExpectRefused(Run({*src, mnt_, "--capacity", "8Mi"}),
+                {"capacity", "usage", "use", "8Mi", "8388608"});
   auto back = ReadFile(*src + "/data");
   ASSERT_TRUE(back.ok());
   EXPECT_EQ(back->size(), 12 * kMiB) << "the source must be left unchanged";
@@ -290,9 +282,8 @@ TEST_F(CliTest, BackgroundModeReportsSuccessAndServesUntilUnmounted) {
 }
 
 TEST_F(CliTest, BackgroundModeReportsFailure) {
-  CommandResult r = RunCommand({FuseServer::BinaryPath(), dir_.Sub("nope"), mnt_, "--capacity",
-                                "64Mi"},
-                               15s);
+  CommandResult r =
+      RunCommand({FuseServer::BinaryPath(), dir_.Sub("nope"), mnt_, "--capacity", "64Mi"}, 15s);
   EXPECT_NE(r.exit_code, 0) << r.Summary();
   EXPECT_FALSE(r.err.empty());
   EXPECT_FALSE(IsMountPoint(mnt_));

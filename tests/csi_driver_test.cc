@@ -656,7 +656,8 @@ TEST(CsiControllerOnlyTest, ServesIdentityAndControllerCapabilitiesOnly) {
       identity->GetPluginCapabilities(&c5, csipb::GetPluginCapabilitiesRequest(), &plugin_caps));
   bool controller_service = false;
   for (const auto& c : plugin_caps.capabilities()) {
-    controller_service |= c.service().type() == csipb::PluginCapability::Service::CONTROLLER_SERVICE;
+    controller_service |=
+        c.service().type() == csipb::PluginCapability::Service::CONTROLLER_SERVICE;
   }
   EXPECT_TRUE(controller_service);
   grpc::ClientContext c6;

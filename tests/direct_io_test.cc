@@ -4,11 +4,10 @@
 // measure the backing file's page-cache residency with mincore(2), with a
 // buffered control that proves the measurement sees caching when it happens.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <atomic>

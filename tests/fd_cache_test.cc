@@ -7,12 +7,11 @@
 // Each test runs in its own process (gtest_discover_tests), so lowering the
 // limit here affects nothing else.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <cstring>
 #include <string>
@@ -55,7 +54,8 @@ std::string ReadFile(const std::string& path) {
 }
 
 TEST_F(FdCacheTest, EveryFileStaysReachableBeyondTheFdBudget) {
-  for (int i = 0; i < kFiles; ++i) ASSERT_NO_FATAL_FAILURE(WriteFile(P(i), "file " + std::to_string(i)));
+  for (int i = 0; i < kFiles; ++i)
+    ASSERT_NO_FATAL_FAILURE(WriteFile(P(i), "file " + std::to_string(i)));
   // Every inode is still known to the kernel; most fds were evicted and must
   // be reopened by handle for getattr, setattr, xattrs and open.
   for (int i = 0; i < kFiles; ++i) {

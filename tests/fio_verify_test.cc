@@ -1,12 +1,12 @@
 // fio with crc32c verification inside a mounted volume: every block fio wrote
 // must read back intact, through buffered and O_DIRECT paths, with the psync
 // and io_uring engines. The random seed is printed; LOCALVOL_TEST_SEED replays.
+#include <gtest/gtest.h>
+
 #include <regex>
 #include <string>
 #include <tuple>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "tests/support/fuse_server.h"
 #include "tests/support/janitor.h"
@@ -61,7 +61,8 @@ class FioVerifyTest : public ::testing::TestWithParam<FioCase> {
   }
 
   void TearDown() override {
-    if (server_ && HasFailure()) std::cout << "--- localvol-fuse output ---\n" << server_->Log() << "\n---\n";
+    if (server_ && HasFailure())
+      std::cout << "--- localvol-fuse output ---\n" << server_->Log() << "\n---\n";
     if (server_) {
       Status st = server_->Stop();
       EXPECT_TRUE(st.ok()) << st.ToString();
@@ -77,7 +78,8 @@ class FioVerifyTest : public ::testing::TestWithParam<FioCase> {
 TEST_P(FioVerifyTest, WrittenDataVerifies) {
   const FioCase& c = GetParam();
   const uint64_t seed = RandomSeed() % 1000000007;
-  std::cout << "fio randseed " << seed << " (LOCALVOL_TEST_SEED=" << seed << " replays)" << std::endl;
+  std::cout << "fio randseed " << seed << " (LOCALVOL_TEST_SEED=" << seed << " replays)"
+            << std::endl;
   std::vector<std::string> argv = {
       "fio",
       "--name=lvverify",

@@ -3,10 +3,10 @@
 // each checked against an in-memory model. Runs on the kernel's XFS (Raw, to
 // validate fsx itself) and through localvol. One fixed seed, one random seed
 // (printed; LOCALVOL_TEST_SEED replays it), and one run that hits the quota.
+#include <gtest/gtest.h>
+
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "tests/support/fs_under_test.h"
 #include "tests/support/process.h"
@@ -33,8 +33,7 @@ void RunFsx(const std::string& dir, uint64_t seed, const std::vector<std::string
   std::cout << "running: " << cmd << std::endl;
   CommandResult r = RunCommand(argv, 120s);
   EXPECT_FALSE(r.timed_out) << "fsx ran over 120 s";
-  EXPECT_EQ(r.exit_code, 0) << "replay with: " << cmd << "\n"
-                            << r.Summary().substr(0, 6000);
+  EXPECT_EQ(r.exit_code, 0) << "replay with: " << cmd << "\n" << r.Summary().substr(0, 6000);
   if (r.exit_code != 0 && server != nullptr) {
     std::cout << "--- localvol-fuse output ---\n" << server->Log() << "\n---\n";
   }

@@ -77,8 +77,8 @@ class IsolationTest : public ::testing::Test {
 
   // One engine for every volume of the test: they share its ring, like the
   // volumes of one disk in the agent.
-  void StartEngine(unsigned max_in_flight, uint64_t contended_in_flight_cost =
-                                               iopath::kDefaultContendedInFlightCost) {
+  void StartEngine(unsigned max_in_flight,
+                   uint64_t contended_in_flight_cost = iopath::kDefaultContendedInFlightCost) {
     auto engine = iopath::Engine::Create(
         iopath::EngineOptions{.ring_entries = 64,
                               .max_in_flight = max_in_flight,
@@ -110,9 +110,10 @@ class IsolationTest : public ::testing::Test {
   // Runs the jobs concurrently for `seconds` (after a 1 s ramp) on 64 MiB
   // files, direct I/O through io_uring; returns their results by name.
   std::map<std::string, FioJobResult> RunFio(const std::vector<FioJob>& jobs, int seconds) {
-    std::vector<std::string> argv = {"fio", "--output-format=json", "--time_based",
-                                     "--runtime=" + std::to_string(seconds), "--ramp_time=1",
-                                     "--ioengine=io_uring", "--direct=1", "--size=64m",
+    std::vector<std::string> argv = {"fio",           "--output-format=json",
+                                     "--time_based",  "--runtime=" + std::to_string(seconds),
+                                     "--ramp_time=1", "--ioengine=io_uring",
+                                     "--direct=1",    "--size=64m",
                                      "--randrepeat=0"};
     for (const FioJob& j : jobs) {
       argv.insert(argv.end(), {"--name=" + j.name, "--directory=" + j.directory, "--rw=" + j.rw,
@@ -197,9 +198,8 @@ TEST_F(IsolationTest, ContendingVolumesShareByWeight) {
   fuse::Volume* light = MountVolume("light", Limits("weight", "100"));
   ASSERT_NE(heavy, nullptr);
   ASSERT_NE(light, nullptr);
-  auto r = RunFio({{"heavy", heavy->mountpoint(), "randread"},
-                   {"light", light->mountpoint(), "randread"}},
-                  3);
+  auto r = RunFio(
+      {{"heavy", heavy->mountpoint(), "randread"}, {"light", light->mountpoint(), "randread"}}, 3);
   ASSERT_GT(r["light"].read_iops, 0);
   // 2.0 when both queues always have a request waiting; a little less when
   // this busy machine leaves the heavy one briefly empty (the scheduler then
@@ -215,9 +215,8 @@ TEST_F(IsolationTest, ThrottledNeighbourDoesNotSlowAnUnlimitedVolume) {
   fuse::Volume* fast = MountVolume("fast", iopath::IoLimits{});
   ASSERT_NE(slow, nullptr);
   ASSERT_NE(fast, nullptr);
-  auto r = RunFio({{"slow", slow->mountpoint(), "randwrite"},
-                   {"fast", fast->mountpoint(), "randread"}},
-                  3);
+  auto r = RunFio(
+      {{"slow", slow->mountpoint(), "randwrite"}, {"fast", fast->mountpoint(), "randread"}}, 3);
   EXPECT_NEAR(r["slow"].write_iops / 50.0, 1.0, 0.3) << r["slow"].write_iops;
   // Work conservation: the unlimited volume is not held to the limited one's pace.
   EXPECT_GT(r["fast"].read_iops, 1000) << r["fast"].read_iops;

@@ -4,11 +4,10 @@
 // intact, and unmounting with the ring in use neither hangs nor leaks.
 // The POSIX suites cover the rest over the ring (FsMode::kLocalvolRing).
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sched.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <chrono>
 #include <cstdlib>

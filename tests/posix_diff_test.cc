@@ -8,6 +8,7 @@
 // prints the operations leading up to it.
 #include <dirent.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <sys/stat.h>
@@ -23,8 +24,6 @@
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "tests/support/fuse_server.h"
 #include "tests/support/janitor.h"
@@ -45,10 +44,10 @@ struct Outcome {
   char detail[512] = {};
 
   std::string Detail() const { return detail; }
-  void SetDetail(const std::string& s) {
-    std::snprintf(detail, sizeof(detail), "%s", s.c_str());
+  void SetDetail(const std::string& s) { std::snprintf(detail, sizeof(detail), "%s", s.c_str()); }
+  std::string ToString() const {
+    return Describe(result) + (detail[0] ? " [" + Detail() + "]" : "");
   }
-  std::string ToString() const { return Describe(result) + (detail[0] ? " [" + Detail() + "]" : ""); }
 };
 
 uint64_t Fnv1a(std::string_view data) {
@@ -62,18 +61,18 @@ uint64_t Fnv1a(std::string_view data) {
 
 std::string StatDigest(const struct stat& st) {
   std::ostringstream os;
-  os << "type=" << (st.st_mode & S_IFMT) << " mode=" << std::oct << (st.st_mode & 07777)
-     << std::dec << " uid=" << st.st_uid << " gid=" << st.st_gid << " nlink=" << st.st_nlink;
+  os << "type=" << (st.st_mode & S_IFMT) << " mode=" << std::oct << (st.st_mode & 07777) << std::dec
+     << " uid=" << st.st_uid << " gid=" << st.st_gid << " nlink=" << st.st_nlink;
   if (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode)) os << " size=" << st.st_size;
   return os.str();
 }
 
 // One randomly generated operation, applicable to any root directory.
 struct Op {
-  std::string text;                                        // for the log
+  std::string text;                                       // for the log
   std::function<Outcome(const std::string& root)> apply;  // runs it under `root`
   const Creds* as = nullptr;                              // run in a child as this user
-  std::vector<std::string> paths{};                        // the paths it touches
+  std::vector<std::string> paths{};                       // the paths it touches
   // Run as root only. chown(f, -1, -1) by another user: Linux refuses it on
   // a setuid/setgid file unless the user owns it, but FUSE hands the server
   // the same request as before a write by anyone, so localvol drops the bits
@@ -108,8 +107,8 @@ class OpGenerator {
     return Pick(dirs) + Pick(names);
   }
   mode_t Mode() {
-    static const std::vector<mode_t> modes = {0644, 0600, 0755, 0777, 0666, 0700, 0444,
-                                              01777, 02775, 04755, 06777, 0000};
+    static const std::vector<mode_t> modes = {0644, 0600,  0755,  0777,  0666,  0700,
+                                              0444, 01777, 02775, 04755, 06777, 0000};
     return modes[Below(modes.size())];
   }
 
@@ -142,7 +141,8 @@ class OpGenerator {
                     (append ? " O_APPEND" : ""),
                 [=](const std::string& r) {
                   Outcome o;
-                  int fd = ::open((r + "/" + p).c_str(), O_WRONLY | O_CLOEXEC | (append ? O_APPEND : 0));
+                  int fd =
+                      ::open((r + "/" + p).c_str(), O_WRONLY | O_CLOEXEC | (append ? O_APPEND : 0));
                   if (fd < 0) {
                     o.result = Sys(fd);
                     return o;
@@ -215,7 +215,9 @@ class OpGenerator {
                 }};
       }
       case 13: {
-        uid_t uid = Chance(0.3) ? static_cast<uid_t>(-1) : Pick({"0", "1000", "1001"}) == "0" ? 0 : 1000 + Below(2);
+        uid_t uid = Chance(0.3)                          ? static_cast<uid_t>(-1)
+                    : Pick({"0", "1000", "1001"}) == "0" ? 0
+                                                         : 1000 + Below(2);
         gid_t gid = Chance(0.3) ? static_cast<gid_t>(-1) : 1000 + Below(3);
         bool no_follow = Chance(0.5);
         const bool sets_no_id = uid == static_cast<uid_t>(-1) && gid == static_cast<gid_t>(-1);
@@ -286,7 +288,8 @@ class OpGenerator {
                   std::string buf(len, '\0');
                   ssize_t n = ::pread(fd, buf.data(), len, off);
                   o.result = Sys(n);
-                  if (n >= 0) o.SetDetail("fnv=" + std::to_string(Fnv1a(std::string_view(buf.data(), n))));
+                  if (n >= 0)
+                    o.SetDetail("fnv=" + std::to_string(Fnv1a(std::string_view(buf.data(), n))));
                   ::close(fd);
                   return o;
                 }};
@@ -324,7 +327,8 @@ class OpGenerator {
         timespec times[2] = {{static_cast<time_t>(1000000000 + Below(1000)), 7}, {1500000000, 9}};
         return {"utimens " + p, [=](const std::string& r) {
                   Outcome o;
-                  o.result = Sys(::utimensat(AT_FDCWD, (r + "/" + p).c_str(), times, AT_SYMLINK_NOFOLLOW));
+                  o.result =
+                      Sys(::utimensat(AT_FDCWD, (r + "/" + p).c_str(), times, AT_SYMLINK_NOFOLLOW));
                   return o;
                 }};
       }
@@ -355,7 +359,8 @@ std::map<std::string, std::string> Snapshot(const std::string& root) {
     std::string d = StatDigest(st);
     if (S_ISREG(st.st_mode)) {
       auto data = ReadFile(path);
-      d += data.ok() ? " fnv=" + std::to_string(Fnv1a(*data)) : " read: " + data.status().ToString();
+      d +=
+          data.ok() ? " fnv=" + std::to_string(Fnv1a(*data)) : " read: " + data.status().ToString();
     } else if (S_ISLNK(st.st_mode)) {
       char buf[4096];
       ssize_t n = ::readlink(path.c_str(), buf, sizeof(buf));
@@ -369,7 +374,9 @@ std::map<std::string, std::string> Snapshot(const std::string& root) {
       i += name.size() + 1;
       char value[65536];
       ssize_t v = ::lgetxattr(path.c_str(), name.c_str(), value, sizeof(value));
-      xattrs.push_back(name + "=" + (v >= 0 ? std::to_string(Fnv1a(std::string_view(value, v))) : ErrnoName(errno)));
+      xattrs.push_back(
+          name + "=" +
+          (v >= 0 ? std::to_string(Fnv1a(std::string_view(value, v))) : ErrnoName(errno)));
     }
     std::sort(xattrs.begin(), xattrs.end());
     for (const auto& x : xattrs) d += " " + x;
@@ -396,7 +403,8 @@ class PosixDiffTest : public ::testing::Test {
     CleanupLeftoversOfDeadTests();
     ::umask(022);
     if (!FuseServer::Available()) {
-      GTEST_SKIP() << "localvol-fuse was not built (no localvol-fuse CMake target): nothing to compare";
+      GTEST_SKIP()
+          << "localvol-fuse was not built (no localvol-fuse CMake target): nothing to compare";
     }
     VolumeDirs dirs;
     ASSERT_NO_FATAL_FAILURE(MakeVolumeDirs(&dirs));
@@ -417,7 +425,8 @@ class PosixDiffTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    if (server_ && HasFailure()) std::cout << "--- localvol-fuse output ---\n" << server_->Log() << "\n---\n";
+    if (server_ && HasFailure())
+      std::cout << "--- localvol-fuse output ---\n" << server_->Log() << "\n---\n";
     server_.reset();
   }
 
@@ -456,17 +465,18 @@ class PosixDiffTest : public ::testing::Test {
         for (const auto& h : history) log += "  " + h + "\n";
         std::string state;
         for (const auto& p : op.paths) {
-          state += "\n  xfs      " + DescribePath(raw_, p) + "\n  localvol " + DescribePath(mnt_, p);
+          state +=
+              "\n  xfs      " + DescribePath(raw_, p) + "\n  localvol " + DescribePath(mnt_, p);
         }
         if (keep_going) {
-          ADD_FAILURE() << "operation #" << i << " differs: " << op.text << "\n  xfs:      "
-                        << want.ToString() << "\n  localvol: " << got.ToString() << "\nnow:" << state;
+          ADD_FAILURE() << "operation #" << i << " differs: " << op.text
+                        << "\n  xfs:      " << want.ToString() << "\n  localvol: " << got.ToString()
+                        << "\nnow:" << state;
           continue;
         }
         FAIL() << "operation #" << i << " differs (seed " << seed << ")\n  op: " << op.text
                << "\n  xfs:      " << want.ToString() << "\n  localvol: " << got.ToString()
-               << "\nnow:" << state
-               << "\nlast operations:\n"
+               << "\nnow:" << state << "\nlast operations:\n"
                << log;
       }
       if (i == count / 2) {
@@ -496,7 +506,8 @@ class PosixDiffTest : public ::testing::Test {
       }
     }
     for (const auto& [path, desc] : got) {
-      if (!want.count(path)) ADD_FAILURE() << when << ": extra " << path << " through localvol: " << desc;
+      if (!want.count(path))
+        ADD_FAILURE() << when << ": extra " << path << " through localvol: " << desc;
     }
   }
 

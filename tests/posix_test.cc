@@ -8,31 +8,30 @@
 // credentials (AsUser), so each errno is checked exactly.
 #include <dirent.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 #include <sys/sysmacros.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
-#include <limits>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <random>
 #include <set>
-#include <thread>
 #include <string>
+#include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "base/unique_fd.h"
 #include "tests/support/fs_under_test.h"
@@ -137,7 +136,7 @@ const std::string kName255(255, 'n');
 const std::string kName256(256, 'n');
 
 // One suite per area; each is instantiated for Raw and Localvol.
-#define LV_FS_SUITE(Suite) \
+#define LV_FS_SUITE(Suite)        \
   class Suite : public FsTest {}; \
   LOCALVOL_INSTANTIATE_FS_MODES(Suite)
 
@@ -269,8 +268,7 @@ TEST_P(ChownTest, NonRootChgrpOnlyToTheirOwnGroups) {
   ASSERT_SYS_OK(::chown(P("f").c_str(), 1000, 1000));
   std::string f = P("f");
   Creds a_in_1002{1000, 1000, {1000, 1002}};
-  EXPECT_RESULT_ERRNO(AsUser(a_in_1002, [&] { return Sys(::chown(f.c_str(), -1, 1001)); }),
-                      EPERM);
+  EXPECT_RESULT_ERRNO(AsUser(a_in_1002, [&] { return Sys(::chown(f.c_str(), -1, 1001)); }), EPERM);
   EXPECT_EQ(LstatOrDie(f).st_gid, 1000u);
   EXPECT_RESULT_OK(AsUser(a_in_1002, [&] { return Sys(::chown(f.c_str(), -1, 1002)); }));
   EXPECT_EQ(LstatOrDie(f).st_gid, 1002u);
@@ -416,8 +414,7 @@ TEST_P(LinkTest, ProtectedHardlinksRefuseUnreadableFiles) {
   if (on != 1) GTEST_SKIP() << "fs.protected_hardlinks is not 1 on this kernel";
   MakeFile(P("secret"), 0600);
   std::string src = P("secret"), dst = P("mine");
-  EXPECT_RESULT_ERRNO(AsUser(kUserA, [&] { return Sys(::link(src.c_str(), dst.c_str())); }),
-                      EPERM);
+  EXPECT_RESULT_ERRNO(AsUser(kUserA, [&] { return Sys(::link(src.c_str(), dst.c_str())); }), EPERM);
   EXPECT_FALSE(Exists(dst));
 }
 
@@ -655,10 +652,14 @@ TEST_P(OpenTest, ConcurrentExclusiveCreateHasOneWinner) {
     for (auto& t : threads) t.join();
     int file_wins = 0, dir_wins = 0;
     for (int i = 0; i < kRacers; ++i) {
-      if (files[i].ok()) ++file_wins;
-      else EXPECT_RESULT_ERRNO(files[i], EEXIST);
-      if (dirs[i].ok()) ++dir_wins;
-      else EXPECT_RESULT_ERRNO(dirs[i], EEXIST);
+      if (files[i].ok())
+        ++file_wins;
+      else
+        EXPECT_RESULT_ERRNO(files[i], EEXIST);
+      if (dirs[i].ok())
+        ++dir_wins;
+      else
+        EXPECT_RESULT_ERRNO(dirs[i], EEXIST);
     }
     EXPECT_EQ(file_wins, 1) << name;
     EXPECT_EQ(dir_wins, 1) << dir;
@@ -1129,7 +1130,8 @@ TEST_P(UtimensTest, OwnerSetsExplicitTimesWithNanoseconds) {
   std::string f = P("f");
   ASSERT_SYS_OK(::chown(f.c_str(), 1000, 1000));
   timespec user_times[2] = {{1100000000, 0}, {1200000000, 0}};
-  EXPECT_RESULT_OK(AsUser(kUserA, [&] { return Sys(::utimensat(AT_FDCWD, f.c_str(), user_times, 0)); }));
+  EXPECT_RESULT_OK(
+      AsUser(kUserA, [&] { return Sys(::utimensat(AT_FDCWD, f.c_str(), user_times, 0)); }));
   EXPECT_EQ(LstatOrDie(f).st_mtim.tv_sec, 1200000000);
 }
 
@@ -1138,7 +1140,8 @@ TEST_P(UtimensTest, NonOwnerWithWritePermissionMayOnlySetNow) {
   std::string f = P("f");
   timespec old_times[2] = {{1000000000, 0}, {1000000000, 0}};
   ASSERT_SYS_OK(::utimensat(AT_FDCWD, f.c_str(), old_times, 0));
-  EXPECT_RESULT_OK(AsUser(kUserA, [&] { return Sys(::utimensat(AT_FDCWD, f.c_str(), nullptr, 0)); }));
+  EXPECT_RESULT_OK(
+      AsUser(kUserA, [&] { return Sys(::utimensat(AT_FDCWD, f.c_str(), nullptr, 0)); }));
   EXPECT_GT(LstatOrDie(f).st_mtim.tv_sec, 1000000000);
   timespec now[2] = {{0, UTIME_NOW}, {0, UTIME_NOW}};
   EXPECT_RESULT_OK(AsUser(kUserA, [&] { return Sys(::utimensat(AT_FDCWD, f.c_str(), now, 0)); }));
@@ -1215,10 +1218,11 @@ TEST_P(FallocateTest, PunchHoleFreesBlocksAndReadsZeros) {
   ASSERT_TRUE(fd.valid());
   ASSERT_TRUE(PwriteAll(fd.get(), data, 0).ok());
   ASSERT_SYS_OK(::fsync(fd.get()));
-  struct stat before {}, after {};
+  struct stat before {
+  }, after{};
   ASSERT_SYS_OK(::fstat(fd.get(), &before));
-  ASSERT_SYS_OK(::fallocate(fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 256 << 10,
-                            512 << 10));
+  ASSERT_SYS_OK(
+      ::fallocate(fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 256 << 10, 512 << 10));
   ASSERT_SYS_OK(::fstat(fd.get(), &after));
   EXPECT_EQ(after.st_size, 1 << 20);
   EXPECT_LE(after.st_blocks, before.st_blocks - (512 << 10) / 512);
@@ -1267,7 +1271,7 @@ TEST_P(NameTest, LongestNameWorksOneMoreIsEnametoolong) {
 
 TEST_P(NameTest, UnusualCharacters) {
   const std::vector<std::string> names = {"with space", "new\nline", "tab\there", "-dash",
-                                          "...",        "ünïcødé",   "#hash", "a:b;c*?"};
+                                          "...",        "ünïcødé",   "#hash",     "a:b;c*?"};
   for (const auto& n : names) MakeFile(P(n), 0644, n);
   auto listing = ListDir(fs().root());
   for (const auto& n : names) {
@@ -1285,15 +1289,28 @@ TEST_P(ReaddirTest, ListsEveryEntryOnceWithItsType) {
   for (int i = 0; i < 300; ++i) {
     std::string n = "entry" + std::to_string(i);
     switch (i % 4) {
-      case 0: MakeFile(P("d/" + n)); want[n] = DT_REG; break;
-      case 1: MakeDir(P("d/" + n)); want[n] = DT_DIR; break;
-      case 2: ASSERT_SYS_OK(::symlink("x", P("d/" + n).c_str())); want[n] = DT_LNK; break;
-      case 3: ASSERT_SYS_OK(::mkfifo(P("d/" + n).c_str(), 0644)); want[n] = DT_FIFO; break;
+      case 0:
+        MakeFile(P("d/" + n));
+        want[n] = DT_REG;
+        break;
+      case 1:
+        MakeDir(P("d/" + n));
+        want[n] = DT_DIR;
+        break;
+      case 2:
+        ASSERT_SYS_OK(::symlink("x", P("d/" + n).c_str()));
+        want[n] = DT_LNK;
+        break;
+      case 3:
+        ASSERT_SYS_OK(::mkfifo(P("d/" + n).c_str(), 0644));
+        want[n] = DT_FIFO;
+        break;
     }
   }
   auto got = ListDir(P("d"));
   for (auto& [name, type] : got) {
-    if (type == DT_UNKNOWN) type = want.count(name) ? want[name] : static_cast<unsigned char>(DT_UNKNOWN);
+    if (type == DT_UNKNOWN)
+      type = want.count(name) ? want[name] : static_cast<unsigned char>(DT_UNKNOWN);
   }
   EXPECT_EQ(got, want);
 }
@@ -1424,7 +1441,8 @@ TEST_P(OwnershipTest, SupplementaryGroupsGrantAccess) {
   EXPECT_RESULT_OK(r.rmdir);
   EXPECT_EQ(Content(shared), "team data+");
   // Without the group: denied.
-  EXPECT_RESULT_ERRNO(AsUser(kUserA, [&] { return Sys(::open(shared.c_str(), O_RDONLY)); }), EACCES);
+  EXPECT_RESULT_ERRNO(AsUser(kUserA, [&] { return Sys(::open(shared.c_str(), O_RDONLY)); }),
+                      EACCES);
 }
 
 TEST_P(OwnershipTest, SetgidDirectoryMemberKeepsRequestedSetgid) {
@@ -1823,18 +1841,19 @@ TEST_P(XattrTest, PermissionsFollowTheModeBits) {
   ASSERT_SYS_OK(::setxattr(P("f").c_str(), "user.k", "v", 1, 0));
   ASSERT_SYS_OK(::setxattr(P("secret").c_str(), "user.k", "v", 1, 0));
   std::string f = P("f"), secret = P("secret");
-  EXPECT_RESULT_ERRNO(AsUser(kUserA, [&] { return Sys(::setxattr(f.c_str(), "user.x", "v", 1, 0)); }),
-                      EACCES);
+  EXPECT_RESULT_ERRNO(
+      AsUser(kUserA, [&] { return Sys(::setxattr(f.c_str(), "user.x", "v", 1, 0)); }), EACCES);
   EXPECT_RESULT_ERRNO(AsUser(kUserA, [&] { return Sys(::removexattr(f.c_str(), "user.k")); }),
                       EACCES);
   EXPECT_RESULT_OK(AsUser(kUserA, [&] {
     char b[8];
     return Sys(::getxattr(f.c_str(), "user.k", b, sizeof(b)));
   }));
-  EXPECT_RESULT_ERRNO(AsUser(kUserA, [&] {
-    char b[8];
-    return Sys(::getxattr(secret.c_str(), "user.k", b, sizeof(b)));
-  }),
+  EXPECT_RESULT_ERRNO(AsUser(kUserA,
+                             [&] {
+                               char b[8];
+                               return Sys(::getxattr(secret.c_str(), "user.k", b, sizeof(b)));
+                             }),
                       EACCES);
   EXPECT_RESULT_ERRNO(
       AsUser(kUserA, [&] { return Sys(::setxattr(f.c_str(), "trusted.x", "v", 1, 0)); }), EPERM);
@@ -2112,8 +2131,8 @@ TEST_P(DataTest, MmapWritesReachTheFileWithoutMsync) {
   UniqueFd fd(::open(P("f").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
   ASSERT_TRUE(fd.valid());
   ASSERT_SYS_OK(::ftruncate(fd.get(), size));
-  char* map = static_cast<char*>(
-      ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0));
+  char* map =
+      static_cast<char*>(::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0));
   ASSERT_NE(map, MAP_FAILED) << std::strerror(errno);
   std::memset(map, 'm', size);
   ASSERT_SYS_OK(::munmap(map, size));
@@ -2215,7 +2234,8 @@ TEST_P(DataTest, LargeSingleReadAndWriteCalls) {
   iov[0] = {a.data(), a.size()};
   iov[1] = {b.data(), b.size()};
   iov[2] = {c.data(), c.size()};
-  ASSERT_EQ(::preadv(fd.get(), iov, 3, 12345), static_cast<ssize_t>(a.size() + b.size() + c.size()));
+  ASSERT_EQ(::preadv(fd.get(), iov, 3, 12345),
+            static_cast<ssize_t>(a.size() + b.size() + c.size()));
   EXPECT_TRUE(a + b + c == data.substr(12345, a.size() + b.size() + c.size()));
   ASSERT_EQ(::pwritev(fd.get(), iov, 3, 1), static_cast<ssize_t>(a.size() + b.size() + c.size()));
   std::string expect = data;
@@ -2292,7 +2312,8 @@ TEST_P(DataTest, PrivateMappingWritesStayPrivate) {
   MakeFile(P("f"), 0644, std::string(8192, 'o'));
   UniqueFd fd(::open(P("f").c_str(), O_RDONLY | O_CLOEXEC));
   ASSERT_TRUE(fd.valid());
-  char* map = static_cast<char*>(::mmap(nullptr, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd.get(), 0));
+  char* map =
+      static_cast<char*>(::mmap(nullptr, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd.get(), 0));
   ASSERT_NE(map, MAP_FAILED) << std::strerror(errno);
   std::memset(map, 'p', 8192);
   EXPECT_EQ(map[100], 'p');

@@ -8,6 +8,8 @@
 //   * No byte is ever stored over quota: du -B1 -s BACKING <= capacity.
 //   * After files are closed, statfs usage == du within 1% + 1 MiB.
 #include <fcntl.h>
+#include <gtest/gtest.h>
+#include <liburing.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <sys/mman.h>
@@ -25,9 +27,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <liburing.h>
 
 #include "base/unique_fd.h"
 #include "fuse/volume.h"
@@ -91,8 +90,10 @@ class QuotaTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    if (server_ && server_->watchdog_fired()) ADD_FAILURE() << "localvol-fuse hung; watchdog killed it";
-    if (server_ && HasFailure()) std::cout << "--- localvol-fuse output ---\n" << server_->Log() << "\n---\n";
+    if (server_ && server_->watchdog_fired())
+      ADD_FAILURE() << "localvol-fuse hung; watchdog killed it";
+    if (server_ && HasFailure())
+      std::cout << "--- localvol-fuse output ---\n" << server_->Log() << "\n---\n";
     server_.reset();
   }
 
@@ -136,9 +137,8 @@ class QuotaTest : public ::testing::Test {
   void ExpectUsageMatchesDu(const std::string& when) {
     uint64_t du = Du();
     SpaceInfo s = Space();
-    EXPECT_TRUE(UsageAgrees(s.used_bytes(), du))
-        << when << ": statfs used " << s.used_bytes() << " vs du " << du << " (" << s.ToString()
-        << ")";
+    EXPECT_TRUE(UsageAgrees(s.used_bytes(), du)) << when << ": statfs used " << s.used_bytes()
+                                                 << " vs du " << du << " (" << s.ToString() << ")";
   }
 
   std::unique_ptr<LoopDisk> disk_;
@@ -163,7 +163,8 @@ TEST_F(QuotaTest, StatfsReportsExactCapacityAndInodeLimit) {
     EXPECT_EQ(s.blocks * s.frsize, c.bytes) << s.ToString();
     EXPECT_EQ(s.files, 5000u) << s.ToString();
     EXPECT_EQ(s.ffree, 5000u) << s.ToString();
-    EXPECT_LE(s.used_bytes(), 64 * kKiB) << "an empty volume uses (almost) nothing: " << s.ToString();
+    EXPECT_LE(s.used_bytes(), 64 * kKiB)
+        << "an empty volume uses (almost) nothing: " << s.ToString();
     EXPECT_EQ(s.bavail, s.bfree);
     ASSERT_TRUE(server_->Stop().ok());
     server_.reset();
@@ -260,7 +261,8 @@ TEST_F(QuotaTest, OverwritingInPlaceWorksWhenFull) {
   UniqueFd fd(::open(M("f").c_str(), O_WRONLY | O_CLOEXEC));
   ASSERT_TRUE(fd.valid());
   const std::string data = RandomBytes(77, kMiB);
-  EXPECT_EQ(PwriteAll(fd.get(), data, 0), Ok(kMiB)) << "overwriting allocated blocks needs no quota";
+  EXPECT_EQ(PwriteAll(fd.get(), data, 0), Ok(kMiB))
+      << "overwriting allocated blocks needs no quota";
   fd.Reset();
   auto back = ReadFile(M("f"));
   ASSERT_TRUE(back.ok());
@@ -308,8 +310,8 @@ TEST_F(QuotaTest, TruncatePunchHoleAndUnlinkGiveSpaceBack) {
   {
     UniqueFd fd(::open(M("a").c_str(), O_RDWR | O_CLOEXEC));
     ASSERT_TRUE(fd.valid());
-    ASSERT_SYS_OK(::fallocate(fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4 * kMiB,
-                              8 * kMiB));
+    ASSERT_SYS_OK(
+        ::fallocate(fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4 * kMiB, 8 * kMiB));
   }
   EXPECT_GE(Space().free_bytes(), 7 * kMiB) << Space().ToString();
   FillResult c = FillPath(M("c"), kMiB, 4 * kMiB);
@@ -338,7 +340,8 @@ TEST_F(QuotaTest, FreedSpaceIsVisibleImmediately) {
     ASSERT_EQ(ErrnoName(FillPath(M("a"), kMiB).err), "ENOSPC");
     ASSERT_SYS_OK(::truncate(M("a").c_str(), 0));
     FillResult r = FillPath(M("b"), kMiB, 16 * kMiB);
-    EXPECT_EQ(r.err, 0) << "write right after truncate: " << ErrnoName(r.err) << " after " << r.bytes;
+    EXPECT_EQ(r.err, 0) << "write right after truncate: " << ErrnoName(r.err) << " after "
+                        << r.bytes;
     ASSERT_SYS_OK(::unlink(M("b").c_str()));
   }
 }
@@ -369,7 +372,8 @@ TEST_F(QuotaTest, UsageMatchesDuForAMixedTree) {
     ASSERT_TRUE(WriteFile(p, RandomBytes(i, 1 + rng() % (64 * kKiB))).ok());
   }
   for (int i = 0; i < 5; ++i) {  // sparse
-    UniqueFd fd(::open(M("sparse" + std::to_string(i)).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+    UniqueFd fd(
+        ::open(M("sparse" + std::to_string(i)).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
     ASSERT_TRUE(PwriteAll(fd.get(), RandomBytes(i, 100000), 0).ok());
     ASSERT_TRUE(PwriteAll(fd.get(), RandomBytes(i, 100000), 10 * kMiB).ok());
   }
@@ -382,7 +386,8 @@ TEST_F(QuotaTest, UsageMatchesDuForAMixedTree) {
   ASSERT_TRUE(WriteFile(M("shrunk"), RandomBytes(6, 6 * kMiB)).ok());
   ASSERT_SYS_OK(::truncate(M("shrunk").c_str(), kMiB));
   ASSERT_SYS_OK(::symlink("linked", M("sym").c_str()));
-  ASSERT_SYS_OK(::setxattr(M("linked").c_str(), "user.big", RandomBytes(1, 30000).data(), 30000, 0));
+  ASSERT_SYS_OK(
+      ::setxattr(M("linked").c_str(), "user.big", RandomBytes(1, 30000).data(), 30000, 0));
   ExpectUsageMatchesDu("mixed tree");
   SpaceInfo s = Space();
   // 200 files + 5 sparse + linked + prealloc + shrunk + sym + 2 dirs
@@ -454,7 +459,8 @@ TEST_F(QuotaTest, UsageSurvivesACleanRestartExactly) {
   uint64_t du_offline = Du();
   ASSERT_TRUE(server_->Restart().ok());
   SpaceInfo after = Space();
-  EXPECT_EQ(after.bfree, before.bfree) << "before " << before.ToString() << " after " << after.ToString();
+  EXPECT_EQ(after.bfree, before.bfree)
+      << "before " << before.ToString() << " after " << after.ToString();
   EXPECT_EQ(after.ffree, before.ffree);
   EXPECT_EQ(after.blocks, before.blocks);
   EXPECT_TRUE(UsageAgrees(after.used_bytes(), du_offline));
@@ -479,7 +485,8 @@ TEST_F(QuotaTest, UsageIsRecoveredAfterKill9) {
   uint64_t du = Du();
   ASSERT_TRUE(server_->Restart().ok()) << server_->Log();
   SpaceInfo s = Space();
-  EXPECT_TRUE(UsageAgrees(s.used_bytes(), du)) << "after crash: statfs " << s.ToString() << " du " << du;
+  EXPECT_TRUE(UsageAgrees(s.used_bytes(), du))
+      << "after crash: statfs " << s.ToString() << " du " << du;
   EXPECT_GE(s.used_bytes(), 40 * kMiB) << s.ToString();
   EXPECT_EQ(s.used_inodes(), 3u) << s.ToString();
   // Over-quota writes still fail, and nothing is stored over quota.
@@ -577,8 +584,8 @@ TEST_F(QuotaTest, RenameWhiteoutCountsTheWhiteout) {
   EXPECT_TRUE(S_ISCHR(st.st_mode));
   EXPECT_EQ(used(), 2u);
   // At the inode limit, a whiteout cannot be made.
-  EXPECT_SYS_ERRNO(
-      ::renameat2(AT_FDCWD, M("b").c_str(), AT_FDCWD, M("c").c_str(), RENAME_WHITEOUT), ENOSPC);
+  EXPECT_SYS_ERRNO(::renameat2(AT_FDCWD, M("b").c_str(), AT_FDCWD, M("c").c_str(), RENAME_WHITEOUT),
+                   ENOSPC);
   EXPECT_TRUE(Exists(M("b")));
   ASSERT_SYS_OK(::unlink(M("a").c_str()));
   EXPECT_EQ(used(), 1u);
@@ -654,7 +661,8 @@ TEST_F(QuotaTest, CopyFileRangeRespectsTheQuota) {
     if (n == 0) break;
     copied += n;
   }
-  EXPECT_EQ(ErrnoName(err), "ENOSPC") << "copied " << copied << " bytes of 20 MiB into 12 MiB of room";
+  EXPECT_EQ(ErrnoName(err), "ENOSPC")
+      << "copied " << copied << " bytes of 20 MiB into 12 MiB of room";
   EXPECT_LE(copied, 12 * kMiB);
   out.Reset();
   EXPECT_LE(Du(), kCap) << "copy_file_range stored past the quota";
@@ -723,7 +731,8 @@ TEST_F(QuotaTest, MmapWritesOverQuotaAreReportedNotLost) {
       [&](int wfd) {
         Reported rep{};
         int fd = ::open(path.c_str(), O_RDWR);
-        char* map = static_cast<char*>(::mmap(nullptr, kMiB, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+        char* map =
+            static_cast<char*>(::mmap(nullptr, kMiB, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
         if (map == MAP_FAILED) ::_exit(3);
         std::memset(map, 'm', kMiB);
         rep.msync_err = ::msync(map, kMiB, MS_SYNC) == 0 ? 0 : errno;
@@ -767,9 +776,11 @@ TEST_F(QuotaTest, InternalStateXattrsAreHiddenAndProtected) {
     EXPECT_NE(name.rfind("trusted.localvol.", 0), 0u) << "listxattr on the root shows " << name;
   }
   char value[256];
-  EXPECT_SYS_ERRNO(::getxattr(mnt_.c_str(), "trusted.localvol.state", value, sizeof(value)), ENODATA);
+  EXPECT_SYS_ERRNO(::getxattr(mnt_.c_str(), "trusted.localvol.state", value, sizeof(value)),
+                   ENODATA);
   const std::string forged = "forged";
-  SysResult set = Sys(::setxattr(mnt_.c_str(), "trusted.localvol.state", forged.data(), forged.size(), 0));
+  SysResult set =
+      Sys(::setxattr(mnt_.c_str(), "trusted.localvol.state", forged.data(), forged.size(), 0));
   EXPECT_FALSE(set.ok()) << "a volume user could overwrite localvol's state";
   SysResult rm = Sys(::removexattr(mnt_.c_str(), "trusted.localvol.state"));
   EXPECT_FALSE(rm.ok() && rm.err == 0) << "a volume user could remove localvol's state";
@@ -971,8 +982,9 @@ TEST_F(SetLimitsTest, UsageAgreesWithStatfsAndDu) {
   EXPECT_EQ(u.inode_limit, 1000u);
   EXPECT_EQ(u.used_inodes, 3u);
   EXPECT_EQ(s.used_inodes(), u.used_inodes);
-  EXPECT_LE(s.used_bytes() > u.used_bytes ? s.used_bytes() - u.used_bytes : u.used_bytes - s.used_bytes(),
-            s.frsize);
+  EXPECT_LE(
+      s.used_bytes() > u.used_bytes ? s.used_bytes() - u.used_bytes : u.used_bytes - s.used_bytes(),
+      s.frsize);
   EXPECT_TRUE(UsageAgrees(u.used_bytes, Du()));
 }
 
@@ -1068,8 +1080,8 @@ TEST_F(OverwriteTest, AFullVolumeStillAcceptsOverwrites) {
 // A punched range is no longer allocated: writing it again needs space.
 TEST_F(OverwriteTest, PunchedBlocksAreNotOverwrites) {
   ASSERT_NO_FATAL_FAILURE(MakeOverwrittenFile());
-  ASSERT_SYS_OK(::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4 * kMiB,
-                            8 * kMiB));
+  ASSERT_SYS_OK(
+      ::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4 * kMiB, 8 * kMiB));
   ASSERT_NO_FATAL_FAILURE(FillTheRest());
   SysResult w = PwriteAll(fd_.get(), RandomBytes(2, kMiB), static_cast<off_t>(6 * kMiB));
   EXPECT_EQ(ErrnoName(w.err), "ENOSPC") << "a full volume took " << w.ret << " new bytes";

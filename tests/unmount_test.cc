@@ -2,9 +2,8 @@
 // once, the user gets a grace period, and then the FUSE connection is aborted
 // so that Unmount() always returns and the volume's usage is stored.
 #include <fcntl.h>
-#include <unistd.h>
-
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>

@@ -5,12 +5,11 @@
 // in turn, and large ones or other requests send them back to every CPU; the
 // next lone caller brings them together on its CPU again.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sched.h>
 #include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <cstring>

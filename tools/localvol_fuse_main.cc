@@ -15,8 +15,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <climits>
 #include <charconv>
+#include <climits>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -101,7 +101,8 @@ Result<Args> ParseArgs(int argc, char** argv) {
       auto n = ParseCount(arg, *v);
       if (!n.ok()) return n.status();
       if (*n > localvol::fuse::kMaxInodeLimit) {
-        return Status::Error(EINVAL, "--inodes takes at most " + std::to_string(localvol::fuse::kMaxInodeLimit) +
+        return Status::Error(EINVAL, "--inodes takes at most " +
+                                         std::to_string(localvol::fuse::kMaxInodeLimit) +
                                          ", not '" + *v + "'");
       }
       args.inodes = *n;
@@ -257,8 +258,9 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(args->log_level));
   log->set_level(spdlog::get_level());
   if (geteuid() != 0) {
-    log->error("localvol-fuse must run as root (it mounts with allow_other and creates files "
-               "as the calling users)");
+    log->error(
+        "localvol-fuse must run as root (it mounts with allow_other and creates files "
+        "as the calling users)");
     return 1;
   }
   // Detaching changes the working directory; relative paths must not change meaning.

@@ -35,8 +35,8 @@ void PrintTo(FsMode mode, std::ostream* os);
 
 struct FsConfig {
   uint64_t disk_size = LoopDisk::kDefaultSize;
-  std::string capacity = "512Mi";   // kLocalvol only
-  std::optional<uint64_t> inodes;   // kLocalvol only
+  std::string capacity = "512Mi";  // kLocalvol only
+  std::optional<uint64_t> inodes;  // kLocalvol only
 };
 
 class FsUnderTest {
@@ -77,7 +77,7 @@ class FsUnderTest {
   std::unique_ptr<LoopDisk> disk_;
   std::unique_ptr<LoopDisk> second_disk_;
   std::unique_ptr<FuseUringSwitch> uring_switch_;  // kLocalvolRing only
-  TempDir mounts_;      // parent of the mount points
+  TempDir mounts_;                                 // parent of the mount points
   TempDir other_fs_;
   std::unique_ptr<FuseServer> server_;
   std::unique_ptr<FuseServer> second_server_;
@@ -102,11 +102,11 @@ class FsTest : public ::testing::TestWithParam<FsMode> {
   std::unique_ptr<FsUnderTest> fs_;
 };
 
-#define LOCALVOL_INSTANTIATE_FS_MODES(Suite)                                                    \
-  INSTANTIATE_TEST_SUITE_P(Modes, Suite,                                                        \
-                           ::testing::Values(::localvol::testing::FsMode::kRaw,                 \
-                                             ::localvol::testing::FsMode::kLocalvol,            \
-                                             ::localvol::testing::FsMode::kLocalvolRing),       \
-                           ::localvol::testing::FsModeParamName)
+#define LOCALVOL_INSTANTIATE_FS_MODES(Suite)                                                       \
+  INSTANTIATE_TEST_SUITE_P(                                                                        \
+      Modes, Suite,                                                                                \
+      ::testing::Values(::localvol::testing::FsMode::kRaw, ::localvol::testing::FsMode::kLocalvol, \
+                        ::localvol::testing::FsMode::kLocalvolRing),                               \
+      ::localvol::testing::FsModeParamName)
 
 }  // namespace localvol::testing

@@ -6,13 +6,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <iostream>
 #include <thread>
 
 #include "tests/support/mounts.h"
 #include "tests/support/sys.h"
-
-#include <cstring>
 
 namespace localvol::testing {
 

@@ -17,11 +17,11 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
-#include <mutex>
-#include <thread>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/status.h"
@@ -31,9 +31,9 @@
 namespace localvol::testing {
 
 struct FuseServerOptions {
-  std::string source;       // backing directory
-  std::string mountpoint;   // must exist and not be a mount point
-  std::string capacity;     // as given on the command line, e.g. "512Mi"
+  std::string source;      // backing directory
+  std::string mountpoint;  // must exist and not be a mount point
+  std::string capacity;    // as given on the command line, e.g. "512Mi"
   std::optional<uint64_t> inodes;
   std::vector<std::string> extra_args;
   // If the server is still running this long after it started, the watchdog

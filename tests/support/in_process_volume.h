@@ -8,13 +8,13 @@
 // Volume it owns is.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
-
-#include <gtest/gtest.h>
 
 #include "base/status.h"
 #include "tests/support/loop_disk.h"
@@ -30,7 +30,7 @@ struct InProcessVolumeOptions {
   std::string source;
   std::string mountpoint;
   uint64_t capacity_bytes = 0;
-  uint64_t inode_limit = 0;  // 0: the library's default
+  uint64_t inode_limit = 0;    // 0: the library's default
   bool fuse_io_uring = false;  // fuse::VolumeOptions::fuse_io_uring
   // fuse::VolumeOptions::fuse_io_uring_idle_release; unset: the library's default.
   std::optional<std::chrono::milliseconds> fuse_io_uring_idle_release;

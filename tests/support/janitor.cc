@@ -65,7 +65,8 @@ void CleanOne(const std::string& dir) {
       std::ifstream in("/sys/block/" + name + "/loop/backing_file");
       std::string backing;
       if (!std::getline(in, backing)) continue;
-      if (backing.rfind(dir + "/", 0) == 0) (void)RunCommand({"losetup", "-d", "/dev/" + name}, 30s);
+      if (backing.rfind(dir + "/", 0) == 0)
+        (void)RunCommand({"losetup", "-d", "/dev/" + name}, 30s);
     }
     ::closedir(d);
   }

@@ -1,8 +1,7 @@
 #include "tests/support/loop_disk.h"
 
-#include <gtest/gtest.h>
-
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -89,8 +88,8 @@ Status LoopDisk::Detach() {
   std::string backing;
   std::getline(in, backing);
   if (backing.rfind(image_, 0) != 0) {
-    return Status::Error(EPERM, device_ + " is backed by '" + backing + "', not " + image_ +
-                                    "; leaving it alone");
+    return Status::Error(
+        EPERM, device_ + " is backed by '" + backing + "', not " + image_ + "; leaving it alone");
   }
   CommandResult r = RunCommand({"losetup", "-d", device_}, 30s);
   device_.clear();

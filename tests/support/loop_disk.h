@@ -28,7 +28,7 @@ class LoopDisk {
   LoopDisk(const LoopDisk&) = delete;
   LoopDisk& operator=(const LoopDisk&) = delete;
 
-  const std::string& device() const { return device_; }      // /dev/loopN
+  const std::string& device() const { return device_; }  // /dev/loopN
   const std::string& image() const { return image_; }
   const std::string& mount_point() const { return mount_point_; }
   // mount_point() + "/" + name.

@@ -17,6 +17,7 @@
 // Thread-safety: functions are thread-compatible; objects are not shared.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -28,8 +29,6 @@
 #include <type_traits>
 #include <vector>
 
-#include <gtest/gtest.h>
-
 #include "base/status.h"
 
 namespace localvol::testing {
@@ -37,11 +36,11 @@ namespace localvol::testing {
 using namespace std::chrono_literals;
 
 struct CommandResult {
-  int exit_code = -1;    // valid when the child exited normally
-  int term_signal = 0;   // non-zero when killed by a signal
+  int exit_code = -1;   // valid when the child exited normally
+  int term_signal = 0;  // non-zero when killed by a signal
   bool timed_out = false;
-  std::string out;       // stdout
-  std::string err;       // stderr
+  std::string out;  // stdout
+  std::string err;  // stderr
   bool ok() const { return exit_code == 0 && term_signal == 0 && !timed_out; }
   // "exit 1; stderr: ..." for assertion messages.
   std::string Summary() const;

@@ -13,8 +13,8 @@ namespace localvol::testing {
 std::string SpaceInfo::ToString() const {
   return "frsize=" + std::to_string(frsize) + " blocks=" + std::to_string(blocks) +
          " bfree=" + std::to_string(bfree) + " bavail=" + std::to_string(bavail) +
-         " files=" + std::to_string(files) + " ffree=" + std::to_string(ffree) +
-         " (capacity " + std::to_string(capacity()) + ", used " + std::to_string(used_bytes()) + ")";
+         " files=" + std::to_string(files) + " ffree=" + std::to_string(ffree) + " (capacity " +
+         std::to_string(capacity()) + ", used " + std::to_string(used_bytes()) + ")";
 }
 
 Result<SpaceInfo> StatFs(const std::string& path) {

@@ -1,13 +1,12 @@
 // Self-tests of the integration fixtures: if these fail, every other
 // integration result is suspect.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <fstream>
-
-#include <gtest/gtest.h>
 
 #include "tests/support/janitor.h"
 #include "tests/support/loop_disk.h"

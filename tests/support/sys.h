@@ -43,27 +43,27 @@ std::string Describe(const SysResult& r);
 
 // Asserting helpers. The expression is any syscall returning < 0 with errno.
 #define LV_SYS_STR(expr) #expr
-#define EXPECT_SYS_OK(expr)                                                       \
-  do {                                                                            \
-    ::localvol::testing::SysResult lv_r_ = ::localvol::testing::Sys(expr);        \
+#define EXPECT_SYS_OK(expr)                                                                        \
+  do {                                                                                             \
+    ::localvol::testing::SysResult lv_r_ = ::localvol::testing::Sys(expr);                         \
     EXPECT_TRUE(lv_r_.ok()) << LV_SYS_STR(expr) << " -> " << ::localvol::testing::Describe(lv_r_); \
   } while (0)
-#define ASSERT_SYS_OK(expr)                                                       \
-  do {                                                                            \
-    ::localvol::testing::SysResult lv_r_ = ::localvol::testing::Sys(expr);        \
+#define ASSERT_SYS_OK(expr)                                                                        \
+  do {                                                                                             \
+    ::localvol::testing::SysResult lv_r_ = ::localvol::testing::Sys(expr);                         \
     ASSERT_TRUE(lv_r_.ok()) << LV_SYS_STR(expr) << " -> " << ::localvol::testing::Describe(lv_r_); \
   } while (0)
-#define EXPECT_SYS_ERRNO(expr, errno_value)                                       \
-  do {                                                                            \
-    ::localvol::testing::SysResult lv_r_ = ::localvol::testing::Sys(expr);        \
-    EXPECT_EQ(::localvol::testing::ErrnoName(lv_r_.err),                          \
-              ::localvol::testing::ErrnoName(errno_value))                        \
-        << LV_SYS_STR(expr) << " -> " << ::localvol::testing::Describe(lv_r_);    \
+#define EXPECT_SYS_ERRNO(expr, errno_value)                                    \
+  do {                                                                         \
+    ::localvol::testing::SysResult lv_r_ = ::localvol::testing::Sys(expr);     \
+    EXPECT_EQ(::localvol::testing::ErrnoName(lv_r_.err),                       \
+              ::localvol::testing::ErrnoName(errno_value))                     \
+        << LV_SYS_STR(expr) << " -> " << ::localvol::testing::Describe(lv_r_); \
   } while (0)
 // For a SysResult value (e.g. from AsUser).
-#define EXPECT_RESULT_ERRNO(result, errno_value)                                  \
-  EXPECT_EQ(::localvol::testing::ErrnoName((result).err),                         \
-            ::localvol::testing::ErrnoName(errno_value))                          \
+#define EXPECT_RESULT_ERRNO(result, errno_value)          \
+  EXPECT_EQ(::localvol::testing::ErrnoName((result).err), \
+            ::localvol::testing::ErrnoName(errno_value))  \
       << #result " -> " << ::localvol::testing::Describe(result)
 #define EXPECT_RESULT_OK(result) EXPECT_RESULT_ERRNO(result, 0)
 

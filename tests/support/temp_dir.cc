@@ -60,7 +60,8 @@ int RemoveOne(const char* path, const struct stat* sb, int type, struct FTW*) {
 }  // namespace
 
 Status RemoveTree(const std::string& path) {
-  if (path.empty() || path == "/") return Status::Error(EINVAL, "refusing to remove '" + path + "'");
+  if (path.empty() || path == "/")
+    return Status::Error(EINVAL, "refusing to remove '" + path + "'");
   // Detach anything still mounted below `path` (deepest first).
   std::vector<std::string> below;
   for (const auto& e : ReadMountInfo()) {

@@ -9,6 +9,8 @@
 #undef PT_GUARDED_BY
 #undef REQUIRES
 #undef EXCLUDES
+#undef ACQUIRED_BEFORE
+#undef ACQUIRED_AFTER
 #undef ACQUIRE
 #undef RELEASE
 #undef CAPABILITY

@@ -146,7 +146,11 @@ TEST_F(AgentRecoveryTest, RootLeftHalfMadeIsFinishedAtStart) {
   ASSERT_EQ(RunCommand({"mount", dev, m}).exit_code, 0);
   auto manifest = agent::ReadManifest(m);
   ASSERT_TRUE(manifest.ok());
-  manifest->volumes.push_back(agent::VolumeRecord{"half", 16 * kMi, 1024, true, "", {}});
+  agent::VolumeRecord half;
+  half.name = "half";
+  half.capacity_bytes = 16 * kMi;
+  half.inode_limit = 1024;
+  manifest->volumes.push_back(half);
   ASSERT_TRUE(agent::WriteManifest(m, *manifest).ok());
   ASSERT_EQ(::mkdir((m + "/volumes/half").c_str(), 0755), 0);
   ASSERT_EQ(RunCommand({"umount", m}).exit_code, 0);

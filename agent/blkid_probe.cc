@@ -1,6 +1,7 @@
 #include "agent/blkid_probe.h"
 
 #include <blkid/blkid.h>
+#include <spdlog/fmt/fmt.h>
 
 #include <cstdio>
 #include <memory>
@@ -64,9 +65,7 @@ Result<DeviceSignatures> ProbeSignatures(const std::string& device) {
         continue;
       }
       if (!offset.empty()) {
-        char buf[32];
-        std::snprintf(buf, sizeof buf, "0x%llx", std::strtoull(offset.c_str(), nullptr, 10));
-        what += std::string(" at offset ") + buf;
+        what += fmt::format(" at offset 0x{:x}", std::strtoull(offset.c_str(), nullptr, 10));
       }
       out.found.push_back(what);
     }

@@ -1,6 +1,7 @@
 #include "agent/config.h"
 
 #include <fcntl.h>
+#include <spdlog/fmt/fmt.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
@@ -274,9 +275,7 @@ uint64_t Reserve::For(uint64_t fs_size) const {
 
 std::string Reserve::ToString() const {
   if (percent > 0) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%g%%", percent);
-    return buf;
+    return fmt::format("{:g}%", percent);
   }
   return FormatSize(bytes);
 }

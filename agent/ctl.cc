@@ -2,6 +2,7 @@
 #include "agent/ctl.h"
 
 #include <google/protobuf/util/json_util.h>
+#include <spdlog/fmt/fmt.h>
 
 #include <CLI/CLI.hpp>
 #include <charconv>
@@ -85,10 +86,7 @@ std::string ShortId(const std::string& id) { return id.size() > 8 ? id.substr(0,
 
 std::string Percent(uint64_t part, uint64_t whole) {
   if (whole == 0) return "-";
-  char buf[16];
-  std::snprintf(buf, sizeof buf, "%.1f%%",
-                100.0 * static_cast<double>(part) / static_cast<double>(whole));
-  return buf;
+  return fmt::format("{:.1f}%", 100.0 * static_cast<double>(part) / static_cast<double>(whole));
 }
 
 std::string Json(const google::protobuf::Message& m) {
@@ -220,10 +218,9 @@ void PrintVolume(const pb::Volume& v, std::ostream& out) {
   line("Reads", std::to_string(io.read_ops()) + " ops, " + FormatSize(io.read_bytes()));
   line("Writes", std::to_string(io.write_ops()) + " ops, " + FormatSize(io.write_bytes()) + "; " +
                      std::to_string(io.other_ops()) + " other ops (fsync, fallocate)");
-  char throttled[32];
-  std::snprintf(throttled, sizeof throttled, "%.3fs", io.throttled_seconds());
-  line("Throttled", std::string(throttled) + " in total; now " + std::to_string(io.queued()) +
-                        " queued, " + std::to_string(io.in_flight()) + " in flight");
+  line("Throttled", fmt::format("{:.3f}s", io.throttled_seconds()) + " in total; now " +
+                        std::to_string(io.queued()) + " queued, " + std::to_string(io.in_flight()) +
+                        " in flight");
   line("I/O errors",
        std::to_string(io.errors()) + " (" + std::to_string(io.timed_out()) + " timed out)");
   if (v.fuse_ring_requests() == 0 && v.fuse_ring_resident_bytes() == 0) {

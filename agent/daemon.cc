@@ -75,10 +75,9 @@ int RunDaemon(int argc, char** argv) {
   bool csi_controller_only = false;
   auto* csi_socket_opt =
       app.add_option("--csi-socket", csi_socket, "the CSI socket (overrides csi_socket)");
-  app.add_flag(
-      "--csi-controller-only", csi_controller_only,
-      "serve only CSI Identity and ControllerGetCapabilities on --csi-socket, for the central "
-      "csi-resizer; touches no disk");
+  app.add_flag("--csi-controller-only", csi_controller_only,
+               "serve only CSI Identity, ControllerGetCapabilities and NodeGetCapabilities on "
+               "--csi-socket, for the central csi-resizer; touches no disk");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -93,7 +92,10 @@ int RunDaemon(int argc, char** argv) {
   sigemptyset(&signals);
   for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2}) sigaddset(&signals, s);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
+  if (::signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
+    GetLogger("localvold")->critical("cannot ignore SIGPIPE: {}", std::strerror(errno));
+    return 1;
+  }
   if (csi_controller_only) {
     SetUpLogging(log_level.empty() ? "info" : log_level);
     return csi::RunControllerOnly(csi_socket.empty() ? kDefaultCsiSocketPath : csi_socket);

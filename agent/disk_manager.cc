@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <glob.h>
+#include <spdlog/fmt/fmt.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -347,11 +348,10 @@ Status DiskManager::AttachDevice(const std::string& configured_as, const std::st
       auto data = FindDataInSampledRegions(dev);
       if (!data.ok()) return data.status();
       if (data->has_value()) {
-        char at[32];
-        std::snprintf(at, sizeof at, "0x%llx", static_cast<unsigned long long>(**data));
+        const std::string at = fmt::format("0x{:x}", **data);
         return Status::Error(
             EEXIST, dev + " has no known signature but is not empty (non-zero data at offset " +
-                        std::string(at) +
+                        at +
                         "). localvol only formats an empty device; if this "
                         "one may be erased, list it on its own with 'wipe: true'");
       }

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <spdlog/fmt/fmt.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -102,9 +103,7 @@ std::string RandomSuffix() {
   static std::mt19937_64 rng(std::random_device{}());
   static std::mutex mu;
   std::lock_guard<std::mutex> lock(mu);
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(rng()));
-  return buf;
+  return fmt::format("{:016x}", rng());
 }
 
 }  // namespace

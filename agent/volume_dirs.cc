@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <spdlog/fmt/fmt.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
@@ -25,9 +26,9 @@ constexpr mode_t kRootMode = 0777;
 
 std::string Random16() {
   std::random_device rd;
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%08x%08x", rd(), rd());
-  return buf;
+  const unsigned hi = rd();
+  const unsigned lo = rd();
+  return fmt::format("{:08x}{:08x}", hi, lo);
 }
 
 // Mode, owner and extent-size hint of a volume root open at `fd`.
@@ -98,9 +99,7 @@ Result<std::string> RepairNeverServedRoot(const std::string& path) {
   if (::fstat(fd->get(), &st) != 0) return Status::FromErrno("stat " + path);
   std::string changed;
   if ((st.st_mode & 07777) != kRootMode) {
-    char mode[16];
-    std::snprintf(mode, sizeof mode, "%04o", st.st_mode & 07777);
-    changed = std::string("mode ") + mode + " -> 0777";
+    changed = fmt::format("mode {:04o} -> 0777", st.st_mode & 07777);
   }
   if (st.st_uid != ::geteuid() || st.st_gid != ::getegid()) {
     changed += std::string(changed.empty() ? "" : ", ") + "owner " + std::to_string(st.st_uid) +

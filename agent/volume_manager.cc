@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <spdlog/fmt/fmt.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -34,9 +35,7 @@ Status ValidateVolumeName(const std::string& name) {
       if (c >= 0x20 && c < 0x7f) {
         out += static_cast<char>(c);
       } else {
-        char hex[5];
-        std::snprintf(hex, sizeof hex, "\\x%02x", c);
-        out += hex;
+        out += fmt::format("\\x{:02x}", c);
       }
     }
     return out;

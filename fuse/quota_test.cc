@@ -9,7 +9,7 @@ namespace localvol::fuse {
 namespace {
 
 TEST(Quota, ReservesUpToExactlyTheCapacity) {
-  Quota q(/*capacity=*/8192, /*inodes=*/10, /*used=*/4096, /*used_inodes=*/0);
+  Quota q(/*capacity_bytes=*/8192, /*inode_limit=*/10, /*used_bytes=*/4096, /*used_inodes=*/0);
   Reservation r;
   EXPECT_FALSE(q.TryReserve(4097, 0, &r));
   EXPECT_EQ(r.bytes(), 0u);

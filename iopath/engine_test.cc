@@ -209,7 +209,7 @@ bool LacksKernelSupport(int err) { return err == ENOSYS || err == EPERM || err =
     GTEST_SKIP() << "kernel lacks io_uring support: " << var##_or.status().ToString(); \
   }                                                                                    \
   ASSERT_TRUE(var##_or.ok()) << var##_or.status().ToString();                          \
-  std::unique_ptr<Engine> var = std::move(*var##_or)
+  std::unique_ptr<Engine> var = std::move(*var##_or)  // NOLINT(bugprone-macro-parentheses): a name
 
 class EngineTest : public ::testing::Test {
  protected:

@@ -46,6 +46,13 @@ class KernelRingTest : public InProcessVolumeTest {
     InProcessVolumeTest::TearDown();
     switch_.reset();
   }
+  // The volume alone, without the ring switch: for tests that change an
+  // option and mount again.
+  void UnmountVolume() { InProcessVolumeTest::TearDown(); }
+  void RemountVolume() {
+    InProcessVolumeTest::TearDown();
+    InProcessVolumeTest::SetUp();
+  }
   std::string Mounted(const std::string& name) { return volume_->mountpoint() + "/" + name; }
   uint64_t RingRequests() { return volume_->volume().KernelRingRequests(); }
 
@@ -152,8 +159,7 @@ TEST_F(KernelRingTest, ConcurrentRequestsAnsweredFromOtherThreads) {
 TEST_F(KernelRingTest, QuotaStillRefusesWritesThatDoNotFit) {
   // Writes over the ring are admitted by the same quota.
   capacity_bytes_ = 8 << 20;
-  InProcessVolumeTest::TearDown();
-  InProcessVolumeTest::SetUp();
+  RemountVolume();
   int fd = open(Mounted("full").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
   ASSERT_GE(fd, 0);
   std::vector<char> chunk(1 << 20, 'q');
@@ -188,8 +194,7 @@ TEST_F(KernelRingTest, IdleQueuesGiveTheirMemoryBack) {
   // and still carry the right data (the kernel copies into the buffers as
   // they are mapped now, it does not keep pages of its own).
   fuse_io_uring_idle_release_ = std::chrono::milliseconds(1000);
-  InProcessVolumeTest::TearDown();
-  InProcessVolumeTest::SetUp();
+  RemountVolume();
   constexpr size_t kChunk = 1 << 20;
   constexpr size_t kFile = 4 * kChunk;
   AlignedBuffer out_buffer = Aligned(kFile), in_buffer = Aligned(kFile);
@@ -275,7 +280,7 @@ TEST_F(KernelRingTest, RequestsOneAtATimePinTheQueueThreadToItsCpu) {
 }
 
 TEST_F(KernelRingTest, NegativeIdlePeriodIsRefused) {
-  InProcessVolumeTest::TearDown();
+  UnmountVolume();
   ASSERT_NO_FATAL_FAILURE(MakeVolumeDirs(&dirs_));
   fuse_io_uring_idle_release_ = std::chrono::milliseconds(-1);
   auto volume = InProcessVolume::Mount(Options());

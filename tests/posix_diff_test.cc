@@ -44,7 +44,14 @@ struct Outcome {
   char detail[512] = {};
 
   std::string Detail() const { return detail; }
-  void SetDetail(const std::string& s) { std::snprintf(detail, sizeof(detail), "%s", s.c_str()); }
+  // A detail too long for the buffer is kept as its hash, so that two
+  // outcomes still compare exactly instead of by a truncated prefix.
+  void SetDetail(const std::string& s) {
+    const std::string kept =
+        s.size() < sizeof(detail) ? s : "hash " + std::to_string(std::hash<std::string>{}(s));
+    kept.copy(detail, sizeof(detail) - 1);
+    detail[kept.size()] = '\0';
+  }
   std::string ToString() const {
     return Describe(result) + (detail[0] ? " [" + Detail() + "]" : "");
   }

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <spdlog/fmt/fmt.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -72,11 +73,7 @@ std::string Content(const std::string& path) {
   return *r;
 }
 
-std::string Octal(mode_t m) {
-  char buf[16];
-  std::snprintf(buf, sizeof(buf), "0%o", static_cast<unsigned>(m));
-  return buf;
-}
+std::string Octal(mode_t m) { return fmt::format("0{:o}", static_cast<unsigned>(m)); }
 #define EXPECT_MODE(path, mode) EXPECT_EQ(Octal(ModeOf(path)), Octal(mode)) << (path)
 
 int RenameAt2(const std::string& from, const std::string& to, unsigned flags) {
@@ -136,9 +133,12 @@ const std::string kName255(255, 'n');
 const std::string kName256(256, 'n');
 
 // One suite per area; each is instantiated for Raw and Localvol.
+// Suite is a class name, which parentheses would break.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define LV_FS_SUITE(Suite)        \
   class Suite : public FsTest {}; \
   LOCALVOL_INSTANTIATE_FS_MODES(Suite)
+// NOLINTEND(bugprone-macro-parentheses)
 
 LV_FS_SUITE(ChmodTest);
 LV_FS_SUITE(ChownTest);
@@ -912,8 +912,7 @@ TEST_P(RenameFullTest, NewNameThatMustGrowTheDirectoryIsEnospc) {
   const blkcnt_t inline_blocks = LstatOrDie(P("big")).st_blocks;
   std::string last;
   for (int i = 0; i < 1000 && last.empty(); ++i) {
-    char name[16];
-    std::snprintf(name, sizeof name, "e%03d", i);
+    const std::string name = fmt::format("e{:03d}", i);
     MakeFile(P("big/") + name);
     if (LstatOrDie(P("big")).st_blocks != inline_blocks) last = name;
   }

@@ -21,9 +21,9 @@ using UnmountTest = InProcessVolumeTest;
 int FdsUnder(const std::string& dir) {
   int n = 0;
   for (int fd = 0; fd < 4096; ++fd) {
-    char link[64], target[4096];
-    std::snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-    const ssize_t len = readlink(link, target, sizeof target - 1);
+    char target[4096];
+    const std::string link = "/proc/self/fd/" + std::to_string(fd);
+    const ssize_t len = readlink(link.c_str(), target, sizeof target - 1);
     if (len <= 0) continue;
     target[len] = '\0';
     n += std::strncmp(target, dir.c_str(), dir.size()) == 0;

@@ -181,7 +181,10 @@ int Serve(const Args& args, int ready_fd) {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
+    log->critical("cannot ignore SIGPIPE: {}", std::strerror(errno));
+    return 1;
+  }
 
   auto report = [&](char status) {
     if (ready_fd >= 0) {

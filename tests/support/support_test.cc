@@ -106,8 +106,10 @@ TEST(SupportTest, JanitorCleansUpAfterADeadTestProcess) {
     auto disk = LoopDisk::Create();
     if (!disk.ok()) return out;
     std::string dir = (*disk)->image().substr(0, (*disk)->image().rfind('/'));
-    std::snprintf(out.disk_dir, sizeof(out.disk_dir), "%s", dir.c_str());
-    std::snprintf(out.device, sizeof(out.device), "%s", (*disk)->device().c_str());
+    // Both fit: /tmp/lv... paths and /dev/loopN; an empty field fails the test.
+    if (dir.size() < sizeof(out.disk_dir)) dir.copy(out.disk_dir, sizeof(out.disk_dir) - 1);
+    const std::string device = (*disk)->device();
+    if (device.size() < sizeof(out.device)) device.copy(out.device, sizeof(out.device) - 1);
     (void)disk->release();  // leak it, as a SIGKILL would
     return out;
   });

@@ -1194,7 +1194,7 @@ void OnSigbus(int sig) {
   if (sigjmp_buf* jump = tls_sigbus_jump.load(std::memory_order_relaxed)) siglongjmp(*jump, 1);
   // Not from GuardedCopy: a genuine crash, so die of it the usual way once the
   // handler returns and the access faults again.
-  ::signal(sig, SIG_DFL);
+  if (::signal(sig, SIG_DFL) == SIG_ERR) _exit(128 + sig);
 }
 
 }  // namespace

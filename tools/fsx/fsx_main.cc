@@ -101,8 +101,7 @@ int main(int argc, char** argv) {
       return std::string(argv[++i]);
     };
     if (arg == "-h" || arg == "--help") {
-      std::fputs(kUsage, stdout);
-      return 0;
+      return std::fputs(kUsage, stdout) == EOF ? 1 : 0;
     } else if (arg == "--seed" || arg == "--ops" || arg == "--files") {
       auto text = take_value();
       if (!text) return Usage(arg + " needs a number");
@@ -160,7 +159,8 @@ int main(int argc, char** argv) {
 
   // Printed before anything can go wrong, so even a crash or hang replays.
   fmt::print("fsx: seed {}\n", options.seed);
-  std::fflush(stdout);
+  if (std::fflush(stdout) != 0)
+    log->warn("fsx: the seed may not have reached stdout: {}", std::strerror(errno));
 
   auto report = localvol::fsx::Run(options, *log);
   if (!report.ok()) {

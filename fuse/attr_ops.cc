@@ -29,8 +29,8 @@ void Filesystem::GetAttr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   fuse_reply_attr(req, &st, config_.attr_timeout_s);
 }
 
-void Filesystem::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
-                         fuse_file_info* fi) {
+void Filesystem::SetAttr(const Request& request, fuse_req_t req, fuse_ino_t ino, struct stat* attr,
+                         int to_set, fuse_file_info* fi) {
   Inode& inode = GetInode(ino);
   const int file_fd = fi != nullptr ? HandleOf<FileHandle>(fi)->fd.get() : -1;
   auto fail = [&](int err) { fuse_reply_err(req, err); };
@@ -52,10 +52,10 @@ void Filesystem::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int 
                                 FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
                                 FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW |
                                 FUSE_SET_ATTR_CTIME;
-  const bool truncate_as_caller = (to_set & FUSE_SET_ATTR_SIZE) &&
-                                  protocol::RequestKillsSuidgid() && fuse_req_ctx(req)->uid != 0;
+  const bool truncate_as_caller =
+      (to_set & FUSE_SET_ATTR_SIZE) && request.kills_suidgid() && fuse_req_ctx(req)->uid != 0;
   if (!(to_set & FUSE_SET_ATTR_MODE) && !truncate_as_caller &&
-      (protocol::RequestKillsSuidgid() || (to_set & kAnyAttribute) == 0)) {
+      (request.kills_suidgid() || (to_set & kAnyAttribute) == 0)) {
     KillSuidSgid(req, inode, path_fd);
   }
   // The kernel has already checked permissions (default_permissions); the

@@ -164,25 +164,26 @@ class CopyStep final : public iopath::IoRequest {
 
 }  // namespace
 
-Result<UniqueFd> Filesystem::Reopen(fuse_req_t req, Inode& inode, int flags) {
+Result<UniqueFd> Filesystem::Reopen(const Request& request, fuse_req_t req, Inode& inode,
+                                    int flags) {
   auto path_fd = Pin(inode);
   if (!path_fd.ok()) return path_fd.status();
   std::optional<FreeingGuard> truncating;
   if (flags & O_TRUNC) truncating.emplace(inode);
   auto fd = OpenAt(proc_self_fd_.get(), std::to_string(path_fd->get()), flags);
   if (fd.ok() && (flags & O_TRUNC)) {
-    KillSuidSgidIfAsked(req, inode, fd->get());
+    KillSuidSgidIfAsked(request, req, inode, fd->get());
     space_.ChargeAllocation(inode, fd->get());
   }
   return fd;
 }
 
-void Filesystem::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+void Filesystem::Open(Request& request, fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Inode& inode = GetInode(ino);
   // The kernel resolved the path and checked permissions; reopen the inode
   // itself through /proc (O_NOFOLLOW would refuse that magic link).
   const int flags = fi->flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW);
-  auto fd = Reopen(req, inode, flags);
+  auto fd = Reopen(request, req, inode, flags);
   if (!fd.ok()) return (void)fuse_reply_err(req, fd.err());
   auto* handle = new FileHandle{std::move(fd).value(), &inode};
   SetOpenReply(fi, handle, flags);
@@ -207,18 +208,19 @@ void Filesystem::Release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   fuse_reply_err(req, 0);
 }
 
-void Filesystem::Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
-  PooledBuffer buffer = protocol::TakeReplyBuffer(size);
+void Filesystem::Read(Request& request, fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                      fuse_file_info* fi) {
+  PooledBuffer buffer = request.TakeReplyBuffer(size);
   if (buffer.data() == nullptr) buffer = buffers_.Get(size);
-  auto request = std::make_unique<ReadRequest>(req, std::move(buffer));
-  request->fd = HandleOf<FileHandle>(fi)->fd.get();
-  request->offset = static_cast<uint64_t>(off);
-  request->len = size;
-  SubmitData(req, std::move(request));
+  auto io = std::make_unique<ReadRequest>(req, std::move(buffer));
+  io->fd = HandleOf<FileHandle>(fi)->fd.get();
+  io->offset = static_cast<uint64_t>(off);
+  io->len = size;
+  SubmitData(request, req, std::move(io));
 }
 
-void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
-                       fuse_file_info* fi) {
+void Filesystem::Write(Request& request, fuse_req_t req, fuse_ino_t ino, const char* buf,
+                       size_t size, off_t off, fuse_file_info* fi) {
   FileHandle* handle = HandleOf<FileHandle>(fi);
   const uint64_t offset = static_cast<uint64_t>(off);
   Reservation reservation;
@@ -227,23 +229,23 @@ void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t s
       overwrite ? size : space_.AdmitWrite(handle->fd.get(), offset, size, &reservation);
   if (admitted == 0 && size != 0) return (void)fuse_reply_err(req, ENOSPC);
   // Before the data changes, as the kernel orders it for its own filesystems.
-  KillSuidSgidIfAsked(req, *handle->inode, handle->fd.get());
+  KillSuidSgidIfAsked(request, req, *handle->inode, handle->fd.get());
   // The data must outlive this call and be aligned for O_DIRECT: normally it
   // was received into such a buffer; otherwise libfuse reuses `buf` once this
   // returns, so copy it.
-  PooledBuffer data = protocol::TakeWritePayload();
+  PooledBuffer data = request.TakeWritePayload();
   if (data.data() == nullptr) {
     data = buffers_.Get(admitted);
     std::memcpy(data.data(), buf, admitted);
   }
-  auto request = std::make_unique<AllocatingRequest>(req, &space_, handle->inode,
-                                                     std::move(reservation), std::move(data));
-  if (overwrite) request->MarkOverwrite();
-  request->op = iopath::IoOp::kWrite;
-  request->fd = handle->fd.get();
-  request->offset = offset;
-  request->len = admitted;
-  SubmitData(req, std::move(request));
+  auto io = std::make_unique<AllocatingRequest>(req, &space_, handle->inode, std::move(reservation),
+                                                std::move(data));
+  if (overwrite) io->MarkOverwrite();
+  io->op = iopath::IoOp::kWrite;
+  io->fd = handle->fd.get();
+  io->offset = offset;
+  io->len = admitted;
+  SubmitData(request, req, std::move(io));
 }
 
 void Filesystem::Fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <utility>
 
 #include "base/logging.h"
 #include "fuse/caller_credentials.h"
@@ -136,21 +137,21 @@ void Filesystem::Symlink(fuse_req_t req, const char* target, fuse_ino_t parent, 
   ReplyEntry(req, e);
 }
 
-void Filesystem::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
-                        fuse_file_info* fi) {
+void Filesystem::Create(Request& request, fuse_req_t req, fuse_ino_t parent, const char* name,
+                        mode_t mode, fuse_file_info* fi) {
   Inode& dir = GetInode(parent);
   const int flags = (fi->flags & ~(O_NOCTTY | O_CREAT | O_EXCL)) | O_NOFOLLOW | O_CLOEXEC;
   fuse_entry_param e;
   Reservation r;
-  int file_fd = -1;
+  UniqueFd file_fd;
   int err = CreateAsCaller(
       req, dir, name, mode,
       [&](int dir_fd) {
         // O_EXCL even when the caller did not ask: the inode must be new for
         // the quota to count it once. The kernel sends CREATE only for names
         // it believes absent.
-        file_fd = openat(dir_fd, name, flags | O_CREAT | O_EXCL, mode);
-        return file_fd < 0 ? -1 : 0;
+        file_fd = UniqueFd(openat(dir_fd, name, flags | O_CREAT | O_EXCL, mode));
+        return file_fd.valid() ? 0 : -1;
       },
       &e, &r);
   if (err == EEXIST && !(fi->flags & O_EXCL)) {
@@ -159,20 +160,17 @@ void Filesystem::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mod
     Inode* inode = nullptr;
     err = LookupChild(dir, name, &existing, &inode);
     if (err == 0) {
-      auto fd = Reopen(req, *inode, flags & ~O_NOFOLLOW);
+      auto fd = Reopen(request, req, *inode, flags & ~O_NOFOLLOW);
       if (!fd.ok()) {
         inodes_.Forget(inode, 1);
         return (void)fuse_reply_err(req, fd.err());
       }
-      file_fd = fd->Release();
+      file_fd = std::move(fd).value();
       e = existing;
     }
   }
-  if (err != 0) {
-    if (file_fd >= 0) close(file_fd);
-    return (void)fuse_reply_err(req, err);
-  }
-  auto* handle = new FileHandle{UniqueFd(file_fd), reinterpret_cast<Inode*>(e.ino)};
+  if (err != 0) return (void)fuse_reply_err(req, err);
+  auto* handle = new FileHandle{std::move(file_fd), reinterpret_cast<Inode*>(e.ino)};
   SetOpenReply(fi, handle, flags);
   if (fuse_reply_create(req, &e, fi) != 0) {
     // The kernel gave up on the request (interrupted); nobody will release it.

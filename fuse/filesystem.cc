@@ -68,7 +68,7 @@ void Filesystem::ForgetAll() {
   inodes_.ForgetAll();
 }
 
-void Filesystem::Init(fuse_conn_info* conn) {
+void Filesystem::Init(Request& request, fuse_conn_info* conn) {
   auto want = [conn](unsigned cap) {
     if (conn->capable & cap) conn->want |= cap;
   };
@@ -90,20 +90,20 @@ void Filesystem::Init(fuse_conn_info* conn) {
   // The server clears setuid/setgid (killpriv v2) instead of the kernel
   // asking it, before every write, whether the file has security.capability;
   // see fuse/protocol_extensions.h. (v1 is the older, coarser contract.)
-  if (protocol::KernelOffers(protocol::Feature::kKillPrivV2)) {
-    protocol::Request(protocol::Feature::kKillPrivV2);
+  if (request.KernelOffers(Feature::kKillPrivV2)) {
+    request.Ask(Feature::kKillPrivV2);
   } else {
     GetLogger("fuse")->warn(
         "kernel lacks FUSE killpriv v2: every write costs a security.capability lookup, and a "
         "setgid bit without group-execute survives writes by non-members");
   }
-  if (protocol::KernelOffers(protocol::Feature::kDirectIoAllowMmap)) {
-    protocol::Request(protocol::Feature::kDirectIoAllowMmap);
+  if (request.KernelOffers(Feature::kDirectIoAllowMmap)) {
+    request.Ask(Feature::kDirectIoAllowMmap);
     direct_io_for_o_direct_ = true;
   }
   if (config_.start_kernel_ring) {
-    if (protocol::KernelOffers(protocol::Feature::kOverIoUring)) {
-      protocol::Request(protocol::Feature::kOverIoUring);
+    if (request.KernelOffers(Feature::kOverIoUring)) {
+      request.Ask(Feature::kOverIoUring);
       config_.start_kernel_ring();
     } else {
       GetLogger("fuse")->warn(
@@ -142,8 +142,8 @@ bool CallerMayKeepSetgid(fuse_req_t req, gid_t gid) {
 
 }  // namespace
 
-void Filesystem::KillSuidSgidIfAsked(fuse_req_t req, Inode& inode, int fd) {
-  if (protocol::RequestKillsSuidgid()) KillSuidSgid(req, inode, fd);
+void Filesystem::KillSuidSgidIfAsked(const Request& request, fuse_req_t req, Inode& inode, int fd) {
+  if (request.kills_suidgid()) KillSuidSgid(req, inode, fd);
 }
 
 void Filesystem::KillSuidSgid(fuse_req_t req, Inode& inode, int fd) {
@@ -166,23 +166,27 @@ void Filesystem::KillSuidSgid(fuse_req_t req, Inode& inode, int fd) {
   }
 }
 
-void Filesystem::SubmitData(fuse_req_t req, std::unique_ptr<iopath::IoRequest> request) {
-  if (protocol::ThreadHasOthersWaiting()) return engine_->Submit(*queue_, std::move(request));
+void Filesystem::SubmitData(const Request& request, fuse_req_t req,
+                            std::unique_ptr<iopath::IoRequest> io) {
+  if (request.others_waiting()) return engine_->Submit(*queue_, std::move(io));
   // A ring queue's thread places itself (fuse/kernel_ring.cc).
-  if (protocol::RequestFromRing()) return (void)engine_->SubmitOrRun(*queue_, std::move(request));
+  if (request.transport() == Transport::kRing) {
+    return (void)engine_->SubmitOrRun(*queue_, std::move(io));
+  }
   // Read before the request can be answered (and `req` freed) inside SubmitOrRun.
   const pid_t caller = fuse_req_ctx(req)->pid;
-  const bool small = request->len <= iopath::Engine::kRunHereMaxBytes;
-  const bool alone = engine_->SubmitOrRun(*queue_, std::move(request));
+  const bool small = io->len <= iopath::Engine::kRunHereMaxBytes;
+  const bool alone = engine_->SubmitOrRun(*queue_, std::move(io));
   PlaceWorker(caller, alone ? 1 : ThreadPlacement::kJoinedOthers, small);
 }
 
-void Filesystem::PlaceWorkerForOtherRequest(fuse_req_t req) {
-  if (protocol::RequestFromRing()) return;
+void Filesystem::PlaceWorkerForOtherRequest(const Request& request, fuse_req_t req) {
+  if (request.transport() == Transport::kRing) return;
   PlaceWorker(fuse_req_ctx(req)->pid, ThreadPlacement::kJoinedOthers, /*spread=*/false);
 }
 
 void Filesystem::PlaceWorker(pid_t caller, size_t per_wake, bool spread) {
+  if (!config_.thread_placement) return;
   // A worker serves this one volume for its whole life.
   thread_local std::optional<ThreadPlacement> placement;
   if (!placement) {

@@ -35,6 +35,7 @@
 #include "fuse/buffer_pool.h"
 #include "fuse/inode_table.h"
 #include "fuse/quota.h"
+#include "fuse/request.h"
 #include "fuse/space.h"
 
 namespace localvol::iopath {
@@ -59,6 +60,8 @@ struct FilesystemConfig {
   // calls this (on the session's loop thread, before the INIT reply is sent)
   // to start serving the ring; see fuse/kernel_ring.h.
   std::function<void()> start_kernel_ring;
+  // Whether /dev/fuse workers place themselves (PlaceWorker).
+  bool thread_placement = true;
 };
 
 class Filesystem {
@@ -69,8 +72,8 @@ class Filesystem {
              iopath::IoQueue* queue, const FilesystemConfig& config);
   ~Filesystem();
 
-  // The operation table to pass to fuse_session_new with this as userdata
-  // (lowlevel.cc).
+  // The operation table to pass to fuse_session_new, with a
+  // protocol::Connection naming this as userdata (lowlevel.cc).
   static const fuse_lowlevel_ops& Operations();
 
   // After the session ended: closes the handles the kernel never released,
@@ -79,11 +82,14 @@ class Filesystem {
   void ForgetAll();
 
   // Public so the C trampolines in lowlevel.cc can reach them.
-  void Init(fuse_conn_info* conn);
+  // Handlers that need what the transport knows about their request take
+  // its Request (fuse/request.h) first.
+  void Init(Request& request, fuse_conn_info* conn);
   void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name);
   void Forget(fuse_ino_t ino, uint64_t nlookup);
   void GetAttr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
-  void SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi);
+  void SetAttr(const Request& request, fuse_req_t req, fuse_ino_t ino, struct stat* attr,
+               int to_set, fuse_file_info* fi);
   void ReadLink(fuse_req_t req, fuse_ino_t ino);
   void MkNod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev);
   void MkDir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode);
@@ -93,15 +99,17 @@ class Filesystem {
   void RmDir(fuse_req_t req, fuse_ino_t parent, const char* name);
   void Rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
               const char* newname, unsigned flags);
-  void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
-  void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi);
+  void Open(Request& request, fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void Create(Request& request, fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+              fuse_file_info* fi);
   // On a /dev/fuse worker, before a request other than a read or write:
   // such requests gain nothing from a placement (creates were measured), so
   // they count as batches to run on every CPU (PlaceWorker).
-  void PlaceWorkerForOtherRequest(fuse_req_t req);
-  void Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
-  void Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
-             fuse_file_info* fi);
+  void PlaceWorkerForOtherRequest(const Request& request, fuse_req_t req);
+  void Read(Request& request, fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+            fuse_file_info* fi);
+  void Write(Request& request, fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size,
+             off_t off, fuse_file_info* fi);
   void Release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
   void Fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi);
   void OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
@@ -163,7 +171,7 @@ class Filesystem {
   // Opens `inode`, a file the kernel resolved and checked, with `flags`
   // through /proc. With O_TRUNC: under a FreeingGuard, drops setuid/setgid
   // when the kernel asks, and settles the space freed.
-  Result<UniqueFd> Reopen(fuse_req_t req, Inode& inode, int flags);
+  Result<UniqueFd> Reopen(const Request& request, fuse_req_t req, Inode& inode, int flags);
   // fsync or fdatasync of `fd` through the engine, replied to when done.
   void SubmitSync(fuse_req_t req, int fd, int datasync);
 
@@ -172,7 +180,7 @@ class Filesystem {
   // disk idle, unless other requests wait for this thread. On a /dev/fuse
   // worker, whether it found the disk idle also places the worker
   // (fuse/thread_placement.h).
-  void SubmitData(fuse_req_t req, std::unique_ptr<iopath::IoRequest> request);
+  void SubmitData(const Request& request, fuse_req_t req, std::unique_ptr<iopath::IoRequest> io);
   // The CPU a worker follows while requests come one at a time: one for all
   // of the volume's workers, where `caller` last ran when the first of them
   // decided. Workers that each chased the caller on their own ended up split
@@ -191,9 +199,9 @@ class Filesystem {
   // write, truncate or chown: setuid always, setgid when group-execute is set
   // or the caller is not in the file's group. `fd` is any fd of the inode,
   // O_PATH included. The IfAsked form acts only when the kernel asks for it
-  // (protocol::RequestKillsSuidgid).
+  // (Request::kills_suidgid).
   void KillSuidSgid(fuse_req_t req, Inode& inode, int fd);
-  void KillSuidSgidIfAsked(fuse_req_t req, Inode& inode, int fd);
+  void KillSuidSgidIfAsked(const Request& request, fuse_req_t req, Inode& inode, int fd);
 
   Inode& GetInode(fuse_ino_t ino) { return inodes_.Get(ino); }
   Result<PathFd> Pin(Inode& inode) { return inodes_.Pin(inode); }

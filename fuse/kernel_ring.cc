@@ -131,30 +131,17 @@ struct Entry {
   bool held = false;
 };
 
-// Requests taken from ring entries and not yet answered, by connection (the
-// /dev/fuse fd the reply hook is given) and unique. Replies come from any
-// thread, so this is how a reply finds its entry.
-struct InFlightKey {
-  int fd;
-  uint64_t unique;
-  bool operator==(const InFlightKey& o) const { return fd == o.fd && unique == o.unique; }
-};
-struct InFlightKeyHash {
-  size_t operator()(const InFlightKey& k) const {
-    return std::hash<uint64_t>()(k.unique) ^ (static_cast<size_t>(k.fd) << 1);
-  }
-};
-Mutex in_flight_mu;
-// KernelRings alive in the process: while none is, replies skip the lookup.
-std::atomic<int> rings_alive{0};
-std::unordered_map<InFlightKey, Entry*, InFlightKeyHash>& InFlight() REQUIRES(in_flight_mu) {
-  static auto* map = new std::unordered_map<InFlightKey, Entry*, InFlightKeyHash>;
-  return *map;
-}
-
 }  // namespace
 
+// Requests taken from the ring's entries and not yet answered, by unique.
+// Replies come from any thread, so this is how a reply finds its entry.
+struct KernelRing::InFlight {
+  Mutex mu;
+  std::unordered_map<uint64_t, Entry*> entries GUARDED_BY(mu);
+};
+
 struct KernelRing::Queue {
+  KernelRing::InFlight* in_flight = nullptr;  // the ring's
   uint16_t qid = 0;
   int fuse_fd = -1;
   fuse_session* session = nullptr;
@@ -166,6 +153,10 @@ struct KernelRing::Queue {
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> served{0};
   std::thread thread;
+  // Set by the queue thread before it takes any request: a reply sent on it
+  // is prepared directly, one from elsewhere handed over (CommitFromElsewhere).
+  std::thread::id serving_thread;
+  bool thread_placement = true;
 
   // The ring is the queue thread's alone (IORING_SETUP_SINGLE_ISSUER with
   // DEFER_TASKRUN): it registers the entries, reaps requests and commits
@@ -217,8 +208,8 @@ struct KernelRing::Queue {
   }
 
   // A timer CQE every idle_period, if set: one SQE per period. A timeout on
-  // every wait instead arms a timer each time the thread sleeps; in one A/B
-  // it served 2-5% fewer 4 KiB requests.
+  // every wait instead would arm a timer each time the thread sleeps, a cost
+  // on every small request.
   void ArmIdleTick() {
     if (idle_period.tv_sec == 0 && idle_period.tv_nsec == 0) return;
     io_uring_sqe* sqe = io_uring_get_sqe(ring.get());
@@ -256,8 +247,8 @@ struct KernelRing::Queue {
       return;
     }
     ring = std::move(created).value();
+    serving_thread = std::this_thread::get_id();
     started.set_value(Status::Ok());
-    serving_queue = this;
 
     for (Entry& e : entries) PrepareCommand(e, kCmdRegister, 0);
     ArmWakeRead();
@@ -326,14 +317,13 @@ struct KernelRing::Queue {
           }
         }
       }
-      placement.Observe(taken, [this] { return static_cast<int>(qid); });
+      if (thread_placement) placement.Observe(taken, [this] { return static_cast<int>(qid); });
       if (!retry_register.empty()) {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
         for (Entry* e : retry_register) PrepareCommand(*e, kCmdRegister, 0);
         retry_register.clear();
       }
     }
-    serving_queue = nullptr;
   }
 
   bool NoEntryHeld() const {
@@ -367,41 +357,43 @@ struct KernelRing::Queue {
     std::memcpy(request + sizeof in, e.header->op_in, op_size);
     if (in.opcode != FUSE_WRITE) std::memcpy(request + sizeof in + op_size, e.payload, payload);
     {
-      MutexLock lock(in_flight_mu);
-      InFlight()[InFlightKey{fuse_fd, in.unique}] = &e;
+      MutexLock lock(in_flight->mu);
+      in_flight->entries[in.unique] = &e;
     }
-    protocol::BeginRingRequest(request, sizeof in + op_size, e.payload, payload_size,
-                               io_uring_cq_ready(ring.get()) > 0);
+    Request context;
+    context.Begin(Transport::kRing, request, sizeof in + op_size);
+    context.SetRingPayload(e.payload, payload_size);
+    context.SetOthersWaiting(io_uring_cq_ready(ring.get()) > 0);
     fuse_buf buf{};
     buf.size = in.len;
     buf.mem = request;
+    protocol::HandOff(&context);
     fuse_session_process_buf(session, &buf);
+    protocol::HandOff(nullptr);
     served.fetch_add(1, std::memory_order_relaxed);
   }
-
-  // The queue this thread serves, if it is a queue thread.
-  static thread_local Queue* serving_queue;
 };
-
-thread_local KernelRing::Queue* KernelRing::Queue::serving_queue = nullptr;
 
 Result<std::unique_ptr<KernelRing>> KernelRing::Start(fuse_session* session, unsigned depth,
                                                       size_t payload_size,
-                                                      std::chrono::milliseconds idle_release) {
+                                                      std::chrono::milliseconds idle_release,
+                                                      bool thread_placement) {
   if (depth == 0 || depth > 1024) return Status::Error(EINVAL, "FUSE ring depth must be 1..1024");
   auto cpus = PossibleCpus();
   if (!cpus.ok()) return cpus.status();
   payload_size = (payload_size + kPage - 1) / kPage * kPage;
   std::unique_ptr<KernelRing> kr(new KernelRing);
-  rings_alive.fetch_add(1, std::memory_order_relaxed);
-  // One thread per queue: two, each with half the entries, served 4 KiB QD32
-  // reads 11% slower (docs/performance.md).
+  kr->in_flight_ = std::make_unique<InFlight>();
+  // One thread per queue: two threads sharing a queue's entries were slower
+  // (docs/performance.md, "Levers measured").
   for (unsigned qid = 0; qid < *cpus; ++qid) {
     auto q = std::make_unique<Queue>();
+    q->in_flight = kr->in_flight_.get();
     q->qid = static_cast<uint16_t>(qid);
     q->fuse_fd = fuse_session_fd(session);
     q->session = session;
     q->payload_size = payload_size;
+    q->thread_placement = thread_placement;
     if (idle_release.count() > 0) {
       q->idle_period.tv_sec = idle_release.count() / 1000;
       q->idle_period.tv_nsec = idle_release.count() % 1000 * 1000000;
@@ -445,7 +437,6 @@ Result<std::unique_ptr<KernelRing>> KernelRing::Start(fuse_session* session, uns
 }
 
 KernelRing::~KernelRing() {
-  rings_alive.fetch_sub(1, std::memory_order_relaxed);
   for (auto& q : queues_) {
     q->stop.store(true, std::memory_order_release);
     q->Wake();
@@ -453,11 +444,6 @@ KernelRing::~KernelRing() {
   for (auto& q : queues_) {
     if (q->thread.joinable()) q->thread.join();
   }
-  // Normally none is left: the owner answers every request before this.
-  if (queues_.empty()) return;
-  const int fd = queues_.front()->fuse_fd;
-  MutexLock lock(in_flight_mu);
-  std::erase_if(InFlight(), [fd](const auto& entry) { return entry.first.fd == fd; });
 }
 
 uint64_t KernelRing::requests_served() const {
@@ -472,19 +458,18 @@ uint64_t KernelRing::resident_bytes() const {
   return n;
 }
 
-bool KernelRing::TryCommit(int fd, const iovec* iov, int count, ssize_t* written) {
-  if (rings_alive.load(std::memory_order_relaxed) == 0) return false;
+bool KernelRing::TryCommit(const iovec* iov, int count, ssize_t* written) {
   if (count < 1 || iov[0].iov_len < sizeof(fuse_out_header)) return false;
   fuse_out_header out;
   std::memcpy(&out, iov[0].iov_base, sizeof out);
   if (out.unique == 0) return false;  // a notification: /dev/fuse only
   Entry* e;
   {
-    MutexLock lock(in_flight_mu);
-    auto it = InFlight().find(InFlightKey{fd, out.unique});
-    if (it == InFlight().end()) return false;
+    MutexLock lock(in_flight_->mu);
+    auto it = in_flight_->entries.find(out.unique);
+    if (it == in_flight_->entries.end()) return false;
     e = it->second;
-    InFlight().erase(it);
+    in_flight_->entries.erase(it);
   }
   size_t total = 0;
   for (int i = 0; i < count; ++i) total += iov[i].iov_len;
@@ -516,7 +501,7 @@ bool KernelRing::TryCommit(int fd, const iovec* iov, int count, ssize_t* written
   RingEntInOut ring_out{};
   ring_out.payload_sz = static_cast<uint32_t>(body);
   std::memcpy(&e->header->ring_ent_in_out, &ring_out, sizeof ring_out);
-  if (Queue::serving_queue == &q) {
+  if (std::this_thread::get_id() == q.serving_thread) {
     q.PrepareCommand(*e, kCmdCommitAndFetch, out.unique);  // submitted by the loop
   } else {
     q.CommitFromElsewhere(*e, out.unique);

@@ -54,9 +54,13 @@ class KernelRing {
   // entries' memory back to the system; the next requests fault it in again
   // as zero pages. Entries are made resident only by the requests that use
   // them, so without this a volume keeps what its busiest moment touched.
+  //
+  // `thread_placement`: whether the queue threads place themselves on CPUs
+  // (fuse/thread_placement.h) or are left to the scheduler.
   static Result<std::unique_ptr<KernelRing>> Start(fuse_session* session, unsigned depth,
                                                    size_t payload_size,
-                                                   std::chrono::milliseconds idle_release);
+                                                   std::chrono::milliseconds idle_release,
+                                                   bool thread_placement);
 
   // Stops the threads and releases the rings and buffers. Call only after the
   // FUSE connection has ended (unmounted or aborted) and every request taken
@@ -75,16 +79,19 @@ class KernelRing {
   uint64_t resident_bytes() const;
 
   // For the protocol layer's reply hook: if the reply in `iov` (a
-  // fuse_out_header first) answers a request taken from a ring entry of the
-  // connection on `fd`, copies it into that entry, commits it and returns
-  // true, with `*written` set as writev would. Returns false for anything
-  // else (notifications, requests read from /dev/fuse).
-  static bool TryCommit(int fd, const iovec* iov, int count, ssize_t* written);
+  // fuse_out_header first) answers a request taken from one of this ring's
+  // entries, copies it into that entry, commits it and returns true, with
+  // `*written` set as writev would. Returns false for anything else
+  // (notifications, requests read from /dev/fuse). Any thread.
+  bool TryCommit(const iovec* iov, int count, ssize_t* written);
 
   struct Queue;
 
  private:
+  struct InFlight;
+
   KernelRing() = default;
+  std::unique_ptr<InFlight> in_flight_;
   std::vector<std::unique_ptr<Queue>> queues_;
 };
 

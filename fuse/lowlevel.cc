@@ -4,12 +4,20 @@
 
 #include "base/logging.h"
 #include "fuse/filesystem.h"
+#include "fuse/protocol_extensions.h"
 
 namespace localvol::fuse {
 
 namespace {
 
-Filesystem* Fs(fuse_req_t req) { return static_cast<Filesystem*>(fuse_req_userdata(req)); }
+// The session's userdata is its protocol::Connection, which names the server.
+Filesystem* Fs(void* userdata) { return static_cast<protocol::Connection*>(userdata)->server(); }
+Filesystem* Fs(fuse_req_t req) { return Fs(fuse_req_userdata(req)); }
+
+// What the transport knows about the request being dispatched on this thread
+// (fuse/protocol_extensions.h, "the hand-off"). Only the trampolines read
+// the hand-off slot; handlers are given the Request.
+Request& Handed() { return protocol::HandedOff(); }
 
 // No exception may cross into libfuse's C frames: answer EIO instead.
 template <typename Fn>
@@ -30,7 +38,7 @@ void GuardData(fuse_req_t req, Fn fn) {
 template <typename Fn>
 void Guard(fuse_req_t req, Fn fn) {
   GuardData(req, [&] {
-    if (req != nullptr) Fs(req)->PlaceWorkerForOtherRequest(req);
+    if (req != nullptr) Fs(req)->PlaceWorkerForOtherRequest(Handed(), req);
     fn();
   });
 }
@@ -38,9 +46,7 @@ void Guard(fuse_req_t req, Fn fn) {
 fuse_lowlevel_ops MakeOperations() {
   fuse_lowlevel_ops ops;
   std::memset(&ops, 0, sizeof ops);
-  ops.init = [](void* userdata, fuse_conn_info* conn) {
-    static_cast<Filesystem*>(userdata)->Init(conn);
-  };
+  ops.init = [](void* userdata, fuse_conn_info* conn) { Fs(userdata)->Init(Handed(), conn); };
   ops.lookup = [](fuse_req_t req, fuse_ino_t parent, const char* name) {
     Guard(req, [&] { Fs(req)->Lookup(req, parent, name); });
   };
@@ -59,7 +65,7 @@ fuse_lowlevel_ops MakeOperations() {
   };
   ops.setattr = [](fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
                    fuse_file_info* fi) {
-    Guard(req, [&] { Fs(req)->SetAttr(req, ino, attr, to_set, fi); });
+    Guard(req, [&] { Fs(req)->SetAttr(Handed(), req, ino, attr, to_set, fi); });
   };
   ops.readlink = [](fuse_req_t req, fuse_ino_t ino) {
     Guard(req, [&] { Fs(req)->ReadLink(req, ino); });
@@ -87,14 +93,14 @@ fuse_lowlevel_ops MakeOperations() {
     Guard(req, [&] { Fs(req)->Link(req, ino, parent, name); });
   };
   ops.open = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-    Guard(req, [&] { Fs(req)->Open(req, ino, fi); });
+    Guard(req, [&] { Fs(req)->Open(Handed(), req, ino, fi); });
   };
   ops.read = [](fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
-    GuardData(req, [&] { Fs(req)->Read(req, ino, size, off, fi); });
+    GuardData(req, [&] { Fs(req)->Read(Handed(), req, ino, size, off, fi); });
   };
   ops.write = [](fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
                  fuse_file_info* fi) {
-    GuardData(req, [&] { Fs(req)->Write(req, ino, buf, size, off, fi); });
+    GuardData(req, [&] { Fs(req)->Write(Handed(), req, ino, buf, size, off, fi); });
   };
   ops.release = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     Guard(req, [&] { Fs(req)->Release(req, ino, fi); });
@@ -135,7 +141,7 @@ fuse_lowlevel_ops MakeOperations() {
   };
   ops.create = [](fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
                   fuse_file_info* fi) {
-    Guard(req, [&] { Fs(req)->Create(req, parent, name, mode, fi); });
+    Guard(req, [&] { Fs(req)->Create(Handed(), req, parent, name, mode, fi); });
   };
   ops.fallocate = [](fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
                      fuse_file_info* fi) {

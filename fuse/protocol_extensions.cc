@@ -8,16 +8,13 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
+#include <optional>
 #include <utility>
 
 #include "fuse/kernel_ring.h"
 
 namespace localvol::fuse::protocol {
 namespace {
-
-// Newer than Debian 12's <linux/fuse.h> (protocol 7.38); the value is ABI.
-constexpr uint64_t kInitDirectIoAllowMmap = 1ull << 36;  // protocol 7.39
-constexpr uint64_t kInitOverIoUring = 1ull << 41;        // protocol 7.42
 
 // Every request starts with these; a WRITE's data follows them directly.
 constexpr size_t kWriteHeaderSize = sizeof(fuse_in_header) + sizeof(fuse_write_in);
@@ -29,85 +26,32 @@ BufferPool& PayloadPool() {
   return *pool;
 }
 
-// The buffer this thread's next request is read into after its first 80
-// bytes. A WRITE keeps it (TakeWritePayload); any other request is moved back
-// behind its header, where libfuse expects it.
-thread_local PooledBuffer spare_payload;
+// The /dev/fuse transport's state of one worker thread. libfuse owns the
+// worker threads and calls the read hook with no state of ours, so the
+// state is the thread's.
+struct Worker {
+  // Where the next request is read after its first 80 bytes. A WRITE keeps
+  // it (Request::TakeWritePayload); any other request is moved back behind
+  // its header, where libfuse expects it.
+  PooledBuffer spare;
+  // The request received last, dispatched by libfuse right after.
+  std::optional<Request> request;
 
-// Where the requests that can ask the server to clear setuid/setgid say so.
-struct KillFlag {
-  uint32_t opcode;
-  size_t offset;  // of the flags word in the request body
-  uint32_t bit;
-};
-constexpr KillFlag kKillFlags[] = {
-    {FUSE_WRITE, offsetof(fuse_write_in, write_flags), FUSE_WRITE_KILL_SUIDGID},
-    {FUSE_SETATTR, offsetof(fuse_setattr_in, valid), FATTR_KILL_SUIDGID},
-    {FUSE_OPEN, offsetof(fuse_open_in, open_flags), FUSE_OPEN_KILL_SUIDGID},
-    {FUSE_CREATE, offsetof(fuse_create_in, open_flags), FUSE_OPEN_KILL_SUIDGID},
-};
-
-// What the layer knows about the request this thread is handling.
-struct CurrentRequest {
-  uint32_t opcode = 0;
-  uint64_t unique = 0;
-  bool kill_suidgid = false;
-  bool payload_in_spare = false;  // a WRITE whose data is in spare_payload
-  uint64_t init_offered = 0;      // FUSE_INIT: the kernel's flags | flags2 << 32
-  uint64_t init_requested = 0;    // FUSE_INIT: what the init callback asked for
-  // A request from a ring entry: the entry's payload buffer (a WRITE's data
-  // is in it), handed out at most once.
-  char* ring_payload = nullptr;
-  size_t ring_payload_capacity = 0;
-  bool from_ring = false;
-  bool others_waiting = false;  // a ring request with more behind it on this thread
-};
-thread_local CurrentRequest current;
-
-uint64_t InitFlag(Feature feature) {
-  switch (feature) {
-    case Feature::kKillPrivV2:
-      return FUSE_HANDLE_KILLPRIV_V2;
-    case Feature::kDirectIoAllowMmap:
-      return kInitDirectIoAllowMmap;
-    case Feature::kOverIoUring:
-      return kInitOverIoUring;
-  }
-  return 0;
-}
-
-// Reads a field of the request body, if the request is long enough to hold it.
-template <typename T>
-bool BodyField(const char* request, size_t length, size_t offset, T* out) {
-  if (length < sizeof(fuse_in_header) + offset + sizeof(T)) return false;
-  std::memcpy(out, request + sizeof(fuse_in_header) + offset, sizeof(T));
-  return true;
-}
-
-void Inspect(const char* request, size_t length) {
-  current = CurrentRequest{};
-  if (length < sizeof(fuse_in_header)) return;
-  fuse_in_header header;
-  std::memcpy(&header, request, sizeof header);
-  current.opcode = header.opcode;
-  current.unique = header.unique;
-  uint32_t flags = 0;
-  for (const KillFlag& k : kKillFlags) {
-    if (k.opcode == header.opcode && BodyField(request, length, k.offset, &flags)) {
-      current.kill_suidgid = (flags & k.bit) != 0;
+  Request& Begin(const char* raw, size_t length) {
+    if (request) {
+      // A payload its handler did not take serves as the next spare.
+      PooledBuffer left = request->TakeWritePayload();
+      if (left.data() != nullptr && spare.data() == nullptr) spare = std::move(left);
     }
+    request.emplace();
+    request->Begin(Transport::kDevFuse, raw, length);
+    return *request;
   }
-  if (header.opcode == FUSE_INIT) {
-    uint32_t flags2 = 0;
-    if (BodyField(request, length, offsetof(fuse_init_in, flags), &flags)) {
-      current.init_offered = flags;
-    }
-    if ((flags & FUSE_INIT_EXT) &&
-        BodyField(request, length, offsetof(fuse_init_in, flags2), &flags2)) {
-      current.init_offered |= static_cast<uint64_t>(flags2) << 32;
-    }
-  }
-}
+};
+thread_local Worker worker;
+
+// The hand-off slot (see the header).
+thread_local Request* handed_off = nullptr;
 
 // The reply payload (everything after the header) when libfuse sent it as
 // one buffer, as it does for INIT, OPEN and CREATE.
@@ -117,8 +61,8 @@ char* Payload(iovec* iov, int count, size_t* length) {
   return static_cast<char*>(iov[1].iov_base);
 }
 
-void AmendInitReply(iovec* iov, int count) {
-  const uint64_t granted = current.init_offered & current.init_requested;
+void AmendInitReply(const Request& request, iovec* iov, int count) {
+  const uint64_t granted = request.init_granted();
   size_t length = 0;
   char* out = Payload(iov, count, &length);
   if (granted == 0 || out == nullptr) return;
@@ -135,8 +79,10 @@ void AmendInitReply(iovec* iov, int count) {
 }
 
 // OPEN replies carry a fuse_open_out; CREATE replies a fuse_entry_out and then
-// the fuse_open_out: either way it is the last thing in the payload.
-void AmendOpenReply(iovec* iov, int count) {
+// the fuse_open_out: either way it is the last thing in the payload. Its
+// layout since protocol 7.40: fh, open_flags, then backing_id where older
+// headers have padding.
+void AmendOpenReply(const Request& request, iovec* iov, int count) {
   size_t length = 0;
   char* out = Payload(iov, count, &length);
   if (out == nullptr || length < sizeof(fuse_open_out)) return;
@@ -146,58 +92,72 @@ void AmendOpenReply(iovec* iov, int count) {
   // The server handles concurrent writes to one file (the backing filesystem
   // orders them); the kernel still serializes those that extend the file.
   if (open_flags & FOPEN_DIRECT_IO) open_flags |= FOPEN_PARALLEL_DIRECT_WRITES;
+  open_flags |= request.extra_open_flags();
   std::memcpy(open_out + offsetof(fuse_open_out, open_flags), &open_flags, sizeof open_flags);
+  const int32_t backing_id = request.backing_id();
+  if (backing_id != 0) {
+    std::memcpy(open_out + offsetof(fuse_open_out, open_flags) + sizeof open_flags, &backing_id,
+                sizeof backing_id);
+  }
 }
 
 ssize_t ReadRequest(int fd, void* buf, size_t len, void* /*userdata*/) {
   char* head = static_cast<char*>(buf);
+  handed_off = nullptr;
   if (len <= kWriteHeaderSize) {
-    ssize_t n = read(fd, buf, len);
-    current = CurrentRequest{};
-    if (n > 0) Inspect(head, static_cast<size_t>(n));
+    const ssize_t n = read(fd, buf, len);
+    if (n > 0) handed_off = &worker.Begin(head, static_cast<size_t>(n));
     return n;
   }
   // Header and write_in into libfuse's buffer, what follows into the spare
   // buffer, and anything beyond its capacity into the rest of libfuse's
   // buffer: together exactly `len` bytes, the size the kernel requires.
   const size_t spare_len = std::min(len - kWriteHeaderSize, BufferPool::kMaxPooledSize);
-  if (spare_payload.capacity() < spare_len) spare_payload = PayloadPool().Get(spare_len);
+  PooledBuffer& spare = worker.spare;
+  if (spare.capacity() < spare_len) spare = PayloadPool().Get(spare_len);
   iovec iov[3] = {{head, kWriteHeaderSize},
-                  {spare_payload.data(), spare_len},
+                  {spare.data(), spare_len},
                   {head + kWriteHeaderSize + spare_len, len - kWriteHeaderSize - spare_len}};
   const ssize_t n = readv(fd, iov, iov[2].iov_len > 0 ? 3 : 2);
-  current = CurrentRequest{};
   if (n <= 0) return n;
   const size_t got = static_cast<size_t>(n);
-  // Every field Inspect reads lies within the first 80 bytes.
-  Inspect(head, std::min(got, kWriteHeaderSize));
+  // Every field Request::Begin reads lies within the first 80 bytes.
+  Request& request = worker.Begin(head, std::min(got, kWriteHeaderSize));
+  handed_off = &request;
   if (got <= kWriteHeaderSize) return n;
   const size_t in_spare = std::min(got - kWriteHeaderSize, spare_len);
-  if (current.opcode == FUSE_WRITE && got - kWriteHeaderSize <= spare_len) {
-    current.payload_in_spare = true;
+  if (request.opcode() == FUSE_WRITE && got - kWriteHeaderSize <= spare_len) {
+    request.SetWritePayload(std::move(spare));
   } else {
     // Not a write, or a write too large for the spare buffer: put the bytes
     // back in one piece behind the header.
-    std::memcpy(head + kWriteHeaderSize, spare_payload.data(), in_spare);
+    std::memcpy(head + kWriteHeaderSize, spare.data(), in_spare);
   }
   return n;
 }
 
-ssize_t WriteReply(int fd, iovec* iov, int count, void* /*userdata*/) {
-  if (count >= 1 && iov[0].iov_len >= sizeof(fuse_out_header)) {
-    fuse_out_header header;
+ssize_t WriteReply(int fd, iovec* iov, int count, void* userdata) {
+  fuse_out_header header{};
+  if (count >= 1 && iov[0].iov_len >= sizeof header) {
     std::memcpy(&header, iov[0].iov_base, sizeof header);
-    // unique 0 is a notification, never a reply.
-    if (header.unique != 0 && header.unique == current.unique && header.error == 0) {
-      if (current.opcode == FUSE_INIT) {
-        AmendInitReply(iov, count);
-      } else if (current.opcode == FUSE_OPEN || current.opcode == FUSE_CREATE) {
-        AmendOpenReply(iov, count);
-      }
+  }
+  // unique 0 is a notification, never a reply. A reply sent on the thread
+  // that dispatched its request finds the Request in the slot.
+  const Request* request = handed_off;
+  if (header.unique != 0 && request != nullptr && header.unique == request->unique() &&
+      header.error == 0) {
+    if (request->opcode() == FUSE_INIT) {
+      AmendInitReply(*request, iov, count);
+    } else if (request->opcode() == FUSE_OPEN || request->opcode() == FUSE_CREATE) {
+      AmendOpenReply(*request, iov, count);
     }
   }
-  ssize_t written = 0;
-  if (KernelRing::TryCommit(fd, iov, count, &written)) return written;
+  if (header.unique != 0) {
+    if (KernelRing* ring = static_cast<Connection*>(userdata)->ring()) {
+      ssize_t written = 0;
+      if (ring->TryCommit(iov, count, &written)) return written;
+    }
+  }
   return writev(fd, iov, count);
 }
 
@@ -217,46 +177,14 @@ Status Install(fuse_session* session) {
   return Status::Ok();
 }
 
-bool KernelOffers(Feature feature) {
-  return current.opcode == FUSE_INIT && (current.init_offered & InitFlag(feature)) != 0;
+void HandOff(Request* request) { handed_off = request; }
+
+Request& HandedOff() {
+  if (handed_off != nullptr) return *handed_off;
+  // A callback libfuse runs without a request of ours (none today): an
+  // empty Request, which asks for nothing and offers nothing.
+  thread_local Request none;
+  return none;
 }
-
-void Request(Feature feature) {
-  if (current.opcode == FUSE_INIT) current.init_requested |= InitFlag(feature);
-}
-
-bool RequestKillsSuidgid() { return current.kill_suidgid; }
-
-// The ring entry's payload buffer, once, if the current request has one.
-PooledBuffer TakeRingPayload() {
-  if (current.ring_payload == nullptr) return PooledBuffer();
-  return PooledBuffer::Borrow(std::exchange(current.ring_payload, nullptr),
-                              current.ring_payload_capacity);
-}
-
-PooledBuffer TakeWritePayload() {
-  if (current.opcode == FUSE_WRITE && current.ring_payload != nullptr) return TakeRingPayload();
-  if (!current.payload_in_spare) return PooledBuffer();
-  current.payload_in_spare = false;
-  return std::move(spare_payload);
-}
-
-PooledBuffer TakeReplyBuffer(size_t size) {
-  if (current.opcode != FUSE_READ || size > current.ring_payload_capacity) return PooledBuffer();
-  return TakeRingPayload();
-}
-
-void BeginRingRequest(const char* request, size_t header_len, char* payload,
-                      size_t payload_capacity, bool others_waiting) {
-  Inspect(request, header_len);
-  current.ring_payload = payload;
-  current.ring_payload_capacity = payload_capacity;
-  current.from_ring = true;
-  current.others_waiting = others_waiting;
-}
-
-bool RequestFromRing() { return current.from_ring; }
-
-bool ThreadHasOthersWaiting() { return current.others_waiting; }
 
 }  // namespace localvol::fuse::protocol

@@ -29,14 +29,14 @@
 //    another task keeps busy only leaves its workers fewer requests. Large
 //    reads and writes (those the engine never runs on the worker) and all
 //    other requests count as batches not to spread, so that they leave the
-//    workers on every CPU: spread, 1 MiB direct I/O and creates lost a few
-//    percent, and creates gained nothing from one CPU either.
-// Measured on 2 vCPUs (docs/performance.md, sections 2, 3 and 7). For the
-// workers at queue depth 1 the gain is in being together on one CPU rather
-// than on the caller's: the reply wakes the caller on an idle CPU, so
-// workers that each chased the caller ended up split across CPUs. In
-// batches, spreading them served 4 KiB direct I/O at QD32 faster than
-// leaving them to the scheduler, and no slower with a busy loop on one CPU.
+//    workers on every CPU: spreading them or pinning them to one CPU gained
+//    those requests nothing.
+// Why (docs/performance.md, sections 2, 3 and 7): at queue depth 1 the gain
+// is in the workers being together on one CPU rather than on the caller's,
+// since the reply wakes the caller on an idle CPU and workers that each
+// chased the caller ended up split across CPUs; in batches, an even spread
+// beats leaving the workers to the scheduler. A heuristic tuned on a 2-CPU
+// machine: the agent's fuse.worker_placement: off turns it off.
 //
 // Not thread-safe: one instance per serving thread, used by that thread only.
 #pragma once

@@ -47,8 +47,8 @@ Result<UsageFigures> ScanUsage(int dir_fd);
 // On XFS, sets an inherited one-block extent size hint on the backing root.
 // That turns off delayed allocation and speculative EOF preallocation for
 // everything created below it, so a file's allocation never runs ahead of
-// what quota admitted (measured: a growing file otherwise shows up to 16 MiB
-// of preallocation beyond EOF). A no-op on other filesystems.
+// what quota admitted (a growing file would otherwise show preallocation
+// beyond EOF; docs/volumes.md). A no-op on other filesystems.
 Status DisableSpeculativePreallocation(int dir_fd);
 
 }  // namespace localvol::fuse

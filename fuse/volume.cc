@@ -75,6 +75,12 @@ void RaiseOpenFileLimit() {
   });
 }
 
+// Owns a fuse_session.
+struct SessionDeleter {
+  void operator()(fuse_session* session) const { fuse_session_destroy(session); }
+};
+using SessionPtr = std::unique_ptr<fuse_session, SessionDeleter>;
+
 }  // namespace
 
 unsigned DefaultWorkerThreads() {
@@ -92,7 +98,8 @@ struct Volume::Impl {
   std::unique_ptr<Quota> quota;
   std::unique_ptr<iopath::IoQueue> queue;
   std::unique_ptr<Filesystem> fs;
-  fuse_session* session = nullptr;
+  std::unique_ptr<protocol::Connection> connection;  // the session's userdata
+  SessionPtr session;
   unsigned connection_id = 0;  // minor of the FUSE device: /sys/fs/fuse/connections/<id>
   std::thread loop_thread;
 
@@ -106,13 +113,25 @@ struct Volume::Impl {
     fuse_loop_config* config = fuse_loop_cfg_create();
     fuse_loop_cfg_set_max_threads(config, max_threads);
     fuse_loop_cfg_set_clone_fd(config, 0);
-    int rc = fuse_session_loop_mt(session, config);
+    int rc = fuse_session_loop_mt(session.get(), config);
     fuse_loop_cfg_destroy(config);
     if (rc != 0) GetLogger("fuse")->warn("volume {}: FUSE loop ended with {}", options.name, rc);
     MutexLock lock(mu);
     loop_done = true;
     loop_done_cv.notify_all();
   }
+
+  // ---- The steps of Volume::Mount.
+  // Opens the backing root (root_dir_fd and, O_PATH, `*root_path_fd`) and
+  // reads what the Filesystem needs of it.
+  Status OpenSource(const std::string& source, struct stat* root_stat, UniqueFd* root_path_fd,
+                    uint64_t* block_size);
+  FilesystemConfig MakeFilesystemConfig(uint64_t block_size);
+  // From the init callback, when the kernel granted FUSE over io_uring.
+  void StartKernelRing(size_t payload);
+  // Creates the session over `connection`, mounts it and installs the
+  // protocol layer; nothing stays mounted on failure.
+  Status MountSession(uint32_t max_write);
 
   void AbortConnection() {
     // The control filesystem is mounted on most systems (systemd does it);
@@ -145,58 +164,42 @@ Volume::~Volume() {
 
 const std::string& Volume::mountpoint() const { return impl_->mountpoint; }
 
-Result<std::unique_ptr<Volume>> Volume::Mount(const VolumeOptions& options) {
-  auto log = GetLogger("fuse");
-  auto impl = std::make_unique<Impl>();
-  impl->options = options;
-  VolumeOptions& opt = impl->options;
+namespace {
+
+// Checks the options that need no file system access; fills in the defaults.
+Status CheckOptions(VolumeOptions& opt) {
   if (opt.engine == nullptr) return Status::Error(EINVAL, "no iopath engine given");
-  RaiseOpenFileLimit();
   if (opt.capacity_bytes == 0) return Status::Error(EINVAL, "capacity must be greater than zero");
   if (opt.cache_timeout_s < 0) return Status::Error(EINVAL, "cache timeout must not be negative");
   if (opt.fuse_io_uring_idle_release.count() < 0) {
     return Status::Error(EINVAL, "FUSE ring idle release period must not be negative");
   }
   if (opt.inode_limit == 0) opt.inode_limit = DefaultInodeLimit(opt.capacity_bytes);
-  if (Status s = iopath::ValidateIoLimits(opt.io_limits); !s.ok()) return s;
+  return iopath::ValidateIoLimits(opt.io_limits);
+}
 
-  auto source = RealPath(opt.source_dir, "source directory");
-  if (!source.ok()) return source.status();
-  auto mountpoint = RealPath(opt.mountpoint, "mountpoint");
-  if (!mountpoint.ok()) return mountpoint.status();
-  impl->mountpoint = *mountpoint;
-  if (opt.name.empty()) opt.name = source->substr(source->rfind('/') + 1);
-  struct stat mp_stat;
-  if (stat(impl->mountpoint.c_str(), &mp_stat) != 0) return Status::FromErrno("stat mountpoint");
-  if (!S_ISDIR(mp_stat.st_mode)) {
-    return Status::Error(ENOTDIR, "mountpoint " + impl->mountpoint + " is not a directory");
+// The mountpoint must be a directory that is not a mountpoint already, and
+// not the source itself.
+Status CheckMountpoint(const std::string& source, const std::string& mountpoint) {
+  struct stat st;
+  if (stat(mountpoint.c_str(), &st) != 0) return Status::FromErrno("stat mountpoint");
+  if (!S_ISDIR(st.st_mode)) {
+    return Status::Error(ENOTDIR, "mountpoint " + mountpoint + " is not a directory");
   }
-  if (FindMountAt(impl->mountpoint).has_value()) {
-    return Status::Error(EBUSY, "mountpoint " + impl->mountpoint +
+  if (FindMountAt(mountpoint).has_value()) {
+    return Status::Error(EBUSY, "mountpoint " + mountpoint +
                                     " is already a mountpoint; unmount it or choose another");
   }
-  if (*source == impl->mountpoint) {
+  if (source == mountpoint) {
     return Status::Error(EINVAL, "source and mountpoint are the same directory");
   }
+  return Status::Ok();
+}
 
-  auto root_path_fd = OpenAt(AT_FDCWD, *source, O_PATH | O_DIRECTORY);
-  if (!root_path_fd.ok()) {
-    return Status::Error(
-        root_path_fd.err(),
-        "source " + *source +
-            (root_path_fd.err() == ENOTDIR ? " is not a directory" : ": cannot open"));
-  }
-  auto root_dir_fd = OpenAt(AT_FDCWD, *source, O_RDONLY | O_DIRECTORY);
-  if (!root_dir_fd.ok()) return root_dir_fd.status();
-  impl->root_dir_fd = std::move(root_dir_fd).value();
-  const int dir_fd = impl->root_dir_fd.get();
-  struct stat root_stat;
-  if (fstat(dir_fd, &root_stat) != 0) return Status::FromErrno("stat source " + *source);
-  struct statfs backing;
-  if (fstatfs(dir_fd, &backing) != 0) return Status::FromErrno("statfs source " + *source);
-
-  // Usage: exact from the last clean unmount, otherwise rebuilt by a rescan
-  // before anything can be written.
+// The volume's usage: exact from the last clean unmount, otherwise rebuilt
+// by a rescan before anything can be written. It must fit the limits.
+Result<UsageFigures> LoadUsage(int dir_fd, const VolumeOptions& opt, const std::string& source) {
+  auto log = GetLogger("fuse");
   auto stored = ReadCleanUsage(dir_fd);
   if (!stored.ok()) return stored.status();
   UsageFigures usage;
@@ -216,86 +219,150 @@ Result<std::unique_ptr<Volume>> Volume::Mount(const VolumeOptions& options) {
   }
   if (usage.used_bytes > opt.capacity_bytes) {
     return Status::Error(
-        ENOSPC, "source " + *source + " already holds " + std::to_string(usage.used_bytes) +
+        ENOSPC, "source " + source + " already holds " + std::to_string(usage.used_bytes) +
                     " bytes (" + FormatSize(usage.used_bytes) + "), more than the capacity " +
                     std::to_string(opt.capacity_bytes) + "; choose a larger capacity");
   }
   if (usage.used_inodes > opt.inode_limit) {
-    return Status::Error(ENOSPC, "source " + *source + " already holds " +
+    return Status::Error(ENOSPC, "source " + source + " already holds " +
                                      std::to_string(usage.used_inodes) +
                                      " inodes, more than the inode limit " +
                                      std::to_string(opt.inode_limit) + "; raise --inodes");
   }
+  return usage;
+}
 
-  Status prealloc = DisableSpeculativePreallocation(dir_fd);
-  if (!prealloc.ok()) {
-    log->warn("volume {}: {}; speculative preallocation may delay space accounting", opt.name,
-              prealloc.ToString());
+}  // namespace
+
+Status Volume::Impl::OpenSource(const std::string& source, struct stat* root_stat,
+                                UniqueFd* root_path_fd, uint64_t* block_size) {
+  auto path_fd = OpenAt(AT_FDCWD, source, O_PATH | O_DIRECTORY);
+  if (!path_fd.ok()) {
+    return Status::Error(
+        path_fd.err(),
+        "source " + source + (path_fd.err() == ENOTDIR ? " is not a directory" : ": cannot open"));
   }
-  Status marked = MarkInUse(dir_fd);
-  if (!marked.ok()) return marked;
-  // From here a failure must put the clean state back: nothing was written.
-  ScopeGuard restore_state([&] { (void)StoreCleanUsage(dir_fd, usage); });
+  auto dir_fd = OpenAt(AT_FDCWD, source, O_RDONLY | O_DIRECTORY);
+  if (!dir_fd.ok()) return dir_fd.status();
+  if (fstat(dir_fd->get(), root_stat) != 0) return Status::FromErrno("stat source " + source);
+  struct statfs backing;
+  if (fstatfs(dir_fd->get(), &backing) != 0) return Status::FromErrno("statfs source " + source);
+  *block_size = backing.f_bsize > 0 ? static_cast<uint64_t>(backing.f_bsize) : 4096;
+  root_dir_fd = std::move(dir_fd).value();
+  *root_path_fd = std::move(path_fd).value();
+  return Status::Ok();
+}
 
-  impl->quota = std::make_unique<Quota>(opt.capacity_bytes, opt.inode_limit, usage.used_bytes,
-                                        usage.used_inodes);
-  impl->queue = opt.engine->CreateQueue(opt.name);
-  if (Status s = impl->queue->SetLimits(opt.io_limits); !s.ok()) return s;
+FilesystemConfig Volume::Impl::MakeFilesystemConfig(uint64_t block_size) {
   FilesystemConfig config;
-  config.block_size = backing.f_bsize > 0 ? static_cast<uint64_t>(backing.f_bsize) : 4096;
-  config.entry_timeout_s = opt.cache_timeout_s;
-  config.attr_timeout_s = opt.cache_timeout_s;
-  config.cache_listings = opt.cache_timeout_s > 0;
-  if (opt.fuse_io_uring) {
-    Impl* raw = impl.get();
+  config.block_size = block_size;
+  config.entry_timeout_s = options.cache_timeout_s;
+  config.attr_timeout_s = options.cache_timeout_s;
+  config.cache_listings = options.cache_timeout_s > 0;
+  config.thread_placement = options.thread_placement;
+  if (options.fuse_io_uring) {
     const size_t payload = std::max<size_t>(config.max_write, 8192);
-    config.start_kernel_ring = [raw, payload] {
-      auto ring = KernelRing::Start(raw->session, raw->options.fuse_io_uring_depth, payload,
-                                    raw->options.fuse_io_uring_idle_release);
-      if (!ring.ok()) {
-        GetLogger("fuse")->warn("volume {}: FUSE over io_uring: {}; serving /dev/fuse",
-                                raw->options.name, ring.status().ToString());
-        return;
-      }
-      MutexLock lock(raw->mu);
-      raw->kernel_ring = std::move(ring).value();
-    };
+    config.start_kernel_ring = [this, payload] { StartKernelRing(payload); };
   }
-  impl->fs = std::make_unique<Filesystem>(std::move(root_path_fd).value(), root_stat,
-                                          impl->quota.get(), opt.engine, impl->queue.get(), config);
+  return config;
+}
 
+void Volume::Impl::StartKernelRing(size_t payload) {
+  auto ring = KernelRing::Start(session.get(), options.fuse_io_uring_depth, payload,
+                                options.fuse_io_uring_idle_release, options.thread_placement);
+  if (!ring.ok()) {
+    GetLogger("fuse")->warn("volume {}: FUSE over io_uring: {}; serving /dev/fuse", options.name,
+                            ring.status().ToString());
+    return;
+  }
+  MutexLock lock(mu);
+  kernel_ring = std::move(ring).value();
+  connection->AttachRing(kernel_ring.get());
+}
+
+Status Volume::Impl::MountSession(uint32_t max_write) {
   const std::string mount_options =
-      "allow_other,default_permissions,fsname=localvol:" + opt.name +
-      ",subtype=localvol,max_read=" + std::to_string(config.max_write);
+      "allow_other,default_permissions,fsname=localvol:" + options.name +
+      ",subtype=localvol,max_read=" + std::to_string(max_write);
   const char* argv[] = {"localvol-fuse", "-o", mount_options.c_str()};
   fuse_args args = FUSE_ARGS_INIT(3, const_cast<char**>(argv));
-  impl->session =
-      fuse_session_new(&args, &Filesystem::Operations(), sizeof(fuse_lowlevel_ops), impl->fs.get());
+  session.reset(fuse_session_new(&args, &Filesystem::Operations(), sizeof(fuse_lowlevel_ops),
+                                 connection.get()));
   // fuse_session_new parses `args` into a copy it allocates; the caller owns it.
   fuse_opt_free_args(&args);
-  if (impl->session == nullptr) return Status::Error(EINVAL, "fuse_session_new failed");
-  impl->fs->SetSession(impl->session);
-  ScopeGuard destroy_session([&] { fuse_session_destroy(impl->session); });
+  if (!session) return Status::Error(EINVAL, "fuse_session_new failed");
+  fs->SetSession(session.get());
   // The path as given: "/proc/self/fd/N" names the open directory itself, so
   // the mount cannot be redirected by a path changed since it was resolved.
-  if (fuse_session_mount(impl->session, opt.mountpoint.c_str()) != 0) {
-    return Status::Error(EIO, "mount FUSE filesystem at " + impl->mountpoint +
+  if (fuse_session_mount(session.get(), options.mountpoint.c_str()) != 0) {
+    session.reset();
+    return Status::Error(EIO, "mount FUSE filesystem at " + mountpoint +
                                   " failed (is /dev/fuse available and are you root?)");
   }
-  if (Status s = protocol::Install(impl->session); !s.ok()) {
-    fuse_session_unmount(impl->session);
+  if (Status s = protocol::Install(session.get()); !s.ok()) {
+    fuse_session_unmount(session.get());
+    session.reset();
     return s;
   }
   // Read from the mount table: a FUSE mount cannot answer stat() before its
   // server runs. The connection is named by the mount's minor device number.
-  if (auto mount = FindMountAt(impl->mountpoint)) impl->connection_id = minor(mount->dev);
+  if (auto mount = FindMountAt(mountpoint)) connection_id = minor(mount->dev);
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<Volume>> Volume::Mount(const VolumeOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  VolumeOptions& opt = impl->options;
+  if (Status s = CheckOptions(opt); !s.ok()) return s;
+  RaiseOpenFileLimit();
+  auto source = RealPath(opt.source_dir, "source directory");
+  if (!source.ok()) return source.status();
+  auto mountpoint = RealPath(opt.mountpoint, "mountpoint");
+  if (!mountpoint.ok()) return mountpoint.status();
+  impl->mountpoint = *mountpoint;
+  if (opt.name.empty()) opt.name = source->substr(source->rfind('/') + 1);
+  if (Status s = CheckMountpoint(*source, impl->mountpoint); !s.ok()) return s;
+
+  struct stat root_stat;
+  UniqueFd root_path_fd;
+  uint64_t block_size = 0;
+  if (Status s = impl->OpenSource(*source, &root_stat, &root_path_fd, &block_size); !s.ok()) {
+    return s;
+  }
+  const int dir_fd = impl->root_dir_fd.get();
+  auto usage = LoadUsage(dir_fd, opt, *source);
+  if (!usage.ok()) return usage.status();
+  Status prealloc = DisableSpeculativePreallocation(dir_fd);
+  if (!prealloc.ok()) {
+    GetLogger("fuse")->warn("volume {}: {}; speculative preallocation may delay space accounting",
+                            opt.name, prealloc.ToString());
+  }
+  if (Status marked = MarkInUse(dir_fd); !marked.ok()) return marked;
+  // From here a failure must put the clean state back: nothing was written.
+  ScopeGuard restore_state([&] {
+    if (Status s = StoreCleanUsage(dir_fd, *usage); !s.ok()) {
+      GetLogger("fuse")->error("volume {}: could not restore the clean state: {}", opt.name,
+                               s.ToString());
+    }
+  });
+
+  impl->quota = std::make_unique<Quota>(opt.capacity_bytes, opt.inode_limit, usage->used_bytes,
+                                        usage->used_inodes);
+  impl->queue = opt.engine->CreateQueue(opt.name);
+  if (Status s = impl->queue->SetLimits(opt.io_limits); !s.ok()) return s;
+  const FilesystemConfig config = impl->MakeFilesystemConfig(block_size);
+  impl->fs = std::make_unique<Filesystem>(std::move(root_path_fd), root_stat, impl->quota.get(),
+                                          opt.engine, impl->queue.get(), config);
+  impl->connection = std::make_unique<protocol::Connection>(impl->fs.get());
+  if (Status s = impl->MountSession(config.max_write); !s.ok()) return s;
+
   const unsigned threads = std::max(1u, opt.max_threads);
   Impl* raw = impl.get();
   impl->loop_thread = std::thread([raw, threads] { raw->RunLoop(threads); });
-  destroy_session.Cancel();
   restore_state.Cancel();
-  log->info("volume {}: serving {} at {} (capacity {}, {} inodes)", opt.name, *source,
-            impl->mountpoint, FormatSize(opt.capacity_bytes), opt.inode_limit);
+  GetLogger("fuse")->info("volume {}: serving {} at {} (capacity {}, {} inodes)", opt.name, *source,
+                          impl->mountpoint, FormatSize(opt.capacity_bytes), opt.inode_limit);
   return std::unique_ptr<Volume>(new Volume(std::move(impl)));
 }
 
@@ -348,14 +415,14 @@ Status Volume::Unmount() {
     MutexLock lock(impl.mu);
     ring = std::move(impl.kernel_ring);
   }
+  impl.connection->AttachRing(nullptr);
   if (ring) {
     log->info("volume {}: {} requests came through FUSE over io_uring", impl.options.name,
               ring->requests_served());
     ring.reset();
   }
   impl.fs->ForgetAll();
-  fuse_session_destroy(impl.session);
-  impl.session = nullptr;
+  impl.session.reset();
   const QuotaSnapshot q = impl.quota->Snapshot();
   Status stored =
       StoreCleanUsage(impl.root_dir_fd.get(), UsageFigures{q.used_bytes, q.used_inodes});

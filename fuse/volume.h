@@ -26,8 +26,7 @@ namespace localvol::fuse {
 
 // FUSE worker threads per volume unless configured: two per CPU, at least 4.
 // Workers never wait for data I/O (the engine does), so more of them only
-// contend for the CPUs: on 2 CPUs, 4 workers served 4 KiB direct I/O at QD32
-// 10-25% faster than 8 (docs/performance.md, "Levers measured"). The floor
+// contend for the CPUs (docs/performance.md, "Levers measured"). The floor
 // is for metadata operations, which do block a worker.
 unsigned DefaultWorkerThreads();
 
@@ -49,13 +48,17 @@ struct VolumeOptions {
   // Take requests through FUSE over io_uring (fuse/kernel_ring.h) when the
   // kernel offers it, with this many entries per CPU; /dev/fuse otherwise.
   // A request waits for a free entry of its CPU's queue, so the depth bounds
-  // the requests in flight from one CPU (with 16 entries 4 KiB QD32 reads
-  // were 6% slower than with 32, with 8 25%; docs/performance.md). Each entry
+  // the requests in flight from one CPU (docs/performance.md, "Levers
+  // measured", has fewer entries against 32). Each entry
   // reserves max_write (1 MiB) of address space, made resident as requests
   // use it: up to CPUs x depth MiB per volume. A CPU's queue that has had no
   // request for fuse_io_uring_idle_release gives that memory back (0: never).
   bool fuse_io_uring = false;
   unsigned fuse_io_uring_depth = 32;
+  // Whether the serving threads place themselves on CPUs
+  // (fuse/thread_placement.h). A heuristic tuned on a 2-CPU machine; false
+  // leaves the threads to the scheduler.
+  bool thread_placement = true;
   std::chrono::milliseconds fuse_io_uring_idle_release{10000};
 };
 

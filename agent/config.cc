@@ -173,7 +173,7 @@ Config Parse(const YAML::Node& root) {
   CheckKeys(root, "",
             {"disks", "filesystem", "publish_dir", "state_dir", "reserve", "socket", "log_level",
              "metrics_port", "embedded_disk_size", "io_scheduler", "io_contended_in_flight",
-             "fuse_io_uring", "node_name", "csi_socket"});
+             "fuse_io_uring", "fuse_thread_placement", "node_name", "csi_socket"});
   if (const auto disks = root["disks"]) {
     if (!disks.IsNull()) {
       if (!disks.IsSequence())
@@ -244,6 +244,9 @@ Config Parse(const YAML::Node& root) {
     }
   }
   if (const auto n = root["fuse_io_uring"]) c.fuse_io_uring = Bool(n, "fuse_io_uring");
+  if (const auto n = root["fuse_thread_placement"]) {
+    c.fuse_thread_placement = Bool(n, "fuse_thread_placement");
+  }
   if (const auto n = root["node_name"]) {
     c.node_name = Scalar(n, "node_name");
     if (Status st = ValidateNodeName(c.node_name); !st.ok())

@@ -25,6 +25,10 @@
 //                                 # io_uring where the kernel offers it (fuse
 //                                 # module parameter enable_uring); see
 //                                 # fuse/kernel_ring.h and docs/performance.md, section 7.
+//   fuse_thread_placement: true   # false: FUSE serving threads are left to the
+//                                 # scheduler instead of placing themselves on
+//                                 # CPUs (fuse/thread_placement.h, a heuristic
+//                                 # tuned on a 2-CPU machine)
 //   node_name: node-1             # the Kubernetes node name (CSI node id and the
 //                                 # value of topology.localvol.io/node); default:
 //                                 # $NODE_NAME, else the host name
@@ -86,6 +90,7 @@ struct Config {
   iopath::IoPolicy io_scheduler = iopath::IoPolicy::kFair;
   uint64_t io_contended_in_flight = iopath::kDefaultContendedInFlightCost;
   bool fuse_io_uring = false;
+  bool fuse_thread_placement = true;
   std::string node_name;  // "": $NODE_NAME, else the host name (agent/csi/)
   std::string csi_socket = kDefaultCsiSocketPath;  // "": no CSI driver
 };

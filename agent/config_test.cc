@@ -30,6 +30,7 @@ TEST(ConfigTest, EmptyFileGivesDefaults) {
   EXPECT_EQ(c->io_scheduler, iopath::IoPolicy::kFair);
   EXPECT_EQ(c->io_contended_in_flight, 64u << 10);
   EXPECT_FALSE(c->fuse_io_uring);
+  EXPECT_TRUE(c->fuse_thread_placement);
 }
 
 TEST(ConfigTest, FullConfig) {
@@ -51,6 +52,7 @@ embedded_disk_size: 2Gi
 io_scheduler: fifo
 io_contended_in_flight: 1Mi
 fuse_io_uring: true
+fuse_thread_placement: false
 )",
                        "test.yaml");
   ASSERT_TRUE(c.ok()) << c.status().ToString();
@@ -69,6 +71,7 @@ fuse_io_uring: true
   EXPECT_EQ(c->io_scheduler, iopath::IoPolicy::kFifo);
   EXPECT_EQ(c->io_contended_in_flight, 1u << 20);
   EXPECT_TRUE(c->fuse_io_uring);
+  EXPECT_FALSE(c->fuse_thread_placement);
 }
 
 TEST(ConfigTest, ErrorsNameTheKey) {
@@ -95,6 +98,7 @@ TEST(ConfigTest, ErrorsNameTheKey) {
       {"io_scheduler: cfq\n", "io_scheduler: expected fair or fifo, not 'cfq'"},
       {"io_contended_in_flight: lots\n", "io_contended_in_flight: invalid size"},
       {"fuse_io_uring: maybe\n", "fuse_io_uring: expected true or false"},
+      {"fuse_thread_placement: 2\n", "fuse_thread_placement: expected true or false"},
       {"publish_dir: relative/path\n", "publish_dir: expected an absolute path"},
       {"embedded_disk_size: 10Mi\n", "embedded_disk_size: must be at least 512Mi"},
       {"embedded_disk_size: 10Qi\n", "embedded_disk_size: invalid size"},

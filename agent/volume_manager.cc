@@ -135,6 +135,7 @@ Result<std::unique_ptr<fuse::Volume>> VolumeManager::MountVolume(const Vol& vol,
   o.io_limits = rec.io_limits;
   o.max_threads = options_.fuse_threads;
   o.fuse_io_uring = options_.fuse_io_uring;
+  o.thread_placement = options_.fuse_thread_placement;
   auto mounted = fuse::Volume::Mount(o);
   if (mounted.ok() && (*mounted)->mountpoint() != vol.mount_path) {
     // The directory was moved between the open and the mount.

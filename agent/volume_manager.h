@@ -152,6 +152,7 @@ struct VolumeManagerOptions {
   std::string publish_dir;
   unsigned fuse_threads = fuse::DefaultWorkerThreads();  // per volume, at most
   bool fuse_io_uring = false;            // fuse::VolumeOptions::fuse_io_uring, for every volume
+  bool fuse_thread_placement = true;     // fuse::VolumeOptions::thread_placement, likewise
   iopath::EngineOptions engine_options;  // for the default factory
   EngineFactory make_engine;             // empty: iopath::Engine::Create(engine_options)
 };

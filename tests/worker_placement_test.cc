@@ -162,5 +162,26 @@ TEST_F(WorkerPlacementTest, WorkersJoinALoneCallersCpuAndSpreadUnderLoad) {
   EXPECT_EQ(ThreadsPinnedTo(a, self), 0) << "a worker did not join the new caller's CPU " << b;
 }
 
+// The heuristic is easy to turn off (fuse.thread_placement false, the
+// agent's fuse_thread_placement): then no worker is ever pinned.
+class WorkerPlacementOffTest : public WorkerPlacementTest {
+ protected:
+  void SetUp() override {
+    thread_placement_ = false;
+    WorkerPlacementTest::SetUp();
+  }
+};
+
+TEST_F(WorkerPlacementOffTest, NoWorkerIsPinnedWhenPlacementIsOff) {
+  if (cpus_.size() < 2) GTEST_SKIP() << "needs 2 CPUs to pin to one";
+  const pid_t self = ThisThread();
+  ASSERT_TRUE(PinThisThread(cpus_[0]));
+  ReadOneAtATime(kRequestsPerPhase);
+  EXPECT_EQ(ThreadsPinnedTo(cpus_[0], self), 0) << "a worker was pinned with placement off";
+  ReadTogether(8, 4096, kRequestsPerPhase / 2);
+  EXPECT_EQ(ThreadsPinnedTo(cpus_[0], self), 0) << "a worker was pinned with placement off";
+  EXPECT_EQ(ThreadsPinnedTo(cpus_[1], self), 0) << "a worker was pinned with placement off";
+}
+
 }  // namespace
 }  // namespace localvol::testing

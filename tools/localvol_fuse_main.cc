@@ -41,6 +41,8 @@ constexpr const char* kUsage =
     "  --threads N: FUSE worker threads (default: 2 per CPU, at least 4)\n"
     "  --io-uring[=DEPTH]: take requests through FUSE over io_uring, DEPTH entries per CPU\n"
     "              (default 32), when the kernel offers it (fuse module parameter enable_uring)\n"
+    "  --no-thread-placement: leave the serving threads to the scheduler instead of placing\n"
+    "              them on CPUs (a heuristic tuned on a 2-CPU machine)\n"
     "  I/O limits: --{read,write}-{iops,bps} RATE, --{read,write}-{iops,bps}-burst RATE,\n"
     "              --{read,write}-{iops,bps}-burst-seconds S (1..3600), --weight W (1..10000);\n"
     "              *-bps rates are bytes/s and take size suffixes\n";
@@ -54,6 +56,7 @@ struct Args {
   std::string name;
   unsigned threads = localvol::fuse::DefaultWorkerThreads();
   unsigned io_uring_depth = 0;  // 0: serve /dev/fuse only
+  bool thread_placement = true;
   double cache_timeout_s = 3600;
   std::string log_level = "info";
   localvol::iopath::IoLimits io_limits;
@@ -121,6 +124,8 @@ Result<Args> ParseArgs(int argc, char** argv) {
         if (*n < 1 || *n > 1024) return Status::Error(EINVAL, "--io-uring depth must be 1..1024");
         args.io_uring_depth = static_cast<unsigned>(*n);
       }
+    } else if (arg == "--no-thread-placement") {
+      args.thread_placement = false;
     } else if (arg == "--cache-timeout") {
       auto v = value();
       if (!v.ok()) return v.status();
@@ -210,6 +215,7 @@ int Serve(const Args& args, int ready_fd) {
   options.cache_timeout_s = args.cache_timeout_s;
   options.io_limits = args.io_limits;
   options.fuse_io_uring = args.io_uring_depth > 0;
+  options.thread_placement = args.thread_placement;
   if (options.fuse_io_uring) options.fuse_io_uring_depth = args.io_uring_depth;
   auto volume = localvol::fuse::Volume::Mount(options);
   if (!volume.ok()) {

@@ -36,6 +36,7 @@ Status InProcessVolume::DoMount() {
   vo.inode_limit = options_.inode_limit;
   vo.engine = engine_.get();
   vo.fuse_io_uring = options_.fuse_io_uring;
+  vo.thread_placement = options_.thread_placement;
   if (options_.fuse_io_uring_idle_release) {
     vo.fuse_io_uring_idle_release = *options_.fuse_io_uring_idle_release;
   }
@@ -85,6 +86,7 @@ InProcessVolumeOptions InProcessVolumeTest::Options() const {
   options.capacity_bytes = capacity_bytes_;
   options.inode_limit = inode_limit_;
   options.fuse_io_uring = fuse_io_uring_;
+  options.thread_placement = thread_placement_;
   options.fuse_io_uring_idle_release = fuse_io_uring_idle_release_;
   return options;
 }

@@ -34,6 +34,7 @@ struct InProcessVolumeOptions {
   bool fuse_io_uring = false;  // fuse::VolumeOptions::fuse_io_uring
   // fuse::VolumeOptions::fuse_io_uring_idle_release; unset: the library's default.
   std::optional<std::chrono::milliseconds> fuse_io_uring_idle_release;
+  bool thread_placement = true;  // fuse::VolumeOptions::thread_placement
 };
 
 class InProcessVolume {
@@ -85,6 +86,7 @@ class InProcessVolumeTest : public ::testing::Test {
   uint64_t inode_limit_ = 0;
   bool fuse_io_uring_ = false;
   std::optional<std::chrono::milliseconds> fuse_io_uring_idle_release_;
+  bool thread_placement_ = true;
 
   VolumeDirs dirs_;
   std::unique_ptr<InProcessVolume> volume_;

@@ -2,12 +2,15 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -85,6 +88,28 @@ TEST_F(DirectoryTest, BadFdGivesEbadf) {
   auto names = ListDirectoryAt(-1);
   ASSERT_FALSE(names.ok());
   EXPECT_EQ(names.err(), EBADF);
+}
+
+// The fd directory of a process that has exited stays open, but reading it
+// fails with ENOENT (fdopendir's fstat or getdents, as the kernel has it): an
+// error, where a loop that stops at readdir's NULL would see no entries.
+TEST_F(DirectoryTest, AnUnreadableDirectoryIsAnErrorNotAnEmptyList) {
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  UniqueFd fd(::open(("/proc/" + std::to_string(child) + "/fd").c_str(),
+                     O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  const int open_err = errno;
+  EXPECT_EQ(::kill(child, SIGKILL), 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(fd.valid()) << std::strerror(open_err);
+  auto names = ListDirectoryAt(fd.get());
+  ASSERT_FALSE(names.ok()) << "listed " << names->size() << " entries of a dead process's fds";
+  EXPECT_EQ(names.err(), ENOENT) << names.status().ToString();
 }
 
 TEST_F(DirectoryTest, FdVariantLeavesTheCallersFdUsableAndItsOffsetAlone) {

@@ -252,13 +252,19 @@ TEST(EngineCreate, RejectsZeroSizes) {
 
 TEST(EngineCreate, ShutdownDoesNotWaitForTheIdleTimeout) {
   // ~Engine wakes the completion thread with a NOP; without it each
-  // destruction would wait for the thread's 100 ms idle timeout.
-  const auto start = std::chrono::steady_clock::now();
+  // destruction would wait for what is left of the thread's 100 ms idle
+  // timeout, at least 90 ms here. Only the destructions are timed, and the
+  // fastest of five counts, so a loaded machine (a sanitizer build, other
+  // jobs) does not make the test fail.
+  auto fastest = std::chrono::steady_clock::duration::max();
   for (int i = 0; i < 5; ++i) {
     ENGINE_OR_SKIP(engine, Engine::Create(EngineOptions{.ring_entries = 8, .max_in_flight = 8}));
     std::this_thread::sleep_for(5ms);  // let the thread reach its wait
+    const auto start = std::chrono::steady_clock::now();
+    engine.reset();
+    fastest = std::min(fastest, std::chrono::steady_clock::now() - start);
   }
-  EXPECT_LT(std::chrono::steady_clock::now() - start, 400ms);
+  EXPECT_LT(fastest, 50ms);
 }
 
 // ---------------------------------------------------------------------------

@@ -45,6 +45,9 @@ void ToProto(const VolumeInfo& v, pb::Volume* out) {
   ToProto(v.io, out->mutable_io_stats());
   out->set_fuse_ring_requests(v.fuse_ring_requests);
   out->set_fuse_ring_resident_bytes(v.fuse_ring_resident_bytes);
+  out->set_read_passthrough(v.read_passthrough);
+  out->set_passthrough_open_files(v.passthrough_open_files);
+  out->set_passthrough_opens_total(v.passthrough_opens_total);
   out->set_csi(v.csi);
   out->set_pvc(v.pvc);
   for (const auto& t : v.publish_targets) out->add_publish_targets(t);

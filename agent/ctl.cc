@@ -229,6 +229,15 @@ void PrintVolume(const pb::Volume& v, std::ostream& out) {
     line("FUSE ring", std::to_string(v.fuse_ring_requests()) + " requests; " +
                           FormatSize(v.fuse_ring_resident_bytes()) + " of buffers resident");
   }
+  if (!v.read_passthrough()) {
+    line("Passthrough", "off (every read goes through localvold)");
+  } else {
+    line("Passthrough", std::to_string(v.passthrough_open_files()) +
+                            (v.passthrough_open_files() == 1 ? " file" : " files") +
+                            " open with passthrough; " +
+                            std::to_string(v.passthrough_opens_total()) +
+                            " such opens since mounted (their reads are not in Reads)");
+  }
   if (v.csi()) {
     line("CSI", "PV " + v.name() + (v.pvc().empty() ? "" : ", for PVC " + v.pvc()));
   } else {

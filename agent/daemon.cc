@@ -179,6 +179,7 @@ int RunDaemon(int argc, char** argv) {
   vo.engine_options.contended_in_flight_cost = config.io_contended_in_flight;
   vo.fuse_io_uring = config.fuse_io_uring;
   vo.fuse_thread_placement = config.fuse_thread_placement;
+  vo.read_passthrough = config.read_passthrough;
   VolumeManager volumes(vo, &disks);
   Notify("STATUS=mounting volumes");
   if (Status st = volumes.Start(); !st.ok()) {

@@ -136,6 +136,7 @@ Result<std::unique_ptr<fuse::Volume>> VolumeManager::MountVolume(const Vol& vol,
   o.max_threads = options_.fuse_threads;
   o.fuse_io_uring = options_.fuse_io_uring;
   o.thread_placement = options_.fuse_thread_placement;
+  o.read_passthrough = options_.read_passthrough;
   auto mounted = fuse::Volume::Mount(o);
   if (mounted.ok() && (*mounted)->mountpoint() != vol.mount_path) {
     // The directory was moved between the open and the mount.

@@ -82,9 +82,9 @@ TEST(PassthroughTable, NoPassthroughWhenOffReadLimitedOrNotARegularFile) {
   const VolumePolicy limited{.passthrough = true, .read_limited = true};
   EXPECT_EQ(t.Open(1, File(O_RDONLY), off, dev.Registrar()).mode, OpenMode::kServer);
   EXPECT_EQ(t.Open(2, File(O_RDONLY), limited, dev.Registrar()).mode, OpenMode::kServer);
-  EXPECT_EQ(t.Open(3, OpenRequest{.flags = O_RDONLY, .regular_file = false}, kOn, dev.Registrar())
-                .mode,
-            OpenMode::kServer);
+  EXPECT_EQ(
+      t.Open(3, OpenRequest{.flags = O_RDONLY, .regular_file = false}, kOn, dev.Registrar()).mode,
+      OpenMode::kServer);
   EXPECT_EQ(dev.registered(), 0u);
 }
 
@@ -258,8 +258,8 @@ uint32_t ReplyFlags(const OpenDecision& d, int flags) {
   return 0;
 }
 
-constexpr std::array<int, 5> kOpeners = {O_RDONLY, O_RDONLY | O_DIRECT, O_WRONLY,
-                                         O_RDWR | O_DIRECT, O_RDONLY | O_TRUNC};
+constexpr std::array<int, 5> kOpeners = {O_RDONLY, O_RDONLY | O_DIRECT, O_WRONLY, O_RDWR | O_DIRECT,
+                                         O_RDONLY | O_TRUNC};
 
 // One file's life, in the order it must happen: the server answers, the
 // kernel takes the answer (and maps the file shared, writing through the

@@ -60,6 +60,13 @@ struct VolumeOptions {
   // leaves the threads to the scheduler.
   bool thread_placement = true;
   std::chrono::milliseconds fuse_io_uring_idle_release{10000};
+  // Kernel FUSE passthrough for opens that cannot change a file's allocation
+  // (O_RDONLY without O_TRUNC) while the volume has no read limit, where the
+  // kernel offers it ("auto"); false ("off"): every read takes the server
+  // path. Passthrough reads bypass the iopath queue: its limits, weight and
+  // counters (docs/volumes.md). Mount fails if the backing directory is on a
+  // stacking filesystem.
+  bool read_passthrough = true;
 };
 
 struct VolumeUsage {

@@ -229,14 +229,15 @@ void PrintVolume(const pb::Volume& v, std::ostream& out) {
     line("FUSE ring", std::to_string(v.fuse_ring_requests()) + " requests; " +
                           FormatSize(v.fuse_ring_resident_bytes()) + " of buffers resident");
   }
-  if (!v.read_passthrough()) {
-    line("Passthrough", "off (every read goes through localvold)");
+  if (v.read_passthrough_setting() == "off") {
+    line("Read path", "every read through localvold (read passthrough off for this volume)");
+  } else if (!v.read_passthrough()) {
+    line("Read path", "every read through localvold (read passthrough off or not offered)");
   } else {
-    line("Passthrough", std::to_string(v.passthrough_open_files()) +
-                            (v.passthrough_open_files() == 1 ? " file" : " files") +
-                            " open with passthrough; " +
-                            std::to_string(v.passthrough_opens_total()) +
-                            " such opens since mounted (their reads are not in Reads)");
+    line("Read path", std::to_string(v.passthrough_open_files()) +
+                          (v.passthrough_open_files() == 1 ? " file" : " files") +
+                          " open with passthrough; " + std::to_string(v.passthrough_opens_total()) +
+                          " such opens since mounted (their reads are not in Reads)");
   }
   if (v.csi()) {
     line("CSI", "PV " + v.name() + (v.pvc().empty() ? "" : ", for PVC " + v.pvc()));
@@ -331,6 +332,7 @@ struct Options {
   std::string size;
   std::string inodes;  // checked by ParseInodes when given
   std::string disk;
+  std::string read_passthrough;  // "", auto or off
   LimitFlags create_limits;
   LimitFlags set_limits;
   bool unlimited = false;
@@ -372,6 +374,11 @@ int RunCtl(int argc, char** argv, std::ostream& out, std::ostream& err) {
       "--disk", o.disk,
       "disk id (or a unique prefix) or device; default: the disk with the most room");
   o.create_limits.Register(create);
+  create
+      ->add_option("--read-passthrough", o.read_passthrough,
+                   "auto (default): read-only opens read the backing file through kernel FUSE "
+                   "passthrough where allowed; off: every read goes through localvold")
+      ->check(CLI::IsMember({"auto", "off"}));
   create->callback([&] { cmd = Cmd::kCreate; });
   volume->add_subcommand("list", "list volumes")->callback([&] { cmd = Cmd::kList; });
   auto* inspect = volume->add_subcommand("inspect", "show one volume");
@@ -492,6 +499,7 @@ int RunCtl(int argc, char** argv, std::ostream& out, std::ostream& err) {
       req.set_capacity_bytes(size);
       req.set_inode_limit(inodes);
       req.set_disk(o.disk);
+      req.set_read_passthrough(o.read_passthrough);
       if (o.create_limits.any()) IoLimitsToProto(create_limits, req.mutable_io_limits());
       pb::Volume v;
       st = stub->CreateVolume(&ctx, req, &v);

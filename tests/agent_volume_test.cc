@@ -447,7 +447,7 @@ TEST_F(AgentVolumeTest, StartRepairsInterruptedCreateAndDelete) {
   auto manifest = agent::ReadManifest(dirs_->Sub("m"));
   ASSERT_TRUE(manifest.ok());
   manifest->volumes.push_back(
-      agent::VolumeRecord{"half-made", 8 * kMi, 1024, true, "", {}, false, ""});
+      agent::VolumeRecord{"half-made", 8 * kMi, 1024, true, "", {}, false, "", true});
   ASSERT_TRUE(agent::WriteManifest(dirs_->Sub("m"), *manifest).ok());
   ASSERT_EQ(RunCommand({"umount", dirs_->Sub("m")}).exit_code, 0);
   Start();

@@ -683,6 +683,9 @@ VolumeInfo VolumeManager::Describe(const Vol& v, const std::vector<MountInfo>& m
     info.io = v.fs->IoStats();
     info.fuse_ring_requests = v.fs->KernelRingRequests();
     info.fuse_ring_resident_bytes = v.fs->KernelRingResidentBytes();
+    info.read_passthrough = v.fs->ReadPassthrough();
+    info.passthrough_open_files = v.fs->PassthroughOpenFiles();
+    info.passthrough_opens_total = v.fs->PassthroughOpensTotal();
     info.io_limits = v.fs->IoLimits();  // what is in force (SetIoLimits keeps it = the manifest's)
     bool mounted = false;
     for (const auto& m : mounts) {

@@ -157,12 +157,15 @@ BackingFile PassthroughTable::Release(uint64_t inode, OpenMode mode) {
   return last;
 }
 
-void PassthroughTable::Forget(uint64_t inode) {
+std::vector<BackingFile> PassthroughTable::Clear() {
+  std::vector<BackingFile> out;
   MutexLock lock(mu_);
-  auto it = inodes_.find(inode);
-  if (it == inodes_.end()) return;
-  it->second.cache_stale = false;
-  MaybeErase(it);
+  for (auto& [inode, e] : inodes_) {
+    if (e.backing.valid()) out.push_back(std::move(e.backing));
+  }
+  inodes_.clear();
+  open_now_ = 0;
+  return out;
 }
 
 void PassthroughTable::MaybeErase(std::unordered_map<uint64_t, Entry>::iterator it) {

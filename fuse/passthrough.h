@@ -40,6 +40,7 @@
 #include <functional>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "base/status.h"
 #include "base/thread_annotations.h"
@@ -181,8 +182,9 @@ class PassthroughTable {
   // the backing file, to destroy (close the id) outside the lock.
   BackingFile Release(uint64_t inode, OpenMode mode) EXCLUDES(mu_);
 
-  // The kernel forgot the inode: its page cache went with it.
-  void Forget(uint64_t inode) EXCLUDES(mu_);
+  // The connection ended: forgets every open and hands back every backing
+  // file, to destroy while the connection's /dev/fuse fd is still open.
+  std::vector<BackingFile> Clear() EXCLUDES(mu_);
 
   // Opens answered with passthrough and not yet released.
   uint64_t passthrough_opens() const EXCLUDES(mu_);
@@ -194,6 +196,10 @@ class PassthroughTable {
     uint32_t passthrough_opens = 0;
     uint32_t server_opens = 0;
     BackingFile backing;  // valid while passthrough_opens > 0
+    // A writer opened in passthrough mode. Kept until the next server-path
+    // open drops the page cache, even after the kernel forgot the inode (the
+    // key, an Inode's address, may then name another inode: one needless
+    // drop of its cache).
     bool cache_stale = false;
   };
   // Drops `it` when it holds nothing any more.

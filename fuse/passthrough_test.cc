@@ -156,15 +156,20 @@ TEST(PassthroughTable, PageCacheIsDroppedOnceAfterAPassthroughWriter) {
   EXPECT_TRUE(t.Open(kInode, File(O_RDWR), kOn, dev.Registrar()).keep_cache);
 }
 
-TEST(PassthroughTable, ForgottenInodeNeedsNoCacheDrop) {
+TEST(PassthroughTable, ClearHandsBackEveryBackingFile) {
   PassthroughTable t;
   Device dev;
-  OpenDecision r = t.Open(kInode, File(O_RDONLY), kOn, dev.Registrar());
-  OpenDecision w = t.Open(kInode, File(O_WRONLY), kOn, dev.Registrar());
-  t.Release(kInode, w.mode);
-  t.Release(kInode, r.mode);
-  t.Forget(kInode);
-  EXPECT_TRUE(t.Open(kInode, File(O_WRONLY), kOn, dev.Registrar()).keep_cache);
+  t.Open(1, File(O_RDONLY), kOn, dev.Registrar());
+  t.Open(1, File(O_RDONLY), kOn, dev.Registrar());
+  t.Open(2, File(O_RDONLY), kOn, dev.Registrar());
+  t.Open(3, File(O_RDWR), kOn, dev.Registrar());
+  std::vector<BackingFile> left = t.Clear();
+  ASSERT_EQ(left.size(), 2u);
+  for (const BackingFile& b : left) dev.Close(b);
+  EXPECT_EQ(dev.registered(), 0u);
+  EXPECT_EQ(t.passthrough_opens(), 0u);
+  EXPECT_EQ(t.Open(3, File(O_RDONLY), kOn, dev.Registrar()).mode, OpenMode::kPassthrough)
+      << "nothing is left open";
 }
 
 TEST(PassthroughTable, AbandonedAnswerIsReleasedLikeAnOpen) {

@@ -129,6 +129,13 @@ class Volume {
   uint64_t KernelRingRequests() const;
   // Bytes of FUSE over io_uring buffers resident now; 0 without the ring.
   uint64_t KernelRingResidentBytes() const;
+  // Whether the kernel granted FUSE passthrough at mount (read_passthrough
+  // and Linux 6.9+); the files open with it now, and the opens answered with
+  // it since Mount(). Reads of such files never reach the server: IoStats()
+  // does not count them.
+  bool ReadPassthrough() const;
+  uint64_t PassthroughOpenFiles() const;
+  uint64_t PassthroughOpensTotal() const;
   // Writes admitted as overwrites of allocated blocks (no reservation and no
   // fstat to settle; see fuse/space.h) since Mount().
   uint64_t Overwrites() const;

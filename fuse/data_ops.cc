@@ -220,8 +220,11 @@ void Filesystem::SetOpenReply(Request& request, fuse_file_info* fi, FileHandle* 
 passthrough::OpenDecision Filesystem::DecidePassthrough(const FileHandle& handle, int flags) {
   if (!passthrough_granted_.load(std::memory_order_acquire)) return {};
   const iopath::IoLimits limits = queue_->limits();
-  const passthrough::VolumePolicy policy{
-      .passthrough = true, .read_limited = limits.read_iops.limited() || limits.read_bps.limited()};
+  // A read limit, or a weight the scheduler must honour: reads through the queue.
+  const passthrough::VolumePolicy policy{.passthrough = true,
+                                         .queued_reads = limits.read_iops.limited() ||
+                                                         limits.read_bps.limited() ||
+                                                         limits.weight != iopath::kDefaultWeight};
   const passthrough::OpenRequest open{.flags = flags,
                                       .regular_file = handle.inode->type == S_IFREG};
   auto registrar = [&]() -> Result<passthrough::BackingFile> {

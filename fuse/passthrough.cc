@@ -99,7 +99,7 @@ OpenDecision PassthroughTable::Open(uint64_t inode, const OpenRequest& request,
   OpenDecision d;
   if (!request.regular_file) return d;
   const bool reader = CannotAllocate(request.flags);
-  const bool reads_past_server = reader && policy.passthrough && !policy.read_limited;
+  const bool reads_past_server = reader && policy.passthrough && !policy.queued_reads;
   MutexLock lock(mu_);
   auto it = inodes_.find(inode);
   if (it != inodes_.end() && it->second.passthrough_opens > 0) {

@@ -139,8 +139,11 @@ struct OpenRequest {
 
 // What the volume allows now.
 struct VolumePolicy {
-  bool passthrough = false;   // negotiated at INIT and not configured off
-  bool read_limited = false;  // the volume has a read iops or bandwidth limit
+  bool passthrough = false;  // negotiated at INIT and not configured off
+  // The volume's reads must go through its I/O queue: it has a read iops or
+  // bandwidth limit, or a fair-share weight other than the default (which
+  // only the queue's scheduler can honour; docs/volumes.md).
+  bool queued_reads = false;
 };
 
 struct OpenDecision {
@@ -164,10 +167,10 @@ class PassthroughTable {
   //  - the inode has passthrough opens: the kernel requires passthrough with
   //    their backing id. kPassthrough for an open that can read past the
   //    server (see below), kPassthroughServerIo for any other (writers,
-  //    O_TRUNC, and readers once the volume has a read limit).
+  //    O_TRUNC, and readers once the volume queues its reads).
   //  - otherwise an open of a regular file that cannot change its
   //    allocation (O_RDONLY without O_TRUNC), in a volume that allows
-  //    passthrough and has no read limit, of an inode with no other open:
+  //    passthrough and does not queue its reads, of an inode with no other open:
   //    kPassthrough with a newly registered backing file. If registering
   //    fails, the open takes the server path (the failure is the caller's
   //    to log).

@@ -17,7 +17,7 @@ namespace localvol::fuse::passthrough {
 namespace {
 
 constexpr uint64_t kInode = 42;
-constexpr VolumePolicy kOn{.passthrough = true, .read_limited = false};
+constexpr VolumePolicy kOn{.passthrough = true, .queued_reads = false};
 
 OpenRequest File(int flags) { return OpenRequest{.flags = flags, .regular_file = true}; }
 
@@ -78,8 +78,8 @@ TEST(PassthroughTable, OpensThatCanAllocateTakeTheServerPath) {
 TEST(PassthroughTable, NoPassthroughWhenOffReadLimitedOrNotARegularFile) {
   PassthroughTable t;
   Device dev;
-  const VolumePolicy off{.passthrough = false, .read_limited = false};
-  const VolumePolicy limited{.passthrough = true, .read_limited = true};
+  const VolumePolicy off{.passthrough = false, .queued_reads = false};
+  const VolumePolicy limited{.passthrough = true, .queued_reads = true};
   EXPECT_EQ(t.Open(1, File(O_RDONLY), off, dev.Registrar()).mode, OpenMode::kServer);
   EXPECT_EQ(t.Open(2, File(O_RDONLY), limited, dev.Registrar()).mode, OpenMode::kServer);
   EXPECT_EQ(
@@ -122,7 +122,7 @@ TEST(PassthroughTable, AReadLimitSendsLaterReadsThroughTheServer) {
   PassthroughTable t;
   Device dev;
   OpenDecision r = t.Open(kInode, File(O_RDONLY), kOn, dev.Registrar());
-  const VolumePolicy limited{.passthrough = true, .read_limited = true};
+  const VolumePolicy limited{.passthrough = true, .queued_reads = true};
   OpenDecision later = t.Open(kInode, File(O_RDONLY), limited, dev.Registrar());
   EXPECT_EQ(later.mode, OpenMode::kPassthroughServerIo) << "still passthrough mode, reads limited";
   EXPECT_EQ(later.backing_id, r.backing_id);
@@ -390,7 +390,7 @@ void CheckEveryMix(const VolumePolicy& policy) {
 TEST(PassthroughTableAgainstKernel, EveryMixOfOpensAndReleasesIsAccepted) { CheckEveryMix(kOn); }
 
 TEST(PassthroughTableAgainstKernel, EveryMixWithAReadLimitIsAccepted) {
-  CheckEveryMix(VolumePolicy{.passthrough = true, .read_limited = true});
+  CheckEveryMix(VolumePolicy{.passthrough = true, .queued_reads = true});
 }
 
 TEST(PassthroughTableAgainstKernel, ModelRejectsWhatTheKernelRejects) {

@@ -346,6 +346,9 @@ TEST_P(PassthroughTest, AReadLimitSendsNewOpensThroughTheServer) {
   ASSERT_NO_FATAL_FAILURE(WriteFile(Mounted("f"), Pattern(5, 65536)));
   ASSERT_NO_FATAL_FAILURE(WriteFile(Mounted("g"), Pattern(6, 65536)));
   UniqueFd before = OpenPassthrough(Mounted("f"));
+  // "g" too could be opened with passthrough now, were it not for the limit.
+  OpenPassthrough(Mounted("g")).Reset();
+  WaitForOpenFiles(1);
   iopath::IoLimits limits;
   limits.read_iops.rate = 1000000;
   ASSERT_TRUE(Vol().SetIoLimits(limits).ok());
@@ -361,6 +364,22 @@ TEST_P(PassthroughTest, AReadLimitSendsNewOpensThroughTheServer) {
   ASSERT_EQ(pread(again.get(), buf.get(), 4096, 0), 4096);
   EXPECT_GT(ServerReads(), reads2);
   EXPECT_EQ(ReadAt(before.get(), 65536, 0), Pattern(5, 65536));
+}
+
+TEST_P(PassthroughTest, AWeightOtherThanTheDefaultKeepsReadsOnTheServer) {
+  ASSERT_NO_FATAL_FAILURE(WriteFile(Mounted("f"), Pattern(8, 65536)));
+  // Without the weight the file would be opened with passthrough now.
+  OpenPassthrough(Mounted("f")).Reset();
+  WaitForOpenFiles(0);
+  iopath::IoLimits limits;
+  limits.weight = 200;
+  ASSERT_TRUE(Vol().SetIoLimits(limits).ok());
+  const uint64_t reads = ServerReads();
+  UniqueFd fd = Open(Mounted("f"), O_RDONLY | O_DIRECT);
+  AlignedBuffer buf = Aligned(4096);
+  ASSERT_EQ(pread(fd.get(), buf.get(), 4096, 0), 4096);
+  EXPECT_GT(ServerReads(), reads) << "the scheduler must see the reads it weighs";
+  EXPECT_EQ(Vol().PassthroughOpenFiles(), 0u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, PassthroughTest,

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 #include <linux/falloc.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -25,7 +26,9 @@
 #include "tests/support/fuse_uring_switch.h"
 #include "tests/support/in_process_volume.h"
 #include "tests/support/loop_disk.h"
+#include "tests/support/mounts.h"
 #include "tests/support/sys.h"
+#include "tests/support/temp_dir.h"
 
 namespace localvol::testing {
 namespace {
@@ -411,6 +414,40 @@ TEST_P(PassthroughOffTest, EveryReadTakesTheServerPath) {
 
 INSTANTIATE_TEST_SUITE_P(Transports, PassthroughOffTest, ::testing::Values(Transport::kDevFuse),
                          [](const auto&) { return "DevFuse"; });
+
+// A backing directory on a stacking filesystem (overlayfs) cannot back
+// passthrough with max_stack_depth 1: the mount fails, saying what to do;
+// with read passthrough off it mounts.
+TEST(PassthroughMountTest, StackedBackingDirectoryFailsTheMountLoudly) {
+  if (!InProcessVolume::Available()) GTEST_SKIP() << "localvol_fuse library not built";
+  auto dir = TempDir::Create("pt-overlay");
+  ASSERT_TRUE(dir.ok()) << dir.status().ToString();
+  for (const char* sub : {"lower", "upper", "work", "merged", "mnt"}) {
+    ASSERT_TRUE(dir->MakeSubdir(sub).ok());
+  }
+  const std::string data = "lowerdir=" + dir->Sub("lower") + ",upperdir=" + dir->Sub("upper") +
+                           ",workdir=" + dir->Sub("work");
+  if (mount("overlay", dir->Sub("merged").c_str(), "overlay", 0, data.c_str()) != 0) {
+    GTEST_SKIP() << "cannot mount overlayfs here: " << strerror(errno);
+  }
+  InProcessVolumeOptions options;
+  options.source = dir->Sub("merged");
+  options.mountpoint = dir->Sub("mnt");
+  options.capacity_bytes = 64 << 20;
+  auto refused = InProcessVolume::Mount(options);
+  ASSERT_FALSE(refused.ok()) << "a volume over overlayfs mounted with passthrough on";
+  EXPECT_EQ(refused.err(), EINVAL);
+  EXPECT_NE(refused.status().context().find("overlayfs"), std::string::npos)
+      << refused.status().ToString();
+  EXPECT_NE(refused.status().context().find("read_passthrough"), std::string::npos)
+      << refused.status().ToString();
+  EXPECT_FALSE(IsMountPoint(options.mountpoint));
+  options.read_passthrough = false;
+  auto mounted = InProcessVolume::Mount(options);
+  EXPECT_TRUE(mounted.ok()) << mounted.status().ToString();
+  if (mounted.ok()) mounted->reset();  // the volume goes before the overlay
+  EXPECT_TRUE(LazyUnmountAll(dir->Sub("merged")).ok());
+}
 
 }  // namespace
 }  // namespace localvol::testing

@@ -78,7 +78,8 @@ class AgentVolumeTest : public ::testing::Test {
   Result<VolumeInfo> Create(const std::string& name, uint64_t size, const std::string& disk = "",
                             uint64_t inodes = 0,
                             std::optional<iopath::IoLimits> limits = std::nullopt) {
-    return volumes_->Create(CreateVolumeParams{name, size, inodes, disk, limits, false, ""});
+    return volumes_->Create(
+        CreateVolumeParams{name, size, inodes, disk, limits, false, "", std::nullopt});
   }
 
   agent::DiskInfo DiskOf(const std::string& id) {

@@ -27,7 +27,8 @@ case "$mode" in
 esac
 build=build-$mode
 unit_targets=(base_size_test iopath_engine_test iopath_throttle_test iopath_scheduler_test
-              iopath_io_limits_test fuse_quota_test fuse_thread_placement_test tools_fsx_test
+              iopath_io_limits_test fuse_quota_test fuse_thread_placement_test
+              fuse_passthrough_test tools_fsx_test
               agent_config_unit_test agent_manifest_unit_test)
 mount_targets=(localvol-fuse localvol-fsx quota_test fsx_test fio_verify_test)
 

@@ -96,7 +96,7 @@ struct Config {
   bool fuse_io_uring = false;
   bool fuse_thread_placement = true;
   bool read_passthrough = true;  // "auto"; false: "off"
-  std::string node_name;  // "": $NODE_NAME, else the host name (agent/csi/)
+  std::string node_name;         // "": $NODE_NAME, else the host name (agent/csi/)
   std::string csi_socket = kDefaultCsiSocketPath;  // "": no CSI driver
 };
 

@@ -8,6 +8,7 @@
 
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "iopath/io_limits.h"
@@ -156,6 +157,44 @@ TEST(CtlTest, ValidLimitsReachForTheAgent) {
     EXPECT_EQ(r.code, 3) << args[1] << ": " << r.err;
     EXPECT_NE(r.err.find("cannot reach"), std::string::npos) << r.err;
   }
+}
+
+TEST(CtlTest, AMissingCommandSaysWhichIsMissing) {
+  const std::pair<std::vector<std::string>, std::string> cases[] = {
+      {{}, "localvolctl: missing command: disk or volume"},
+      {{"volume"}, "localvolctl: volume: missing command: create, list, inspect"},
+      {{"disk"}, "localvolctl: disk: missing command: list"},
+  };
+  for (const auto& [args, want] : cases) {
+    Outcome r = Ctl(args);
+    EXPECT_EQ(r.code, 2) << want;
+    EXPECT_EQ(r.err.rfind(want, 0), 0u) << r.err;
+  }
+}
+
+TEST(CtlTest, EveryCommandWithoutArgumentProblemsReachesForTheAgent) {
+  const std::vector<std::vector<std::string>> commands = {
+      {"disk", "list"},
+      {"volume", "list"},
+      {"volume", "inspect", "db"},
+      Create({}),
+      {"volume", "resize", "db", "--size", "2Gi"},
+      {"volume", "delete", "db"}};
+  for (const auto& args : commands) {
+    Outcome r = Ctl(args);
+    EXPECT_EQ(r.code, 3) << args[0] << " " << args[1] << ": " << r.err;
+    EXPECT_NE(r.err.find("cannot reach localvold at /tmp/localvol-ctl-test-"), std::string::npos)
+        << r.err;
+  }
+}
+
+TEST(CtlTest, ANonPositiveTimeoutIsAUsageError) {
+  std::vector<std::string> args = {"localvolctl", "--timeout", "0", "volume", "list"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  std::ostringstream out, err;
+  EXPECT_EQ(RunCtl(static_cast<int>(argv.size()), argv.data(), out, err), 2);
+  EXPECT_EQ(err.str(), "localvolctl: --timeout must be positive\n");
 }
 
 TEST(CtlTest, EveryLimitKeyIsAFlag) {

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "agent/api_server.h"
@@ -60,22 +61,28 @@ std::string Plural(size_t n, const char* what) {
   return std::to_string(n) + " " + what + (n == 1 ? "" : "s");
 }
 
-}  // namespace
-
-int RunDaemon(int argc, char** argv) {
+// The command line.
+struct DaemonArgs {
   std::string config_path = kDefaultConfigPath;
-  std::string log_level;
+  bool config_given = false;
+  std::string log_level;  // "": the configuration's
+  std::string csi_socket;
+  bool csi_socket_given = false;
+  bool csi_controller_only = false;
+};
+
+// Parses the command line into `args`; returns an exit status when the
+// process must stop now (--help: 0, bad arguments: 2).
+std::optional<int> ParseArgs(int argc, char** argv, DaemonArgs* args) {
   CLI::App app{"localvold: the localvol node agent"};
   auto* config_opt =
-      app.add_option("--config", config_path, "YAML configuration")->capture_default_str();
-  app.add_option("--log-level", log_level,
+      app.add_option("--config", args->config_path, "YAML configuration")->capture_default_str();
+  app.add_option("--log-level", args->log_level,
                  "trace, debug, info, warn, error, critical or off (overrides the config)")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
-  std::string csi_socket;
-  bool csi_controller_only = false;
   auto* csi_socket_opt =
-      app.add_option("--csi-socket", csi_socket, "the CSI socket (overrides csi_socket)");
-  app.add_flag("--csi-controller-only", csi_controller_only,
+      app.add_option("--csi-socket", args->csi_socket, "the CSI socket (overrides csi_socket)");
+  app.add_flag("--csi-controller-only", args->csi_controller_only,
                "serve only CSI Identity, ControllerGetCapabilities and NodeGetCapabilities on "
                "--csi-socket, for the central csi-resizer; touches no disk");
   try {
@@ -83,94 +90,202 @@ int RunDaemon(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
+  args->config_given = config_opt->count() > 0;
+  args->csi_socket_given = csi_socket_opt->count() > 0;
+  return std::nullopt;
+}
 
-  // Signals go to the main thread only: block them before any thread starts.
-  // SIGUSR1 and SIGUSR2 would end the agent, and every volume with it, by
-  // default: they are taken here too, logged and ignored. SIGPIPE is ignored
-  // outright: a write to a closed socket fails with EPIPE where it happens.
-  sigset_t signals;
-  sigemptyset(&signals);
-  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2}) sigaddset(&signals, s);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  if (::signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
-    GetLogger("localvold")->critical("cannot ignore SIGPIPE: {}", std::strerror(errno));
-    return 1;
-  }
-  if (csi_controller_only) {
-    SetUpLogging(log_level.empty() ? "info" : log_level);
-    return csi::RunControllerOnly(csi_socket.empty() ? kDefaultCsiSocketPath : csi_socket);
-  }
+// Signals go to the main thread only: blocks them before any thread starts.
+// SIGUSR1 and SIGUSR2 would end the agent, and every volume with it, by
+// default: they are taken here too, logged and ignored. SIGPIPE is ignored
+// outright: a write to a closed socket fails with EPIPE where it happens.
+// Fills `signals` with the set the main loop waits for.
+Status BlockSignals(sigset_t* signals) {
+  sigemptyset(signals);
+  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2}) sigaddset(signals, s);
+  pthread_sigmask(SIG_BLOCK, signals, nullptr);
+  if (::signal(SIGPIPE, SIG_IGN) == SIG_ERR) return Status::FromErrno("cannot ignore SIGPIPE");
+  return Status::Ok();
+}
 
+// The configuration, with the command line's overrides, and logging set up
+// by it; or its failure, already logged and told to systemd (the caller
+// exits 2).
+Result<Config> LoadDaemonConfig(const DaemonArgs& args) {
   Config config;
-  auto loaded = LoadConfig(config_path);
+  auto loaded = LoadConfig(args.config_path);
   if (loaded.ok()) {
     config = std::move(loaded).value();
-  } else if (loaded.err() == ENOENT && config_opt->count() == 0) {
-    config.source = "(built-in defaults: " + config_path + " does not exist)";
+  } else if (loaded.err() == ENOENT && !args.config_given) {
+    config.source = "(built-in defaults: " + args.config_path + " does not exist)";
   } else {
     SetUpLogging("info");
     GetLogger("agent")->critical("{}", loaded.status().err() == EINVAL
                                            ? loaded.status().context()
                                            : loaded.status().ToString());
     Notify("STATUS=bad configuration: " + loaded.status().context());
-    return 2;
+    return loaded.status();
   }
-  if (!log_level.empty()) config.log_level = log_level;
-  if (csi_socket_opt->count() > 0) config.csi_socket = csi_socket;
+  if (!args.log_level.empty()) config.log_level = args.log_level;
+  if (args.csi_socket_given) config.csi_socket = args.csi_socket;
   SetUpLogging(config.log_level);
-  auto log = GetLogger("agent");
-  log->info("localvold starting; configuration {}", config.source);
-  if (::geteuid() != 0) {
-    log->critical(
-        "localvold must run as root: it formats and mounts disks and serves FUSE volumes");
-    return 1;
-  }
+  return config;
+}
 
-  // One agent per state directory.
+// Takes the state directory's lock (one agent per state directory), held
+// while `lock` stays open. Returns false after logging why not.
+bool LockStateDir(const Config& config, UniqueFd* lock, spdlog::logger& log) {
   if (Status st = MakeDirs(config.state_dir, 0755); !st.ok()) {
-    log->critical("state directory: {}", st.ToString());
-    return 1;
+    log.critical("state directory: {}", st.ToString());
+    return false;
   }
   const std::string lock_path = config.state_dir + "/localvold.lock";
-  auto lock = OpenAt(AT_FDCWD, lock_path, O_RDWR | O_CREAT, 0600);
-  if (!lock.ok()) {
-    log->critical("open {}: {}", lock_path, lock.status().ToString());
-    return 1;
+  auto fd = OpenAt(AT_FDCWD, lock_path, O_RDWR | O_CREAT, 0600);
+  if (!fd.ok()) {
+    log.critical("open {}: {}", lock_path, fd.status().ToString());
+    return false;
   }
-  if (::flock(lock->get(), LOCK_EX | LOCK_NB) != 0) {
-    log->critical("another localvold is running with the state directory {} (it holds {})",
-                  config.state_dir, lock_path);
-    return 1;
+  if (::flock(fd->get(), LOCK_EX | LOCK_NB) != 0) {
+    log.critical("another localvold is running with the state directory {} (it holds {})",
+                 config.state_dir, lock_path);
+    return false;
   }
+  *lock = std::move(fd).value();
+  return true;
+}
 
+// Everything checked before any disk is touched: the sockets are free, the
+// CSI node name resolves (into `node_name`), and this kernel can run an
+// io_uring engine at all. Returns the exit status to stop with, if any.
+std::optional<int> Preflight(const Config& config, std::string* node_name, spdlog::logger& log) {
   if (Status st = ApiServer::CheckSocketFree(config.socket); !st.ok()) {
-    log->critical("API: {}", st.context());
+    log.critical("API: {}", st.context());
     return 1;
   }
-  std::string node_name;
   if (!config.csi_socket.empty()) {
     auto node = csi::ResolveNodeName(config.node_name);
     if (!node.ok()) {
-      log->critical("CSI: {}", node.status().context());
+      log.critical("CSI: {}", node.status().context());
       return 2;
     }
-    node_name = *node;
+    *node_name = *node;
     if (Status st = ApiServer::CheckSocketFree(config.csi_socket); !st.ok()) {
-      log->critical("CSI: {}", st.context());
+      log.critical("CSI: {}", st.context());
       return 1;
     }
   }
   // Every disk gets its own engine once attached (VolumeManager::Start); check
   // here, before any disk is touched, that this kernel can run one at all.
   if (auto probe = iopath::Engine::Create(); !probe.ok()) {
-    log->critical("io_uring data path: {}", probe.status().ToString());
+    log.critical("io_uring data path: {}", probe.status().ToString());
     return 1;
   }
+  return std::nullopt;
+}
+
+// "serving 2 of 3 volumes on 1 disk (1 refused)", for systemd's STATUS=.
+std::string StatusLine(const VolumeManager& volumes, const DiskManager& disks) {
+  const auto list = volumes.List();
+  size_t ready = 0;
+  for (const auto& v : list) ready += v.state == "ready";
+  return "serving " + std::to_string(ready) + " of " + Plural(list.size(), "volume") + " on " +
+         Plural(disks.disks().size(), "disk") +
+         (disks.refusals().empty() ? ""
+                                   : " (" + std::to_string(disks.refusals().size()) + " refused)");
+}
+
+// The servers that answer callers, started once the volumes are mounted.
+struct Frontends {
+  std::unique_ptr<ApiServer> api;
+  std::unique_ptr<csi::CsiServer> csi;     // null without a CSI socket
+  std::unique_ptr<MetricsServer> metrics;  // null without metrics
+  void Stop() {
+    if (api) api->Shutdown();
+    if (csi) csi->Shutdown();
+    if (metrics) metrics->Stop();
+  }
+};
+
+// Starts the API, the CSI driver and metrics over `volumes`. Fails (after
+// stopping what it started) when the API or the CSI driver cannot serve;
+// metrics that cannot start are logged and left out.
+Result<Frontends> StartFrontends(const Config& config, const std::string& node_name,
+                                 VolumeManager* volumes, spdlog::logger& log) {
+  Frontends f;
+  auto api = ApiServer::Start(config.socket, volumes);
+  if (!api.ok()) return Status::Error(api.err(), "API: " + api.status().ToString());
+  f.api = std::move(api).value();
+  if (!config.csi_socket.empty()) {
+    auto c = csi::CsiServer::Start(config.csi_socket, volumes, node_name);
+    if (!c.ok()) {
+      f.Stop();
+      return Status::Error(c.err(), "CSI: " + c.status().ToString());
+    }
+    f.csi = std::move(c).value();
+  }
+  if (config.metrics_port != 0) {
+    auto m = MetricsServer::Start(config.metrics_port, volumes);
+    if (m.ok()) {
+      f.metrics = std::move(m).value();
+    } else {
+      // Storage keeps working without metrics; say so loudly.
+      log.error("{}; running without metrics", m.status().ToString());
+    }
+  }
+  return f;
+}
+
+// Waits for SIGTERM or SIGINT; in between, pings the systemd watchdog (after
+// checking that the volumes' locks can be taken) and refreshes STATUS=.
+void WaitForStop(const sigset_t& signals, const VolumeManager& volumes, const DiskManager& disks,
+                 spdlog::logger& log) {
+  uint64_t watchdog_usec = 0;
+  const bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0;
+  const auto tick = watchdog ? std::chrono::microseconds(watchdog_usec / 2)
+                             : std::chrono::microseconds(10'000'000);
+  const auto secs = std::chrono::duration_cast<std::chrono::seconds>(tick);
+  const timespec ts{
+      static_cast<time_t>(secs.count()),
+      static_cast<long>(std::chrono::duration_cast<std::chrono::nanoseconds>(tick - secs).count())};
+  auto last_status = std::chrono::steady_clock::now();
+  for (;;) {
+    siginfo_t info;
+    const int sig = sigtimedwait(&signals, &info, &ts);
+    if (sig == SIGTERM || sig == SIGINT) {
+      log.info("{}: stopping", strsignal(sig));
+      return;
+    }
+    if (sig == SIGHUP) {
+      log.warn(
+          "SIGHUP: reloading the configuration is not supported; restart localvold to apply "
+          "changes");
+      continue;
+    }
+    if (sig == SIGUSR1 || sig == SIGUSR2) {
+      log.warn("{}: ignoring it (localvold stops on SIGTERM or SIGINT)",
+               sig == SIGUSR1 ? "SIGUSR1" : "SIGUSR2");
+      continue;
+    }
+    if (watchdog) {
+      volumes.Ping();  // blocks if the agent is deadlocked: then no ping
+      Notify("WATCHDOG=1");
+    }
+    if (std::chrono::steady_clock::now() - last_status > std::chrono::seconds(30)) {
+      Notify("STATUS=" + StatusLine(volumes, disks));
+      last_status = std::chrono::steady_clock::now();
+    }
+  }
+}
+
+// Attaches the disks, mounts the volumes, serves them until SIGTERM or
+// SIGINT, then stops everything in reverse. Returns the exit status.
+int Serve(const Config& config, const std::string& node_name, const sigset_t& signals,
+          spdlog::logger& log) {
   PosixCommandRunner runner;
   DiskManager disks(config, &runner);
   Notify("STATUS=attaching disks");
   if (Status st = disks.AttachAll(); !st.ok()) {
-    log->critical("{}", st.ToString());
+    log.critical("{}", st.ToString());
     return 1;
   }
   VolumeManagerOptions vo;
@@ -182,101 +297,58 @@ int RunDaemon(int argc, char** argv) {
   vo.read_passthrough = config.read_passthrough;
   VolumeManager volumes(vo, &disks);
   Notify("STATUS=mounting volumes");
-  if (Status st = volumes.Start(); !st.ok()) {
-    log->critical("{}", st.ToString());
+  const auto fail = [&](const std::string& why) {
+    log.critical("{}", why);
     volumes.Shutdown();
     disks.DetachAll();
     return 1;
-  }
-  auto api = ApiServer::Start(config.socket, &volumes);
-  if (!api.ok()) {
-    log->critical("API: {}", api.status().ToString());
-    volumes.Shutdown();
-    disks.DetachAll();
-    return 1;
-  }
-  std::unique_ptr<csi::CsiServer> csi_server;
-  if (!config.csi_socket.empty()) {
-    auto c = csi::CsiServer::Start(config.csi_socket, &volumes, node_name);
-    if (!c.ok()) {
-      log->critical("CSI: {}", c.status().ToString());
-      (*api)->Shutdown();
-      volumes.Shutdown();
-      disks.DetachAll();
-      return 1;
-    }
-    csi_server = std::move(c).value();
-  }
-  std::unique_ptr<MetricsServer> metrics;
-  if (config.metrics_port != 0) {
-    auto m = MetricsServer::Start(config.metrics_port, &volumes);
-    if (m.ok()) {
-      metrics = std::move(m).value();
-    } else {
-      // Storage keeps working without metrics; say so loudly.
-      log->error("{}; running without metrics", m.status().ToString());
-    }
-  }
-
-  auto status_line = [&] {
-    const auto list = volumes.List();
-    size_t ready = 0;
-    for (const auto& v : list) ready += v.state == "ready";
-    return "serving " + std::to_string(ready) + " of " + Plural(list.size(), "volume") + " on " +
-           Plural(disks.disks().size(), "disk") +
-           (disks.refusals().empty()
-                ? ""
-                : " (" + std::to_string(disks.refusals().size()) + " refused)");
   };
-  const std::string status = status_line();
+  if (Status st = volumes.Start(); !st.ok()) return fail(st.ToString());
+  auto frontends = StartFrontends(config, node_name, &volumes, log);
+  if (!frontends.ok()) return fail(frontends.status().context());
+  const std::string status = StatusLine(volumes, disks);
   Notify("READY=1\nSTATUS=" + status);
-  log->info("ready: {}", status);
+  log.info("ready: {}", status);
 
-  uint64_t watchdog_usec = 0;
-  const bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0;
-  const auto tick = watchdog ? std::chrono::microseconds(watchdog_usec / 2)
-                             : std::chrono::microseconds(10'000'000);
-  auto last_status = std::chrono::steady_clock::now();
-  for (;;) {
-    const auto secs = std::chrono::duration_cast<std::chrono::seconds>(tick);
-    timespec ts{static_cast<time_t>(secs.count()),
-                static_cast<long>(
-                    std::chrono::duration_cast<std::chrono::nanoseconds>(tick - secs).count())};
-    siginfo_t info;
-    const int sig = sigtimedwait(&signals, &info, &ts);
-    if (sig == SIGTERM || sig == SIGINT) {
-      log->info("{}: stopping", strsignal(sig));
-      break;
-    }
-    if (sig == SIGHUP) {
-      log->warn(
-          "SIGHUP: reloading the configuration is not supported; restart localvold to apply "
-          "changes");
-      continue;
-    }
-    if (sig == SIGUSR1 || sig == SIGUSR2) {
-      log->warn("{}: ignoring it (localvold stops on SIGTERM or SIGINT)",
-                sig == SIGUSR1 ? "SIGUSR1" : "SIGUSR2");
-      continue;
-    }
-    if (watchdog) {
-      volumes.Ping();  // blocks if the agent is deadlocked: then no ping
-      Notify("WATCHDOG=1");
-    }
-    if (std::chrono::steady_clock::now() - last_status > std::chrono::seconds(30)) {
-      Notify("STATUS=" + status_line());
-      last_status = std::chrono::steady_clock::now();
-    }
-  }
+  WaitForStop(signals, volumes, disks, log);
 
   Notify("STOPPING=1\nSTATUS=unmounting volumes");
-  (*api)->Shutdown();
-  if (csi_server) csi_server->Shutdown();
-  if (metrics) metrics->Stop();
+  frontends->Stop();
   volumes.Shutdown();
   disks.DetachAll();
-  log->info("stopped");
+  log.info("stopped");
   return 0;
+}
+
+}  // namespace
+
+int RunDaemon(int argc, char** argv) {
+  DaemonArgs args;
+  if (auto exit = ParseArgs(argc, argv, &args)) return *exit;
+  sigset_t signals;
+  if (Status st = BlockSignals(&signals); !st.ok()) {
+    GetLogger("localvold")->critical("{}", st.ToString());
+    return 1;
+  }
+  if (args.csi_controller_only) {
+    SetUpLogging(args.log_level.empty() ? "info" : args.log_level);
+    return csi::RunControllerOnly(args.csi_socket.empty() ? kDefaultCsiSocketPath
+                                                          : args.csi_socket);
+  }
+  auto config = LoadDaemonConfig(args);
+  if (!config.ok()) return 2;
+  auto log = GetLogger("agent");
+  log->info("localvold starting; configuration {}", config->source);
+  if (::geteuid() != 0) {
+    log->critical(
+        "localvold must run as root: it formats and mounts disks and serves FUSE volumes");
+    return 1;
+  }
+  UniqueFd lock;
+  if (!LockStateDir(*config, &lock, *log)) return 1;
+  std::string node_name;
+  if (auto exit = Preflight(*config, &node_name, *log)) return *exit;
+  return Serve(*config, node_name, signals, *log);
 }
 
 }  // namespace localvol::agent

@@ -1,6 +1,5 @@
 #include "agent/disk_manager.h"
 
-#include <dirent.h>
 #include <glob.h>
 #include <spdlog/fmt/fmt.h>
 #include <sys/mount.h>
@@ -16,6 +15,7 @@
 #include <thread>
 
 #include "agent/blkid_probe.h"
+#include "base/directory.h"
 #include "base/logging.h"
 #include "base/scope_guard.h"
 #include "base/size.h"
@@ -70,19 +70,6 @@ std::string JoinMounts(const std::vector<FsMount>& mounts) {
 
 bool Supported(const std::string& fstype) { return fstype == "xfs" || fstype == "ext4"; }
 
-// The entries of a directory, without "." and ".."; empty if it cannot be read.
-std::vector<std::string> ListNames(const std::string& dir) {
-  std::vector<std::string> out;
-  if (DIR* d = ::opendir(dir.c_str())) {
-    while (dirent* e = ::readdir(d)) {
-      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
-        out.emplace_back(e->d_name);
-    }
-    ::closedir(d);
-  }
-  return out;
-}
-
 }  // namespace
 
 std::string KnownDisksPath(const Config& config) { return config.state_dir + "/known-disks"; }
@@ -132,8 +119,10 @@ Status DiskManager::AttachEmbedded() {
     // State written before known-disks existed: the embedded directory and a
     // disk's mount point under state_dir/disks say the image was made.
     struct stat st;
-    if (::stat(dir.c_str(), &st) == 0) {
-      for (const auto& name : ListNames(config_.state_dir + "/disks")) {
+    // A state_dir/disks that cannot be read holds no such mount point.
+    auto names = ListDirectory(config_.state_dir + "/disks");
+    if (::stat(dir.c_str(), &st) == 0 && names.ok()) {
+      for (const auto& name : *names) {
         if (name[0] != '.') known = name;
       }
     }
@@ -386,7 +375,10 @@ Status DiskManager::MountAt(const std::string& device, const std::string& fstype
   }
   if (::mount(device.c_str(), target.c_str(), fstype.c_str(), flags, data) != 0) {
     const int err = errno;
-    ::rmdir(target.c_str());
+    if (Status rm = RemoveDirectory(target); !rm.ok()) {
+      Log()->warn("{}: could not remove the mount point of the failed mount: {}", device,
+                  rm.ToString());
+    }
     return Status::Error(err, "mount " + device + " (" + fstype + ") at " + target +
                                   " failed: " + std::strerror(err) + " (see dmesg)");
   }
@@ -400,8 +392,10 @@ Result<DiskManifest> DiskManager::ReadManifestOf(const std::string& device, cons
   const std::string probe = config_.state_dir + "/disks/.probe-" + uuid;
   if (Status st = MountAt(device, fstype, probe, /*read_only_probe=*/true); !st.ok()) return st;
   auto manifest = ReadManifestOfDisk(probe, uuid);
-  if (::umount2(probe.c_str(), 0) != 0) ::umount2(probe.c_str(), MNT_DETACH);
-  ::rmdir(probe.c_str());
+  if (Status undo = UnmountAndRemove(probe, /*detach_on_failure=*/true); !undo.ok()) {
+    Log()->warn("{}: could not undo the read-only look at its manifest: {}", device,
+                undo.ToString());
+  }
   return manifest;
 }
 
@@ -424,9 +418,10 @@ Result<std::unique_ptr<AttachedDisk>> DiskManager::Adopt(const std::string& devi
                 disk->mount_path);
   }
   ScopeGuard unmount([&] {
-    if (!already_mounted) {
-      ::umount2(disk->mount_path.c_str(), 0);
-      ::rmdir(disk->mount_path.c_str());
+    if (already_mounted) return;
+    if (Status undo = UnmountAndRemove(disk->mount_path, /*detach_on_failure=*/false); !undo.ok()) {
+      Log()->error("{}: could not undo its mount after the failed adoption: {}", device,
+                   undo.ToString());
     }
   });
   // The authoritative read, from the read-write mount (after log replay).
@@ -454,8 +449,10 @@ Result<std::unique_ptr<AttachedDisk>> DiskManager::Format(const std::string& dev
   std::string mounted_at;
   ScopeGuard undo([&] {
     if (!mounted_at.empty()) {
-      if (::umount2(mounted_at.c_str(), 0) != 0) ::umount2(mounted_at.c_str(), MNT_DETACH);
-      ::rmdir(mounted_at.c_str());
+      if (Status undo = UnmountAndRemove(mounted_at, /*detach_on_failure=*/true); !undo.ok()) {
+        Log()->error("{}: could not undo the mount of the half-made filesystem: {}", device,
+                     undo.ToString());
+      }
     }
     Status s = runner_->RunChecked({"wipefs", "--all", "--quiet", device}, kWipeTimeout);
     if (s.ok()) s = ZeroSampledRegions(device);
@@ -520,17 +517,21 @@ void DiskManager::DetachAll() {
     // The kernel lets go of files it used for the volumes asynchronously (an
     // io_uring ring's teardown runs in a worker after the engine closed it),
     // so an unmount right after the volumes stopped can briefly see EBUSY.
-    int rc = ::umount2(path, 0);
-    for (int i = 0; rc != 0 && errno == EBUSY && i < 100; ++i) {
+    int err = ::umount2(path, 0) == 0 ? 0 : errno;
+    for (int i = 0; err == EBUSY && i < 100; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      rc = ::umount2(path, 0);
+      err = ::umount2(path, 0) == 0 ? 0 : errno;
     }
-    if (rc != 0) {
-      if (errno == EBUSY) {
+    if (err != 0) {
+      if (err == EBUSY) {
         Log()->warn("disk {}: {} is busy; detaching it lazily", disk->uuid, disk->mount_path);
-        ::umount2(path, MNT_DETACH);
-      } else if (errno != EINVAL) {
-        Log()->error("disk {}: umount {}: {}", disk->uuid, disk->mount_path, std::strerror(errno));
+        if (::umount2(path, MNT_DETACH) != 0) {
+          const int detach_err = errno;
+          Log()->error("disk {}: could not detach {} lazily: {}; it stays mounted", disk->uuid,
+                       disk->mount_path, std::strerror(detach_err));
+        }
+      } else if (err != EINVAL) {
+        Log()->error("disk {}: umount {}: {}", disk->uuid, disk->mount_path, std::strerror(err));
       }
     } else {
       Log()->info("disk {} ({}): unmounted", disk->uuid, disk->device);

@@ -1,6 +1,5 @@
 #include "agent/loop_device.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <linux/loop.h>
 #include <sys/ioctl.h>
@@ -11,6 +10,8 @@
 #include <fstream>
 
 #include "agent/system.h"
+#include "base/directory.h"
+#include "base/logging.h"
 #include "base/scope_guard.h"
 
 namespace localvol::agent {
@@ -18,21 +19,15 @@ namespace localvol::agent {
 std::string LoopDevice::FindAttached(const std::string& image) {
   auto canonical = CanonicalPath(image);
   if (!canonical.ok()) return "";
-  std::string found;
-  if (DIR* d = ::opendir("/sys/block")) {
-    while (dirent* e = ::readdir(d)) {
-      const std::string name = e->d_name;
-      if (name.rfind("loop", 0) != 0) continue;
-      std::ifstream in("/sys/block/" + name + "/loop/backing_file");
-      std::string backing;
-      if (std::getline(in, backing) && backing == *canonical) {
-        found = "/dev/" + name;
-        break;
-      }
-    }
-    ::closedir(d);
+  auto names = ListDirectory("/sys/block");
+  if (!names.ok()) return "";
+  for (const auto& name : *names) {
+    if (name.rfind("loop", 0) != 0) continue;
+    std::ifstream in("/sys/block/" + name + "/loop/backing_file");
+    std::string backing;
+    if (std::getline(in, backing) && backing == *canonical) return "/dev/" + name;
   }
-  return found;
+  return "";
 }
 
 Result<LoopDevice> LoopDevice::Attach(const std::string& image) {
@@ -78,7 +73,11 @@ Status CreateSparseImage(const std::string& path, uint64_t size) {
   if (::stat(path.c_str(), &st) == 0) return Status::Ok();
   auto fd = OpenAt(AT_FDCWD, path, O_WRONLY | O_CREAT | O_EXCL, 0600);
   if (!fd.ok()) return Status::Error(fd.err(), "create disk image " + path);
-  ScopeGuard remove([&] { ::unlink(path.c_str()); });
+  ScopeGuard remove([&] {
+    if (Status rm = RemoveFile(path); !rm.ok()) {
+      GetLogger("disk")->warn("could not remove the unfinished disk image: {}", rm.ToString());
+    }
+  });
   if (::ftruncate(fd->get(), static_cast<off_t>(size)) != 0) {
     return Status::FromErrno("size disk image " + path);
   }

@@ -1,6 +1,5 @@
 #include "agent/manifest.h"
 
-#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
@@ -9,6 +8,7 @@
 #include <set>
 
 #include "agent/system.h"
+#include "base/directory.h"
 
 namespace localvol::agent {
 namespace {
@@ -178,15 +178,13 @@ Status WriteManifest(const std::string& disk_root, const DiskManifest& manifest)
 std::vector<std::string> RemoveStaleManifestTemps(const std::string& disk_root) {
   const std::string prefix = std::string(kManifestFile) + ".tmp.";
   std::vector<std::string> stale;
-  if (DIR* d = ::opendir(disk_root.c_str())) {
-    while (dirent* e = ::readdir(d)) {
-      const std::string name = e->d_name;
+  if (auto names = ListDirectory(disk_root); names.ok()) {
+    for (const auto& name : *names) {
       if (name.size() > prefix.size() && name.compare(0, prefix.size(), prefix) == 0 &&
           name.find_first_not_of("0123456789", prefix.size()) == std::string::npos) {
         stale.push_back(name);
       }
     }
-    ::closedir(d);
   }
   std::vector<std::string> removed;
   for (const auto& name : stale) {

@@ -106,69 +106,71 @@ Status CheckPortFree(uint16_t port) {
   return Status::Ok();
 }
 
-}  // namespace
+// A per-volume family whose sample is one field of VolumeInfo.
+struct VolumeGauge {
+  const char* name;
+  MetricType type;
+  const char* help;
+  uint64_t (*get)(const VolumeInfo&);
+};
+const VolumeGauge kVolume[] = {
+    {"localvol_volume_capacity_bytes", MetricType::Gauge, "Capacity (byte quota) of the volume.",
+     [](const VolumeInfo& v) { return v.capacity_bytes; }},
+    {"localvol_volume_used_bytes", MetricType::Gauge,
+     "Bytes allocated in the volume, as du counts them.",
+     [](const VolumeInfo& v) { return v.used_bytes; }},
+    {"localvol_volume_inodes_used", MetricType::Gauge, "Inodes used in the volume.",
+     [](const VolumeInfo& v) { return v.inodes_used; }},
+    {"localvol_volume_inodes_limit", MetricType::Gauge, "Inode quota of the volume.",
+     [](const VolumeInfo& v) { return v.inode_limit; }},
+    {"localvol_volume_ready", MetricType::Gauge, "1 if the volume is mounted and served, else 0.",
+     [](const VolumeInfo& v) -> uint64_t { return v.state == "ready" ? 1 : 0; }},
+    // The data path, since the volume was mounted (iopath queue counters).
+    {"localvol_volume_io_errors_total", MetricType::Counter,
+     "Data-path requests of the volume that failed, timeouts included, since it was mounted.",
+     [](const VolumeInfo& v) { return v.io.errors; }},
+    {"localvol_volume_io_timeouts_total", MetricType::Counter,
+     "Data-path requests of the volume that failed with ETIMEDOUT after waiting in its queue too "
+     "long.",
+     [](const VolumeInfo& v) { return v.io.timed_out; }},
+    {"localvol_volume_io_queue_depth", MetricType::Gauge,
+     "Data-path requests of the volume waiting for dispatch (throttled or behind other volumes).",
+     [](const VolumeInfo& v) { return v.io.queued; }},
+    {"localvol_volume_io_in_flight", MetricType::Gauge,
+     "Data-path requests of the volume at the disk now.",
+     [](const VolumeInfo& v) { return v.io.in_flight; }},
+    {"localvol_volume_fuse_io_uring_requests_total", MetricType::Counter,
+     "FUSE requests of the volume taken through FUSE over io_uring since it was mounted "
+     "(0 when it serves /dev/fuse only).",
+     [](const VolumeInfo& v) { return v.fuse_ring_requests; }},
+    {"localvol_volume_fuse_io_uring_resident_bytes", MetricType::Gauge,
+     "Memory of the volume's FUSE over io_uring buffers resident now; given back after a "
+     "period without requests (0 when it serves /dev/fuse only).",
+     [](const VolumeInfo& v) { return v.fuse_ring_resident_bytes; }},
+    {"localvol_volume_passthrough_open_files", MetricType::Gauge,
+     "Files of the volume open with kernel FUSE passthrough now: their reads go straight to the "
+     "backing file, past every localvol_volume_io_* metric, the I/O limits and the fair "
+     "sharing (0 with read_passthrough off or where the kernel lacks it).",
+     [](const VolumeInfo& v) { return v.passthrough_open_files; }},
+    {"localvol_volume_passthrough_opens_total", MetricType::Counter,
+     "Opens of the volume's files answered with kernel FUSE passthrough since it was mounted.",
+     [](const VolumeInfo& v) { return v.passthrough_opens_total; }},
+    {"localvol_volume_io_weight", MetricType::Gauge,
+     "Fair-share weight of the volume among the volumes of its disk (default 100).",
+     [](const VolumeInfo& v) -> uint64_t { return v.io_limits.weight; }},
+};
 
-std::vector<MetricFamily> CollectMetrics(const std::vector<VolumeInfo>& volumes,
-                                         const std::vector<DiskInfo>& disks) {
-  std::vector<MetricFamily> out;
-  struct VolumeGauge {
-    const char* name;
-    MetricType type;
-    const char* help;
-    uint64_t (*get)(const VolumeInfo&);
-  };
-  static const VolumeGauge kVolume[] = {
-      {"localvol_volume_capacity_bytes", MetricType::Gauge, "Capacity (byte quota) of the volume.",
-       [](const VolumeInfo& v) { return v.capacity_bytes; }},
-      {"localvol_volume_used_bytes", MetricType::Gauge,
-       "Bytes allocated in the volume, as du counts them.",
-       [](const VolumeInfo& v) { return v.used_bytes; }},
-      {"localvol_volume_inodes_used", MetricType::Gauge, "Inodes used in the volume.",
-       [](const VolumeInfo& v) { return v.inodes_used; }},
-      {"localvol_volume_inodes_limit", MetricType::Gauge, "Inode quota of the volume.",
-       [](const VolumeInfo& v) { return v.inode_limit; }},
-      {"localvol_volume_ready", MetricType::Gauge, "1 if the volume is mounted and served, else 0.",
-       [](const VolumeInfo& v) -> uint64_t { return v.state == "ready" ? 1 : 0; }},
-      // The data path, since the volume was mounted (iopath queue counters).
-      {"localvol_volume_io_errors_total", MetricType::Counter,
-       "Data-path requests of the volume that failed, timeouts included, since it was mounted.",
-       [](const VolumeInfo& v) { return v.io.errors; }},
-      {"localvol_volume_io_timeouts_total", MetricType::Counter,
-       "Data-path requests of the volume that failed with ETIMEDOUT after waiting in its queue too "
-       "long.",
-       [](const VolumeInfo& v) { return v.io.timed_out; }},
-      {"localvol_volume_io_queue_depth", MetricType::Gauge,
-       "Data-path requests of the volume waiting for dispatch (throttled or behind other volumes).",
-       [](const VolumeInfo& v) { return v.io.queued; }},
-      {"localvol_volume_io_in_flight", MetricType::Gauge,
-       "Data-path requests of the volume at the disk now.",
-       [](const VolumeInfo& v) { return v.io.in_flight; }},
-      {"localvol_volume_fuse_io_uring_requests_total", MetricType::Counter,
-       "FUSE requests of the volume taken through FUSE over io_uring since it was mounted "
-       "(0 when it serves /dev/fuse only).",
-       [](const VolumeInfo& v) { return v.fuse_ring_requests; }},
-      {"localvol_volume_fuse_io_uring_resident_bytes", MetricType::Gauge,
-       "Memory of the volume's FUSE over io_uring buffers resident now; given back after a "
-       "period without requests (0 when it serves /dev/fuse only).",
-       [](const VolumeInfo& v) { return v.fuse_ring_resident_bytes; }},
-      {"localvol_volume_passthrough_open_files", MetricType::Gauge,
-       "Files of the volume open with kernel FUSE passthrough now: their reads go straight to the "
-       "backing file, past every localvol_volume_io_* metric, the I/O limits and the fair "
-       "sharing (0 with read_passthrough off or where the kernel lacks it).",
-       [](const VolumeInfo& v) { return v.passthrough_open_files; }},
-      {"localvol_volume_passthrough_opens_total", MetricType::Counter,
-       "Opens of the volume's files answered with kernel FUSE passthrough since it was mounted.",
-       [](const VolumeInfo& v) { return v.passthrough_opens_total; }},
-      {"localvol_volume_io_weight", MetricType::Gauge,
-       "Fair-share weight of the volume among the volumes of its disk (default 100).",
-       [](const VolumeInfo& v) -> uint64_t { return v.io_limits.weight; }},
-  };
+// One family per entry of kVolume, a sample per volume.
+void AppendVolumeGauges(const std::vector<VolumeInfo>& volumes, std::vector<MetricFamily>* out) {
   for (const auto& g : kVolume) {
     Family f(g.name, g.type, g.help);
     for (const auto& v : volumes) f.Add(VolumeLabels(v), static_cast<double>(g.get(v)));
-    out.push_back(f.Take());
+    out->push_back(f.Take());
   }
+}
 
+// The data path's counters and latency, by direction where they have one.
+void AppendVolumeIo(const std::vector<VolumeInfo>& volumes, std::vector<MetricFamily>* out) {
   Family ops("localvol_volume_io_ops_total", MetricType::Counter,
              "Data-path requests of the volume completed since it was mounted: reads, writes, and "
              "other (fsync, fdatasync, fallocate). Reads of files open with kernel FUSE "
@@ -196,43 +198,48 @@ std::vector<MetricFamily> CollectMetrics(const std::vector<VolumeInfo>& volumes,
     throttled.Add(l, Seconds(v.io.throttled_ns));
     latency.AddHistogram(l, Latency(v.io));
   }
-  for (Family* f : {&ops, &bytes, &throttled, &latency}) out.push_back(f->Take());
+  for (Family* f : {&ops, &bytes, &throttled, &latency}) out->push_back(f->Take());
+}
 
-  // The configured limits; a limit that is not set has no sample.
-  struct Limit {
-    const char* kind;
-    iopath::RateLimit iopath::IoLimits::*member;
-  };
-  static const Limit kLimits[] = {
-      {"read_iops", &iopath::IoLimits::read_iops},
-      {"write_iops", &iopath::IoLimits::write_iops},
-      {"read_bps", &iopath::IoLimits::read_bps},
-      {"write_bps", &iopath::IoLimits::write_bps},
-  };
-  // One family per field of a limit; a limit (or burst) that is not set has
-  // no sample.
-  struct LimitGauge {
-    const char* name;
-    const char* help;
-    bool (*present)(const iopath::RateLimit&);
-    uint64_t (*value)(const iopath::RateLimit&);
-  };
-  static const LimitGauge kLimitGauges[] = {
-      {"localvol_volume_io_limit",
-       "Sustained I/O limit of the volume: operations per second for kind read_iops and "
-       "write_iops, bytes per second for read_bps and write_bps. No sample: no limit.",
-       [](const iopath::RateLimit& r) { return r.limited(); },
-       [](const iopath::RateLimit& r) { return r.rate; }},
-      {"localvol_volume_io_burst_limit",
-       "Burst rate of an I/O limit of the volume (units as localvol_volume_io_limit). No "
-       "sample: no burst.",
-       [](const iopath::RateLimit& r) { return r.burst_rate > 0; },
-       [](const iopath::RateLimit& r) { return r.burst_rate; }},
-      {"localvol_volume_io_burst_seconds",
-       "How long a full burst of an I/O limit of the volume lasts at its burst rate.",
-       [](const iopath::RateLimit& r) { return r.burst_rate > 0; },
-       [](const iopath::RateLimit& r) { return uint64_t{r.burst_seconds}; }},
-  };
+// The configured limits; a limit that is not set has no sample.
+struct Limit {
+  const char* kind;
+  iopath::RateLimit iopath::IoLimits::*member;
+};
+const Limit kLimits[] = {
+    {"read_iops", &iopath::IoLimits::read_iops},
+    {"write_iops", &iopath::IoLimits::write_iops},
+    {"read_bps", &iopath::IoLimits::read_bps},
+    {"write_bps", &iopath::IoLimits::write_bps},
+};
+// One family per field of a limit; a limit (or burst) that is not set has
+// no sample.
+struct LimitGauge {
+  const char* name;
+  const char* help;
+  bool (*present)(const iopath::RateLimit&);
+  uint64_t (*value)(const iopath::RateLimit&);
+};
+const LimitGauge kLimitGauges[] = {
+    {"localvol_volume_io_limit",
+     "Sustained I/O limit of the volume: operations per second for kind read_iops and "
+     "write_iops, bytes per second for read_bps and write_bps. No sample: no limit.",
+     [](const iopath::RateLimit& r) { return r.limited(); },
+     [](const iopath::RateLimit& r) { return r.rate; }},
+    {"localvol_volume_io_burst_limit",
+     "Burst rate of an I/O limit of the volume (units as localvol_volume_io_limit). No "
+     "sample: no burst.",
+     [](const iopath::RateLimit& r) { return r.burst_rate > 0; },
+     [](const iopath::RateLimit& r) { return r.burst_rate; }},
+    {"localvol_volume_io_burst_seconds",
+     "How long a full burst of an I/O limit of the volume lasts at its burst rate.",
+     [](const iopath::RateLimit& r) { return r.burst_rate > 0; },
+     [](const iopath::RateLimit& r) { return uint64_t{r.burst_seconds}; }},
+};
+
+// One family per entry of kLimitGauges, a sample per volume and kind of limit
+// that is set.
+void AppendVolumeLimits(const std::vector<VolumeInfo>& volumes, std::vector<MetricFamily>* out) {
   for (const auto& g : kLimitGauges) {
     Family f(g.name, MetricType::Gauge, g.help);
     for (const auto& v : volumes) {
@@ -242,35 +249,42 @@ std::vector<MetricFamily> CollectMetrics(const std::vector<VolumeInfo>& volumes,
           f.Add(With(VolumeLabels(v), "kind", k.kind), static_cast<double>(g.value(r)));
       }
     }
-    out.push_back(f.Take());
+    out->push_back(f.Take());
   }
-  struct DiskGauge {
-    const char* name;
-    const char* help;
-    uint64_t (*get)(const DiskInfo&);
-  };
-  static const DiskGauge kDisk[] = {
-      {"localvol_disk_size_bytes", "Size of the disk's filesystem.",
-       [](const DiskInfo& d) { return d.size_bytes; }},
-      {"localvol_disk_reserve_bytes", "Space kept back for filesystem metadata.",
-       [](const DiskInfo& d) { return d.reserve_bytes; }},
-      {"localvol_disk_allocated_bytes",
-       "Sum of the capacities of the disk's volumes (plus deleted data not yet removed).",
-       [](const DiskInfo& d) { return d.allocated_bytes; }},
-      {"localvol_disk_free_bytes", "Space a new volume may still be given.",
-       [](const DiskInfo& d) { return d.free_bytes; }},
-      {"localvol_disk_volumes", "Volumes on the disk.",
-       [](const DiskInfo& d) -> uint64_t { return d.volume_count; }},
-      {"localvol_disk_ready",
-       "1 if the disk can serve volumes, 0 if it cannot (its I/O engine failed; see the log).",
-       [](const DiskInfo& d) -> uint64_t { return d.state == "ready" ? 1 : 0; }},
-  };
+}
+
+// A per-disk gauge whose sample is one field of DiskInfo.
+struct DiskGauge {
+  const char* name;
+  const char* help;
+  uint64_t (*get)(const DiskInfo&);
+};
+const DiskGauge kDisk[] = {
+    {"localvol_disk_size_bytes", "Size of the disk's filesystem.",
+     [](const DiskInfo& d) { return d.size_bytes; }},
+    {"localvol_disk_reserve_bytes", "Space kept back for filesystem metadata.",
+     [](const DiskInfo& d) { return d.reserve_bytes; }},
+    {"localvol_disk_allocated_bytes",
+     "Sum of the capacities of the disk's volumes (plus deleted data not yet removed).",
+     [](const DiskInfo& d) { return d.allocated_bytes; }},
+    {"localvol_disk_free_bytes", "Space a new volume may still be given.",
+     [](const DiskInfo& d) { return d.free_bytes; }},
+    {"localvol_disk_volumes", "Volumes on the disk.",
+     [](const DiskInfo& d) -> uint64_t { return d.volume_count; }},
+    {"localvol_disk_ready",
+     "1 if the disk can serve volumes, 0 if it cannot (its I/O engine failed; see the log).",
+     [](const DiskInfo& d) -> uint64_t { return d.state == "ready" ? 1 : 0; }},
+};
+
+// One family per entry of kDisk, a sample per disk that is not refused; then
+// the refused devices.
+void AppendDisks(const std::vector<DiskInfo>& disks, std::vector<MetricFamily>* out) {
   for (const auto& g : kDisk) {
     Family f(g.name, MetricType::Gauge, g.help);
     for (const auto& d : disks) {
       if (d.state != "refused") f.Add(DiskLabels(d), static_cast<double>(g.get(d)));
     }
-    out.push_back(f.Take());
+    out->push_back(f.Take());
   }
   Family refused("localvol_disk_refused", MetricType::Gauge,
                  "1 for each configured device the agent refused to use.");
@@ -278,7 +292,18 @@ std::vector<MetricFamily> CollectMetrics(const std::vector<VolumeInfo>& volumes,
     if (d.state == "refused")
       refused.Add({{"device", d.device.empty() ? d.configured_as : d.device}}, 1);
   }
-  out.push_back(refused.Take());
+  out->push_back(refused.Take());
+}
+
+}  // namespace
+
+std::vector<MetricFamily> CollectMetrics(const std::vector<VolumeInfo>& volumes,
+                                         const std::vector<DiskInfo>& disks) {
+  std::vector<MetricFamily> out;
+  AppendVolumeGauges(volumes, &out);
+  AppendVolumeIo(volumes, &out);
+  AppendVolumeLimits(volumes, &out);
+  AppendDisks(disks, &out);
   return out;
 }
 

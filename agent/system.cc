@@ -1,10 +1,10 @@
 #include "agent/system.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -14,11 +14,12 @@
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <fstream>
 #include <map>
 #include <sstream>
 
+#include "base/directory.h"
+#include "base/logging.h"
 #include "base/scope_guard.h"
 #include "base/unique_fd.h"
 
@@ -34,17 +35,11 @@ std::string ReadLine(const std::string& path) {
   return s;
 }
 
+// The entries of `path`; empty if it cannot be read (a process that exited,
+// a device without that sysfs directory).
 std::vector<std::string> ListDir(const std::string& path) {
-  std::vector<std::string> out;
-  if (DIR* d = ::opendir(path.c_str())) {
-    while (dirent* e = ::readdir(d)) {
-      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) {
-        out.emplace_back(e->d_name);
-      }
-    }
-    ::closedir(d);
-  }
-  return out;
+  auto names = ListDirectory(path);
+  return names.ok() ? std::move(names).value() : std::vector<std::string>();
 }
 
 // sysfs directory of a block device, e.g. /sys/devices/.../block/sdb/sdb1.
@@ -387,7 +382,12 @@ Status WriteFileAtomic(const std::string& path, const std::string& contents, mod
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   auto fd = OpenAt(AT_FDCWD, tmp, O_WRONLY | O_CREAT | O_TRUNC, mode);
   if (!fd.ok()) return Status::Error(fd.err(), "create " + tmp);
-  ScopeGuard remove_tmp([&] { ::unlink(tmp.c_str()); });
+  ScopeGuard remove_tmp([&] {
+    if (Status rm = RemoveFile(tmp); !rm.ok()) {
+      GetLogger("agent")->warn("could not remove the temporary file of a failed write: {}",
+                               rm.ToString());
+    }
+  });
   size_t done = 0;
   while (done < contents.size()) {
     ssize_t n = RetryEintr(
@@ -443,6 +443,24 @@ Result<std::string> CanonicalPath(const std::string& path) {
   char buf[PATH_MAX];
   if (::realpath(path.c_str(), buf) == nullptr) return Status::FromErrno("resolve " + path);
   return std::string(buf);
+}
+
+Status RemoveDirectory(const std::string& path) {
+  if (::rmdir(path.c_str()) != 0 && errno != ENOENT) return Status::FromErrno("rmdir " + path);
+  return Status::Ok();
+}
+
+Status RemoveFile(const std::string& path) {
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) return Status::FromErrno("unlink " + path);
+  return Status::Ok();
+}
+
+Status UnmountAndRemove(const std::string& path, bool detach_on_failure) {
+  int err = ::umount2(path.c_str(), 0) == 0 ? 0 : errno;
+  if (err != 0 && detach_on_failure) err = ::umount2(path.c_str(), MNT_DETACH) == 0 ? 0 : errno;
+  // EINVAL: not a mount point (any more); ENOENT: no such path.
+  if (err != 0 && err != EINVAL && err != ENOENT) return Status::Error(err, "umount " + path);
+  return RemoveDirectory(path);
 }
 
 void CrashPoint(const char* step) {

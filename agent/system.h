@@ -133,6 +133,17 @@ Status MakeDirs(const std::string& path, mode_t mode = 0755);
 // realpath(3), with errno kept.
 Result<std::string> CanonicalPath(const std::string& path);
 
+// Undo steps for rollbacks and cleanups. Each returns what went wrong, with
+// the errno of the call that failed, so that the caller can log what could
+// not be undone; a path that is already gone is not a failure.
+// rmdir(2).
+Status RemoveDirectory(const std::string& path);
+// unlink(2).
+Status RemoveFile(const std::string& path);
+// umount2(path, 0), then, if that fails and `detach_on_failure`, umount2 with
+// MNT_DETACH; then rmdir(path) (which fails too while it is still mounted).
+Status UnmountAndRemove(const std::string& path, bool detach_on_failure);
+
 // Crash points, for crash-consistency tests (the way leveldb's EnvWrapper
 // lets a test stop at a chosen step). When the environment variable
 // LOCALVOL_CRASH_AT names `step` (e.g. "volume-create-after-mkdir"), the

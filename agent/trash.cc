@@ -1,20 +1,18 @@
 #include "agent/trash.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <spdlog/fmt/fmt.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstring>
 #include <functional>
 #include <mutex>
 #include <random>
 #include <vector>
 
+#include "base/directory.h"
 #include "base/logging.h"
-#include "base/scope_guard.h"
 #include "base/size.h"
 #include "base/unique_fd.h"
 #include "fuse/usage_store.h"
@@ -31,22 +29,10 @@ std::shared_ptr<spdlog::logger> Log() { return GetLogger("trash"); }
 Status RemoveContents(int dir_fd, dev_t dev, const std::atomic<bool>& stop,
                       const std::function<void(uint64_t)>& freed, int depth = 0) {
   if (depth > 4096) return Status::Error(ELOOP, "directory tree too deep");
-  const int dup_fd = ::fcntl(dir_fd, F_DUPFD_CLOEXEC, 0);
-  if (dup_fd < 0) return Status::FromErrno("dup");
-  DIR* d = ::fdopendir(dup_fd);
-  if (d == nullptr) {
-    Status s = Status::FromErrno("fdopendir");
-    ::close(dup_fd);
-    return s;
-  }
-  ScopeGuard close_dir([&] { ::closedir(d); });
-  std::vector<std::string> names;
-  while (dirent* e = ::readdir(d)) {
-    if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
-    names.emplace_back(e->d_name);
-  }
+  auto names = ListDirectoryAt(dir_fd);
+  if (!names.ok()) return names.status();
   Status first;
-  for (const auto& name : names) {
+  for (const auto& name : *names) {
     if (stop.load(std::memory_order_relaxed)) return Status::Error(ECANCELED, "stopping");
     struct stat st;
     if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
@@ -77,22 +63,16 @@ Status RemoveContents(int dir_fd, dev_t dev, const std::atomic<bool>& stop,
 
 uint64_t TreeBytes(int dir_fd, dev_t dev, int depth = 0) {
   if (depth > 4096) return 0;
-  const int dup_fd = ::fcntl(dir_fd, F_DUPFD_CLOEXEC, 0);
-  if (dup_fd < 0) return 0;
-  DIR* d = ::fdopendir(dup_fd);
-  if (d == nullptr) {
-    ::close(dup_fd);
-    return 0;
-  }
-  ScopeGuard close_dir([&] { ::closedir(d); });
+  auto names = ListDirectoryAt(dir_fd);
+  if (!names.ok()) return 0;
   uint64_t sum = 0;
-  while (dirent* e = ::readdir(d)) {
-    if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
+  for (const auto& name : *names) {
     struct stat st;
-    if (::fstatat(dir_fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || st.st_dev != dev) continue;
+    if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || st.st_dev != dev)
+      continue;
     sum += static_cast<uint64_t>(st.st_blocks) * 512;
     if (S_ISDIR(st.st_mode)) {
-      auto sub = OpenAt(dir_fd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+      auto sub = OpenAt(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
       if (sub.ok()) sum += TreeBytes(sub->get(), dev, depth + 1);
     }
   }
@@ -169,14 +149,13 @@ Status Trash::MoveMeasured(AttachedDisk* disk, const std::string& path) {
 
 void Trash::Adopt(AttachedDisk* disk) {
   const std::string dir = disk->TrashDir();
-  std::vector<std::string> names;
-  if (DIR* d = ::opendir(dir.c_str())) {
-    while (dirent* e = ::readdir(d)) {
-      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
-        names.emplace_back(e->d_name);
-    }
-    ::closedir(d);
+  auto listed = ListDirectory(dir);
+  if (!listed.ok()) {
+    Log()->warn("disk {}: cannot read the trash: {}; what is in it is neither counted nor removed",
+                disk->uuid, listed.status().ToString());
+    return;
   }
+  const std::vector<std::string>& names = *listed;
   uint64_t total = 0;
   for (const auto& n : names) {
     const std::string path = dir + "/" + n;

@@ -1,6 +1,5 @@
 #include "agent/volume_dirs.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <spdlog/fmt/fmt.h>
@@ -14,6 +13,8 @@
 
 #include "agent/system.h"
 #include "agent/volume_manager.h"
+#include "base/directory.h"
+#include "base/logging.h"
 #include "base/scope_guard.h"
 #include "fuse/usage_store.h"
 
@@ -38,24 +39,6 @@ Status FinishRoot(int fd, const std::string& what) {
   return fuse::DisableSpeculativePreallocation(fd);
 }
 
-// The names of `dir`'s entries, without "." and "..".
-std::vector<std::string> Names(int dir_fd) {
-  std::vector<std::string> out;
-  const int dup_fd = ::fcntl(dir_fd, F_DUPFD_CLOEXEC, 0);
-  if (dup_fd < 0) return out;
-  DIR* d = ::fdopendir(dup_fd);
-  if (d == nullptr) {
-    ::close(dup_fd);
-    return out;
-  }
-  while (dirent* e = ::readdir(d)) {
-    if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
-      out.emplace_back(e->d_name);
-  }
-  ::closedir(d);
-  return out;
-}
-
 }  // namespace
 
 bool IsBuildLeftover(const std::string& name) { return name.rfind(kBuildPrefix, 0) == 0; }
@@ -71,7 +54,13 @@ Status BuildVolumeRoot(const std::string& volumes_dir, const std::string& name) 
   const std::string tmp_path = volumes_dir + "/" + tmp;
   // 0700 until finished: nobody can use a half-made root.
   if (::mkdirat(dir->get(), tmp.c_str(), 0700) != 0) return Status::FromErrno("mkdir " + tmp_path);
-  ScopeGuard remove_tmp([&] { ::unlinkat(dir->get(), tmp.c_str(), AT_REMOVEDIR); });
+  ScopeGuard remove_tmp([&] {
+    if (::unlinkat(dir->get(), tmp.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
+      const int err = errno;
+      GetLogger("volume")->warn("could not remove {} after the failed build: {}", tmp_path,
+                                std::strerror(err));
+    }
+  });
   CrashPoint("volume-root-after-mkdir");
   auto root = OpenAt(dir->get(), tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
   if (!root.ok()) return Status::Error(root.err(), "open " + tmp_path);
@@ -152,8 +141,10 @@ std::vector<std::string> RemoveOrphanPublishDirs(const std::string& publish_dir,
   if (!dir.ok()) return removed;
   struct stat parent;
   if (::fstat(dir->get(), &parent) != 0) return removed;
+  auto names = ListDirectoryAt(dir->get());
+  if (!names.ok()) return removed;
   const auto mounts = ReadMountTable();
-  for (const auto& name : Names(dir->get())) {
+  for (const auto& name : *names) {
     if (catalogue.count(name) != 0) continue;
     if (!ValidateVolumeName(name).ok()) continue;  // not a volume's name
     const std::string path = publish_dir + "/" + name;

@@ -1,6 +1,5 @@
 #include "agent/volume_manager.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <spdlog/fmt/fmt.h>
 #include <sys/mount.h>
@@ -12,7 +11,9 @@
 #include <cstring>
 #include <set>
 
+#include "agent/placement.h"
 #include "agent/volume_dirs.h"
+#include "base/directory.h"
 #include "base/logging.h"
 #include "base/scope_guard.h"
 #include "base/size.h"
@@ -160,15 +161,13 @@ Status VolumeManager::CommitManifest(AttachedDisk* disk, const DiskManifest& man
 void VolumeManager::LoadDisk(AttachedDisk* disk, std::vector<Vol*>* to_mount) {
   // First what a predecessor left in the trash, so nothing is charged twice.
   trash_.Adopt(disk);
-  std::vector<std::string> names;
-  if (DIR* d = ::opendir(disk->VolumesDir().c_str())) {
-    while (dirent* e = ::readdir(d)) {
-      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
-        names.emplace_back(e->d_name);
-    }
-    ::closedir(d);
+  auto names = ListDirectory(disk->VolumesDir());
+  if (!names.ok()) {
+    Log()->error("disk {}: cannot look for crash leftovers among the volumes: {}", disk->uuid,
+                 names.status().ToString());
+    names = std::vector<std::string>();
   }
-  for (const auto& n : names) {
+  for (const auto& n : *names) {
     const char* why = nullptr;
     if (IsBuildLeftover(n)) {
       why = "a volume root whose build a crash interrupted";
@@ -261,75 +260,22 @@ const std::string* VolumeManager::EngineErrorLocked(const AttachedDisk* disk) co
   return it == engine_errors_.end() ? nullptr : &it->second;
 }
 
+uint64_t VolumeManager::UnallocatedLocked(const AttachedDisk* disk) const {
+  const uint64_t alloc = AllocatedLocked(disk);
+  return disk->Allocatable() > alloc ? disk->Allocatable() - alloc : 0;
+}
+
 Result<AttachedDisk*> VolumeManager::PickDisk(const CreateVolumeParams& p) const {
   const auto& disks = disks_->disks();
-  if (disks.empty()) {
-    return Status::Error(ENOSPC,
-                         "no disk is ready; check 'localvolctl disk list' for refused "
-                         "devices and the 'disks' list of the configuration");
-  }
-  if (!p.disk.empty()) {
-    AttachedDisk* match = nullptr;
-    int matches = 0;
-    for (const auto& d : disks) {
-      if (d->uuid == p.disk || d->device == p.disk) {
-        match = d.get();
-        matches = 1;
-        break;
-      }
-      if (d->uuid.rfind(p.disk, 0) == 0) {
-        match = d.get();
-        ++matches;
-      }
-    }
-    if (matches == 0) {
-      return Status::Error(ENOENT, "no ready disk '" + p.disk + "'; see 'localvolctl disk list'");
-    }
-    if (matches > 1) {
-      return Status::Error(
-          EINVAL, "disk id prefix '" + p.disk + "' matches several disks; give more of the id");
-    }
-    if (const std::string* why = EngineErrorLocked(match)) {
-      return Status::Error(EBUSY, "disk " + match->uuid + " cannot serve volumes: " + *why +
-                                      "; choose another disk");
-    }
-    const uint64_t alloc = AllocatedLocked(match);
-    const uint64_t free = match->Allocatable() > alloc ? match->Allocatable() - alloc : 0;
-    if (p.capacity_bytes > free) {
-      return Status::Error(ENOSPC, "disk " + match->uuid + " has " + FormatSize(free) +
-                                       " unallocated, less than the " +
-                                       FormatSize(p.capacity_bytes) +
-                                       " asked for; choose a smaller size or another disk");
-    }
-    return match;
-  }
-  AttachedDisk* best = nullptr;
-  uint64_t best_free = 0, largest_free = 0;
-  const std::string* unusable = nullptr;
+  std::vector<PlacementDisk> candidates;
   for (const auto& d : disks) {
-    if (const std::string* why = EngineErrorLocked(d.get())) {
-      unusable = why;
-      continue;
-    }
-    const uint64_t alloc = AllocatedLocked(d.get());
-    const uint64_t free = d->Allocatable() > alloc ? d->Allocatable() - alloc : 0;
-    largest_free = std::max(largest_free, free);
-    if (free >= p.capacity_bytes && (best == nullptr || free > best_free)) {
-      best = d.get();
-      best_free = free;
-    }
+    const std::string* why = EngineErrorLocked(d.get());
+    candidates.push_back(
+        PlacementDisk{d->uuid, d->device, UnallocatedLocked(d.get()), why ? *why : ""});
   }
-  if (best == nullptr && unusable != nullptr && engine_errors_.size() == disks.size()) {
-    return Status::Error(EBUSY,
-                         "no disk can serve volumes: " + *unusable + "; see the localvold log");
-  }
-  if (best == nullptr) {
-    return Status::Error(ENOSPC, "no disk has " + FormatSize(p.capacity_bytes) +
-                                     " unallocated (the most any disk has is " +
-                                     FormatSize(largest_free) +
-                                     "); choose a smaller size, delete volumes or add a disk");
-  }
-  return best;
+  auto picked = PlaceVolume(candidates, PlacementRequest{p.capacity_bytes, p.disk});
+  if (!picked.ok()) return picked.status();
+  return disks[*picked].get();
 }
 
 Result<VolumeInfo> VolumeManager::Create(const CreateVolumeParams& p) {
@@ -435,15 +381,18 @@ Result<VolumeInfo> VolumeManager::Create(const CreateVolumeParams& p) {
         s.err(), "could not make the backing directory of volume " + p.name + ": " + s.ToString());
   }
   ScopeGuard remove_backing([&] {
-    if (::rmdir(vol->backing_path.c_str()) != 0) {
-      Log()->error("volume {}: removing {}: {}", p.name, vol->backing_path, std::strerror(errno));
+    if (Status rm = RemoveDirectory(vol->backing_path); !rm.ok()) {
+      Log()->error("volume {}: undoing the failed create: {}", p.name, rm.ToString());
     }
   });
   CrashPoint("volume-create-before-mount");
   auto mounted = MountVolume(*vol, record);
   if (!mounted.ok()) {
-    if (::rmdir(vol->mount_path.c_str()) != 0 && errno != ENOENT && errno != ENOTDIR) {
-      Log()->warn("volume {}: removing {}: {}", p.name, vol->mount_path, std::strerror(errno));
+    if (::rmdir(vol->mount_path.c_str()) != 0) {
+      const int err = errno;
+      if (err != ENOENT && err != ENOTDIR) {
+        Log()->warn("volume {}: removing {}: {}", p.name, vol->mount_path, std::strerror(err));
+      }
     }
     return Status::Error(mounted.err(),
                          "could not mount volume " + p.name + ": " + mounted.status().ToString());
@@ -476,8 +425,7 @@ Result<VolumeInfo> VolumeManager::Resize(const std::string& name, uint64_t capac
   uint64_t free = 0;
   {
     MutexLock lock(mu_);
-    const uint64_t alloc = AllocatedLocked(vol->disk);
-    free = vol->disk->Allocatable() > alloc ? vol->disk->Allocatable() - alloc : 0;
+    free = UnallocatedLocked(vol->disk);
   }
   if (!vol->fs) {
     return Status::Error(EBUSY, "volume " + name + " is not served (" + vol->error +
@@ -614,9 +562,8 @@ Status VolumeManager::Delete(const std::string& name) {
   Status trashed = trash_.Move(vol->disk, vol->backing_path, used);
   if (!trashed.ok())
     Log()->error("volume {}: {}; it is removed at the next start", name, trashed.ToString());
-  if (::rmdir(vol->mount_path.c_str()) != 0 && errno != ENOENT) {
-    Log()->warn("volume {}: removing {}: {}; it is removed at the next start", name,
-                vol->mount_path, std::strerror(errno));
+  if (Status rm = RemoveDirectory(vol->mount_path); !rm.ok()) {
+    Log()->warn("volume {}: {}; it is removed at the next start", name, rm.ToString());
   }
   Log()->info("volume {}: deleted from disk {}; its {} are removed in the background", name,
               vol->disk->uuid, FormatSize(used));

@@ -231,13 +231,17 @@ class VolumeManager {
   };
 
   VolumeInfo Describe(const Vol& vol, const std::vector<MountInfo>& mounts) const REQUIRES(mu_);
+  // Bytes of `disk` given to volumes or held by the trash.
   uint64_t AllocatedLocked(const AttachedDisk* disk) const REQUIRES(mu_);
+  // Allocatable bytes of `disk` not yet allocated.
+  uint64_t UnallocatedLocked(const AttachedDisk* disk) const REQUIRES(mu_);
   // The volume called `name`, or ENOENT with a message that says so.
   Result<Vol*> FindLocked(const std::string& name) const REQUIRES(mu_);
   // For an operation that changes a volume: ESHUTDOWN while stopping, else
   // FindLocked(), with a copy of its disk's manifest to edit and commit.
   Result<Vol*> FindForChange(const std::string& name, DiskManifest* manifest) REQUIRES(ops_mu_)
       EXCLUDES(mu_);
+  // The disk a new volume goes to (agent/placement.h), or why none.
   Result<AttachedDisk*> PickDisk(const CreateVolumeParams& params) const REQUIRES(mu_);
   void CreateEngines() REQUIRES(ops_mu_);
   // Why `disk` cannot serve volumes, or null if it can.

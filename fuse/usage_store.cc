@@ -1,6 +1,5 @@
 #include "fuse/usage_store.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <linux/magic.h>
@@ -16,6 +15,7 @@
 #include <string>
 #include <utility>
 
+#include "base/directory.h"
 #include "base/unique_fd.h"
 
 namespace localvol::fuse {
@@ -42,22 +42,13 @@ Status WriteState(int dir_fd, bool clean, const UsageFigures& usage) {
 class Scanner {
  public:
   Status ScanDir(int dir_fd, const std::string& path) {
-    int dup_fd = fcntl(dir_fd, F_DUPFD_CLOEXEC, 0);
-    if (dup_fd < 0) return Status::FromErrno("dup " + path);
-    DIR* dir = fdopendir(dup_fd);
-    if (dir == nullptr) {
-      Status s = Status::FromErrno("opendir " + path);
-      close(dup_fd);
-      return s;
-    }
+    auto names = ListDirectoryAt(dir_fd);
+    if (!names.ok()) return Status::Error(names.err(), "list " + path);
     Status status;
-    errno = 0;
-    while (struct dirent* entry = readdir(dir)) {
-      const char* name = entry->d_name;
-      if (std::strcmp(name, ".") == 0 || std::strcmp(name, "..") == 0) continue;
+    for (const auto& name : *names) {
       const std::string child_path = path + "/" + name;
       struct stat st;
-      if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
         status = Status::FromErrno("stat " + child_path);
         break;
       }
@@ -75,10 +66,7 @@ class Scanner {
         status = ScanDir(child->get(), child_path);
         if (!status.ok()) break;
       }
-      errno = 0;
     }
-    if (status.ok() && errno != 0) status = Status::FromErrno("readdir " + path);
-    closedir(dir);
     return status;
   }
 

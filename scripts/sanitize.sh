@@ -2,14 +2,19 @@
 # Sanitizer runs (CI, via scripts/test.sh). Usage: scripts/sanitize.sh asan|tsan
 #   asan: AddressSanitizer + UndefinedBehaviorSanitizer (leaks included)
 #   tsan: ThreadSanitizer
-# Builds build-<mode>/ with -fsanitize and runs the subset below: every unit
-# test (iopath's engine and scheduler, fuse's quota and worker placement,
-# agent's config/manifest, and under ASan its metrics/ctl, fsx), the in-process volume tests
-# (quota_test, which also mounts the sanitized localvol-fuse binary), and a
-# short fsx and fio run through a mounted volume (fsx_test, fio_verify_test),
-# where the server is the sanitized localvol-fuse. ctest runs every test of
-# the targets built here (the others show as *_NOT_BUILT and are left out). The agent's daemon-level
-# tests run only in the normal build, to keep CI within its time.
+# Builds build-<mode>/ with -fsanitize and runs the subset below:
+#  - the unit tests: base, iopath's engine, throttle, scheduler and limits,
+#    fuse's quota, placement, request, inode table and space, fsx's own, the
+#    agent's config and manifest, and under ASan its metrics and ctl;
+#  - the in-process volume tests that cross the most threads: quota_test
+#    (which also mounts the sanitized localvol-fuse binary), kernel_ring_test
+#    (ring requests answered from the I/O completion thread) and
+#    fd_cache_test (concurrent lookups against the fd cache);
+#  - a short fsx and fio run through a mounted volume (fsx_test,
+#    fio_verify_test), where the server is the sanitized localvol-fuse.
+# ctest runs every test of the targets built here (the others show as
+# *_NOT_BUILT and are left out). The agent's daemon-level tests and the POSIX
+# suites run only in the normal build, to keep CI within its time.
 # Every process writes its reports to one directory (log_path); any report
 # there fails the run, whether or not the test that caused it noticed.
 set -euo pipefail
@@ -27,10 +32,11 @@ case "$mode" in
 esac
 build=build-$mode
 unit_targets=(base_size_test iopath_engine_test iopath_throttle_test iopath_scheduler_test
-              iopath_io_limits_test fuse_quota_test fuse_thread_placement_test
-              fuse_passthrough_test tools_fsx_test
+              iopath_io_limits_test fuse_quota_test fuse_thread_placement_test tools_fsx_test
+              fuse_request_test fuse_inode_table_test fuse_space_test fuse_passthrough_test
               agent_config_unit_test agent_manifest_unit_test)
-mount_targets=(localvol-fuse localvol-fsx quota_test fsx_test fio_verify_test)
+mount_targets=(localvol-fuse localvol-fsx quota_test fsx_test fio_verify_test kernel_ring_test
+               fd_cache_test)
 
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOCALVOL_SANITIZE="$flags" >/dev/null
 cmake --build "$build" -j"$(nproc)" --target "${unit_targets[@]}" "${extra_targets[@]}" \

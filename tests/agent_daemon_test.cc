@@ -52,7 +52,7 @@ class AgentDaemonTest : public DaemonTest {
   }
 
   bool NothingMountedBelow(std::string* what) const {
-    for (const auto& e : ReadMountInfo()) {
+    for (const auto& e : ReadMountTable()) {
       if (e.mount_point.rfind(dirs_->root() + "/", 0) == 0) {
         *what += e.mount_point + " ";
       }
@@ -284,7 +284,7 @@ TEST_F(AgentDaemonTest, Kill9InTheMiddleOfWritesThenRestart) {
   ASSERT_TRUE(du.ok()) << backing_dir;
   EXPECT_TRUE(UsageAgrees(space->used_bytes(), *du)) << space->used_bytes() << " vs du " << *du;
   int count = 0;
-  for (const auto& e : ReadMountInfo()) count += e.mount_point == db;
+  for (const auto& e : ReadMountTable()) count += e.mount_point == db;
   EXPECT_EQ(count, 1) << "the dead mount is still stacked";
   // The interrupted file is there, with what reached the disk; the volume
   // keeps working: remove it, write, SIGTERM, restart, read.

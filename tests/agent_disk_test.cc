@@ -153,7 +153,7 @@ TEST_F(AgentDiskTest, AdoptsDiskStillMountedAfterCrash) {
   EXPECT_EQ(m.disks()[0]->mount_path, mount_path);
   // Mounted once, not stacked.
   int count = 0;
-  for (const auto& e : ReadMountInfo()) count += e.mount_point == mount_path;
+  for (const auto& e : ReadMountTable()) count += e.mount_point == mount_path;
   EXPECT_EQ(count, 1);
 }
 
@@ -170,7 +170,7 @@ TEST_F(AgentDiskTest, RefusesExistingFilesystemAndLeavesItByteForByteUntouched) 
   const std::string reason = RefusalReason(foreign.device());
   EXPECT_NE(reason.find("ext4"), std::string::npos) << reason;
   EXPECT_NE(reason.find("wipe: true"), std::string::npos) << reason;
-  for (const auto& e : ReadMountInfo()) EXPECT_NE(e.source, foreign.device()) << e.mount_point;
+  for (const auto& e : ReadMountTable()) EXPECT_NE(e.source, foreign.device()) << e.mount_point;
   m.DetachAll();
   // Restart again: still refused, still untouched.
   Attach(dirs_->MakeConfig({foreign.device()}));
@@ -286,7 +286,7 @@ TEST_F(AgentDiskTest, LabelWithoutManifestIsNotOurs) {
   EXPECT_TRUE(m.disks().empty());
   EXPECT_NE(RefusalReason(a.device()).find("no localvol-manifest.yaml"), std::string::npos)
       << RefusalReason(a.device());
-  for (const auto& e : ReadMountInfo()) EXPECT_NE(e.source, a.device()) << e.mount_point;
+  for (const auto& e : ReadMountTable()) EXPECT_NE(e.source, a.device()) << e.mount_point;
   // Mounting to look for the manifest may replay the XFS log, but a clean
   // filesystem is left as it was.
   EXPECT_EQ(*ImageHash(a.image()), *before);
@@ -332,7 +332,7 @@ TEST_F(AgentDiskTest, MkfsFailureLeavesNothingHalfMade) {
   EXPECT_NE(m.refusals()[0].reason.find("injected failure"), std::string::npos)
       << m.refusals()[0].reason;
   EXPECT_TRUE(DeviceIsBlank(a.device())) << "a half-made filesystem was left on the device";
-  for (const auto& e : ReadMountInfo()) EXPECT_NE(e.source, a.device()) << e.mount_point;
+  for (const auto& e : ReadMountTable()) EXPECT_NE(e.source, a.device()) << e.mount_point;
   CommandResult ls = RunCommand({"ls", "-A", dirs_->state() + "/disks"});
   EXPECT_EQ(ls.out, "");
   // With a working mkfs the same device is then formatted normally.

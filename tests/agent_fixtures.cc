@@ -46,7 +46,7 @@ Result<std::unique_ptr<RawLoop>> RawLoop::Create(uint64_t size,
 RawLoop::~RawLoop() {
   if (owner_ != ::getpid() || device_.empty()) return;
   // Anything of ours still mounted from it goes first.
-  for (const auto& e : ReadMountInfo()) {
+  for (const auto& e : ReadMountTable()) {
     if (e.source == device_) (void)LazyUnmountAll(e.mount_point);
   }
   std::ifstream in("/sys/block/" + device_.substr(5) + "/loop/backing_file");
@@ -90,7 +90,7 @@ AgentDirs::~AgentDirs() { UnmountAll(); }
 void AgentDirs::UnmountAll() const {
   if (root().empty()) return;
   std::vector<std::string> below;
-  for (const auto& e : ReadMountInfo()) {
+  for (const auto& e : ReadMountTable()) {
     if (e.mount_point.rfind(root() + "/", 0) == 0) below.push_back(e.mount_point);
   }
   for (auto it = below.rbegin(); it != below.rend(); ++it) (void)LazyUnmountAll(*it);

@@ -121,8 +121,9 @@ TEST_F(AgentVolumeTest, CreateListInspect) {
   EXPECT_TRUE(IsMountedAs(v->mount_path, "fuse.localvol"));
   auto mnt = FindMount(v->mount_path);
   ASSERT_TRUE(mnt.has_value());
-  EXPECT_NE(mnt->options.find("allow_other"), std::string::npos) << mnt->options;
-  EXPECT_NE(mnt->options.find("default_permissions"), std::string::npos) << mnt->options;
+  EXPECT_NE(mnt->super_options.find("allow_other"), std::string::npos) << mnt->super_options;
+  EXPECT_NE(mnt->super_options.find("default_permissions"), std::string::npos)
+      << mnt->super_options;
   auto space = StatFs(v->mount_path);
   ASSERT_TRUE(space.ok());
   EXPECT_EQ(space->capacity(), 64 * kMi);
@@ -427,7 +428,7 @@ TEST_F(AgentVolumeTest, StartClearsStaleMountAndRemounts) {
   EXPECT_EQ(after->state, "ready") << after->message;
   EXPECT_EQ(ReadFile(v->mount_path + "/f").value(), "before the crash");
   int count = 0;
-  for (const auto& e : ReadMountInfo()) count += e.mount_point == v->mount_path;
+  for (const auto& e : ReadMountTable()) count += e.mount_point == v->mount_path;
   EXPECT_EQ(count, 1) << "the stale mount is still stacked below";
   server->reset();
 }

@@ -1,7 +1,6 @@
 // localvol-fuse's command line: every bad invocation exits non-zero, says on
 // stderr what is wrong (naming the bad value or path), and leaves nothing
 // mounted; good invocations mount, and SIGINT/SIGTERM unmount cleanly.
-#include <dirent.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -16,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/directory.h"
 #include "tests/support/fuse_server.h"
 #include "tests/support/janitor.h"
 #include "tests/support/loop_disk.h"
@@ -257,18 +257,17 @@ TEST_F(CliTest, SigintUnmountsCleanly) { ExpectSignalUnmountsCleanly(src_, mnt_,
 // The pid of the process whose command line contains `needle` (unique to this
 // test), or -1.
 pid_t FindProcessByArg(const std::string& needle) {
-  DIR* d = ::opendir("/proc");
-  if (d == nullptr) return -1;
+  auto names = ListDirectory("/proc");
+  if (!names.ok()) return -1;
   pid_t found = -1;
-  while (dirent* e = ::readdir(d)) {
-    if (!std::isdigit(static_cast<unsigned char>(e->d_name[0]))) continue;
-    std::ifstream in(std::string("/proc/") + e->d_name + "/cmdline");
+  for (const auto& name : *names) {
+    if (!std::isdigit(static_cast<unsigned char>(name[0]))) continue;
+    std::ifstream in("/proc/" + name + "/cmdline");
     std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     if (cmd.find(needle) != std::string::npos && cmd.find("localvol-fuse") != std::string::npos) {
-      found = std::atoi(e->d_name);
+      found = std::atoi(name.c_str());
     }
   }
-  ::closedir(d);
   return found;
 }
 

@@ -240,7 +240,7 @@ TEST(CsiEndToEndTest, SidecarsAndKubeletDriveAWholeCycle) {
   }
   EXPECT_EQ(now, start.available_capacity()) << "all the space came back";
   // (Other tests' agents may run in parallel: only this one's mounts count.)
-  for (const auto& m : ReadMountInfo()) {
+  for (const auto& m : ReadMountTable()) {
     const bool ours =
         m.source == "localvol:" + pv || m.mount_point.rfind(agent.dirs().root() + "/", 0) == 0;
     EXPECT_FALSE(ours && m.fstype == "fuse.localvol") << "left mounted: " << m.mount_point;

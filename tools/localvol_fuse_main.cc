@@ -2,7 +2,7 @@
 //
 //   localvol-fuse SOURCE_DIR MOUNTPOINT --capacity SIZE [--inodes N] [--foreground]
 //                 [--name NAME] [--threads N] [--cache-timeout SECONDS] [--log-level LEVEL]
-//                 [--io-uring[=DEPTH]]
+//                 [--io-uring[=DEPTH]] [--no-thread-placement]
 //                 [--read-iops N] [--write-bps SIZE] [--read-iops-burst N] ... [--weight W]
 //
 // The I/O limit flags are the settings of iopath/io_limits.h (IoLimitKeys()).
@@ -36,8 +36,8 @@ using localvol::Status;
 constexpr const char* kUsage =
     "usage: localvol-fuse SOURCE_DIR MOUNTPOINT --capacity SIZE [--inodes N] [--foreground]\n"
     "                     [--name NAME] [--threads N] [--cache-timeout SECONDS]\n"
-    "                     [--log-level LEVEL] [--io-uring[=DEPTH]] [--read-passthrough=MODE]\n"
-    "                     [I/O limits]\n"
+    "                     [--log-level LEVEL] [--io-uring[=DEPTH]] [--no-thread-placement]\n"
+    "                     [--read-passthrough=MODE] [I/O limits]\n"
     "  SIZE: bytes, or with a suffix such as 500M or 10Gi\n"
     "  --threads N: FUSE worker threads (default: 2 per CPU, at least 4)\n"
     "  --io-uring[=DEPTH]: take requests through FUSE over io_uring, DEPTH entries per CPU\n"

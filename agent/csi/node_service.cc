@@ -209,7 +209,8 @@ grpc::Status NodeService::NodePublishVolume(grpc::ServerContext*,
     Log()->warn("volume {}: {} is a stale mount ({}); publishing again", id, *target,
                 ErrnoText(err));
     if (::umount2(target->c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) != 0) {
-      return Fail("publish volume " + id, Status::FromErrno("umount stale " + *target));
+      const int err = errno;
+      return Fail("publish volume " + id, Status::Error(err, "umount stale " + *target));
     }
   }
   bool created = false;
@@ -222,10 +223,14 @@ grpc::Status NodeService::NodePublishVolume(grpc::ServerContext*,
   } else if (::mkdir(target->c_str(), 0750) == 0) {
     created = true;
   } else {
-    return Fail("publish volume " + id, Status::FromErrno("mkdir " + *target));
+    const int err = errno;
+    return Fail("publish volume " + id, Status::Error(err, "mkdir " + *target));
   }
   ScopeGuard remove_dir([&] {
-    if (created) ::rmdir(target->c_str());
+    if (!created) return;
+    if (Status rm = RemoveDirectory(*target); !rm.ok()) {
+      Log()->warn("volume {}: undoing the failed publish: {}", id, rm.ToString());
+    }
   });
   struct statvfs source_st;
   if (int err = StatVfsWithin(v->mount_path, kStatTimeout, &source_st); err != 0) {
@@ -236,15 +241,23 @@ grpc::Status NodeService::NodePublishVolume(grpc::ServerContext*,
   const unsigned long flags =
       *BindRemountFlags(mount_flags, req->readonly(), MountFlagsOf(source_st));
   if (::mount(v->mount_path.c_str(), target->c_str(), nullptr, MS_BIND, nullptr) != 0) {
+    const int err = errno;
     return Fail("publish volume " + id,
-                Status::FromErrno("bind mount " + v->mount_path + " on " + *target));
+                Status::Error(err, "bind mount " + v->mount_path + " on " + *target));
   }
-  ScopeGuard unmount([&] { ::umount2(target->c_str(), MNT_DETACH | UMOUNT_NOFOLLOW); });
+  ScopeGuard unmount([&] {
+    if (::umount2(target->c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) != 0) {
+      const int err = errno;
+      Log()->error("volume {}: undoing the failed publish: umount {}: {}; it stays mounted", id,
+                   *target, ErrnoText(err));
+    }
+  });
   // A bind takes the source's flags; ro and mount_flags need a remount of
   // the bind, which changes this mount only.
   if (flags != MountFlagsOf(source_st) &&
       ::mount(nullptr, target->c_str(), nullptr, MS_REMOUNT | MS_BIND | flags, nullptr) != 0) {
-    return Fail("publish volume " + id, Status::FromErrno("remount " + *target));
+    const int err = errno;
+    return Fail("publish volume " + id, Status::Error(err, "remount " + *target));
   }
   unmount.Cancel();
   remove_dir.Cancel();

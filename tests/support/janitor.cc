@@ -1,6 +1,5 @@
 #include "tests/support/janitor.h"
 
-#include <dirent.h>
 #include <signal.h>
 
 #include <cerrno>
@@ -10,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "base/directory.h"
 #include "tests/support/mounts.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
@@ -53,14 +53,13 @@ bool Alive(pid_t pid) {
 void CleanOne(const std::string& dir) {
   // Mounts below it, deepest first.
   std::vector<std::string> mounts;
-  for (const auto& e : ReadMountInfo()) {
+  for (const auto& e : ReadMountTable()) {
     if (e.mount_point.rfind(dir + "/", 0) == 0) mounts.push_back(e.mount_point);
   }
   for (auto it = mounts.rbegin(); it != mounts.rend(); ++it) (void)LazyUnmountAll(*it);
   // Loop devices backed by an image inside it.
-  if (DIR* d = ::opendir("/sys/block")) {
-    while (dirent* e = ::readdir(d)) {
-      std::string name = e->d_name;
+  if (auto names = ListDirectory("/sys/block"); names.ok()) {
+    for (const auto& name : *names) {
       if (name.rfind("loop", 0) != 0) continue;
       std::ifstream in("/sys/block/" + name + "/loop/backing_file");
       std::string backing;
@@ -68,7 +67,6 @@ void CleanOne(const std::string& dir) {
       if (backing.rfind(dir + "/", 0) == 0)
         (void)RunCommand({"losetup", "-d", "/dev/" + name}, 30s);
     }
-    ::closedir(d);
   }
   (void)RemoveTree(dir);
 }
@@ -77,14 +75,13 @@ void CleanOne(const std::string& dir) {
 
 std::vector<std::string> CleanupDeadTestDirsNow() {
   std::vector<std::string> stale;
-  DIR* d = ::opendir("/tmp");
-  if (d == nullptr) return stale;
-  while (dirent* e = ::readdir(d)) {
-    pid_t pid = OwnerPid(e->d_name);
+  auto names = ListDirectory("/tmp");
+  if (!names.ok()) return stale;
+  for (const auto& name : *names) {
+    pid_t pid = OwnerPid(name);
     if (pid <= 0 || Alive(pid)) continue;
-    stale.push_back(std::string("/tmp/") + e->d_name);
+    stale.push_back("/tmp/" + name);
   }
-  ::closedir(d);
   for (const auto& dir : stale) CleanOne(dir);
   return stale;
 }

@@ -4,34 +4,10 @@
 #include <stdlib.h>
 #include <sys/mount.h>
 
-#include <fstream>
-#include <sstream>
 #include <thread>
 
 namespace localvol::testing {
 namespace {
-
-std::string Unescape(const std::string& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\\' && i + 3 < s.size()) {
-      int v = 0;
-      bool octal = true;
-      for (int k = 1; k <= 3; ++k) {
-        char c = s[i + k];
-        if (c < '0' || c > '7') octal = false;
-        v = v * 8 + (c - '0');
-      }
-      if (octal) {
-        out += static_cast<char>(v);
-        i += 3;
-        continue;
-      }
-    }
-    out += s[i];
-  }
-  return out;
-}
 
 // Canonical form of `path` without resolving its last component, which may be
 // a dead FUSE mount (ENOTCONN).
@@ -49,36 +25,7 @@ std::string Canonical(const std::string& path) {
 
 }  // namespace
 
-std::vector<MountEntry> ReadMountInfo() {
-  std::vector<MountEntry> out;
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    // id parent major:minor root mount_point options [optional...] - fstype source super_options
-    std::istringstream ls(line);
-    std::string id, parent, dev, root, mp, opts, tok;
-    ls >> id >> parent >> dev >> root >> mp >> opts;
-    while (ls >> tok && tok != "-") {
-    }
-    MountEntry e;
-    std::string super;
-    ls >> e.fstype >> e.source >> super;
-    e.mount_point = Unescape(mp);
-    e.source = Unescape(e.source);
-    e.options = opts + "," + super;
-    out.push_back(std::move(e));
-  }
-  return out;
-}
-
-std::optional<MountEntry> FindMount(const std::string& path) {
-  const std::string want = Canonical(path);
-  std::optional<MountEntry> found;
-  for (auto& e : ReadMountInfo()) {
-    if (e.mount_point == want) found = e;  // later entries are mounted on top
-  }
-  return found;
-}
+std::optional<MountInfo> FindMount(const std::string& path) { return FindMountAt(Canonical(path)); }
 
 bool IsMountedAs(const std::string& path, const std::string& fstype) {
   auto e = FindMount(path);

@@ -1,28 +1,20 @@
-// Reading the mount table and unmounting. Thread-safe (reads /proc).
+// Looking up mounts and unmounting, for tests. The mount table itself is
+// read with base/mount_table.h (ReadMountTable), the agent's own parser.
+// Thread-safe (reads /proc).
 #pragma once
 
 #include <chrono>
 #include <optional>
 #include <string>
-#include <vector>
 
+#include "base/mount_table.h"
 #include "base/status.h"
 
 namespace localvol::testing {
 
-struct MountEntry {
-  std::string mount_point;  // unescaped
-  std::string fstype;       // "xfs", "fuse.localvol", ...
-  std::string source;       // "/dev/loop3", "localvol:<name>", ...
-  std::string options;      // per-mount options, then super options
-};
-
-// Every entry of /proc/self/mountinfo, in order.
-std::vector<MountEntry> ReadMountInfo();
-
 // The topmost mount whose mount point is exactly `path` (made absolute and
 // canonical as far as possible without touching a dead FUSE mount).
-std::optional<MountEntry> FindMount(const std::string& path);
+std::optional<MountInfo> FindMount(const std::string& path);
 bool IsMountedAs(const std::string& path, const std::string& fstype);
 // True if anything is mounted at `path`.
 bool IsMountPoint(const std::string& path);

@@ -64,7 +64,7 @@ Status RemoveTree(const std::string& path) {
     return Status::Error(EINVAL, "refusing to remove '" + path + "'");
   // Detach anything still mounted below `path` (deepest first).
   std::vector<std::string> below;
-  for (const auto& e : ReadMountInfo()) {
+  for (const auto& e : ReadMountTable()) {
     if (e.mount_point.rfind(path + "/", 0) == 0) below.push_back(e.mount_point);
   }
   for (auto it = below.rbegin(); it != below.rend(); ++it) (void)LazyUnmountAll(*it);

@@ -45,6 +45,10 @@ void ToProto(const VolumeInfo& v, pb::Volume* out) {
   ToProto(v.io, out->mutable_io_stats());
   out->set_fuse_ring_requests(v.fuse_ring_requests);
   out->set_fuse_ring_resident_bytes(v.fuse_ring_resident_bytes);
+  out->set_read_passthrough(v.read_passthrough);
+  out->set_read_passthrough_setting(v.read_passthrough_setting ? "auto" : "off");
+  out->set_passthrough_open_files(v.passthrough_open_files);
+  out->set_passthrough_opens_total(v.passthrough_opens_total);
   out->set_csi(v.csi);
   out->set_pvc(v.pvc);
   for (const auto& t : v.publish_targets) out->add_publish_targets(t);
@@ -132,6 +136,14 @@ class ApiServer::Service final : public pb::LocalVol::Service {
     params.inode_limit = req->inode_limit();
     params.disk = req->disk();
     if (req->has_io_limits()) params.io_limits = IoLimitsFromProto(req->io_limits());
+    if (!req->read_passthrough().empty()) {
+      if (req->read_passthrough() != "auto" && req->read_passthrough() != "off") {
+        return grpc::Status(
+            grpc::StatusCode::INVALID_ARGUMENT,
+            "read_passthrough must be auto or off, not '" + req->read_passthrough() + "'");
+      }
+      params.read_passthrough = req->read_passthrough() == "auto";
+    }
     auto v = volumes_->Create(params);
     if (!v.ok()) return Fail("create volume " + req->name(), v.status());
     ToProto(*v, out);

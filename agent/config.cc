@@ -170,10 +170,11 @@ Config Parse(const YAML::Node& root) {
   if (root.IsNull()) return c;  // an empty file: all defaults
   if (!root.IsMap())
     throw ConfigError("", "the configuration must be a YAML map of keys", LineOf(root));
-  CheckKeys(root, "",
-            {"disks", "filesystem", "publish_dir", "state_dir", "reserve", "socket", "log_level",
-             "metrics_port", "embedded_disk_size", "io_scheduler", "io_contended_in_flight",
-             "fuse_io_uring", "fuse_thread_placement", "node_name", "csi_socket"});
+  CheckKeys(
+      root, "",
+      {"disks", "filesystem", "publish_dir", "state_dir", "reserve", "socket", "log_level",
+       "metrics_port", "embedded_disk_size", "io_scheduler", "io_contended_in_flight",
+       "fuse_io_uring", "fuse_thread_placement", "read_passthrough", "node_name", "csi_socket"});
   if (const auto disks = root["disks"]) {
     if (!disks.IsNull()) {
       if (!disks.IsSequence())
@@ -246,6 +247,17 @@ Config Parse(const YAML::Node& root) {
   if (const auto n = root["fuse_io_uring"]) c.fuse_io_uring = Bool(n, "fuse_io_uring");
   if (const auto n = root["fuse_thread_placement"]) {
     c.fuse_thread_placement = Bool(n, "fuse_thread_placement");
+  }
+  if (const auto n = root["read_passthrough"]) {
+    const std::string s = Scalar(n, "read_passthrough");
+    if (s != "auto" && s != "off") {
+      throw ConfigError("read_passthrough",
+                        "expected auto (kernel FUSE passthrough for read-only opens where the "
+                        "kernel offers it) or off, not '" +
+                            s + "'",
+                        LineOf(n));
+    }
+    c.read_passthrough = s == "auto";
   }
   if (const auto n = root["node_name"]) {
     c.node_name = Scalar(n, "node_name");

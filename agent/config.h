@@ -29,6 +29,10 @@
 //                                 # scheduler instead of placing themselves on
 //                                 # CPUs (fuse/thread_placement.h, a heuristic
 //                                 # tuned on a 2-CPU machine)
+//   read_passthrough: auto        # auto (default): read-only opens of a volume with no
+//                                 # read limit are served by kernel FUSE passthrough
+//                                 # where the kernel offers it (Linux 6.9+); off: every
+//                                 # read goes through localvold. See docs/volumes.md.
 //   node_name: node-1             # the Kubernetes node name (CSI node id and the
 //                                 # value of topology.localvol.io/node); default:
 //                                 # $NODE_NAME, else the host name
@@ -91,7 +95,8 @@ struct Config {
   uint64_t io_contended_in_flight = iopath::kDefaultContendedInFlightCost;
   bool fuse_io_uring = false;
   bool fuse_thread_placement = true;
-  std::string node_name;  // "": $NODE_NAME, else the host name (agent/csi/)
+  bool read_passthrough = true;  // "auto"; false: "off"
+  std::string node_name;         // "": $NODE_NAME, else the host name (agent/csi/)
   std::string csi_socket = kDefaultCsiSocketPath;  // "": no CSI driver
 };
 

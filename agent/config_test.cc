@@ -31,6 +31,7 @@ TEST(ConfigTest, EmptyFileGivesDefaults) {
   EXPECT_EQ(c->io_contended_in_flight, 64u << 10);
   EXPECT_FALSE(c->fuse_io_uring);
   EXPECT_TRUE(c->fuse_thread_placement);
+  EXPECT_TRUE(c->read_passthrough);
 }
 
 TEST(ConfigTest, FullConfig) {
@@ -53,6 +54,7 @@ io_scheduler: fifo
 io_contended_in_flight: 1Mi
 fuse_io_uring: true
 fuse_thread_placement: false
+read_passthrough: off
 )",
                        "test.yaml");
   ASSERT_TRUE(c.ok()) << c.status().ToString();
@@ -72,6 +74,7 @@ fuse_thread_placement: false
   EXPECT_EQ(c->io_contended_in_flight, 1u << 20);
   EXPECT_TRUE(c->fuse_io_uring);
   EXPECT_FALSE(c->fuse_thread_placement);
+  EXPECT_FALSE(c->read_passthrough);
 }
 
 TEST(ConfigTest, ErrorsNameTheKey) {
@@ -99,6 +102,9 @@ TEST(ConfigTest, ErrorsNameTheKey) {
       {"io_contended_in_flight: lots\n", "io_contended_in_flight: invalid size"},
       {"fuse_io_uring: maybe\n", "fuse_io_uring: expected true or false"},
       {"fuse_thread_placement: 2\n", "fuse_thread_placement: expected true or false"},
+      {"read_passthrough: on\n", "read_passthrough: expected auto"},
+      {"read_passthrough: false\n", "or off, not 'false'"},
+      {"read_passthrough: [auto]\n", "read_passthrough: expected a single value"},
       {"publish_dir: relative/path\n", "publish_dir: expected an absolute path"},
       {"embedded_disk_size: 10Mi\n", "embedded_disk_size: must be at least 512Mi"},
       {"embedded_disk_size: 10Qi\n", "embedded_disk_size: invalid size"},

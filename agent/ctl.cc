@@ -179,6 +179,7 @@ struct Options {
   std::string size;
   std::string inodes;  // checked by ParseInodes when given
   std::string disk;
+  std::string read_passthrough;  // "", auto or off
   LimitFlags create_limits;
   LimitFlags set_limits;
   bool unlimited = false;
@@ -207,6 +208,11 @@ void DefineVolumeCommands(CLI::App* volume, Options* o, Commands* c) {
       "--disk", o->disk,
       "disk id (or a unique prefix) or device; default: the disk with the most room");
   o->create_limits.Register(c->create);
+  c->create
+      ->add_option("--read-passthrough", o->read_passthrough,
+                   "auto (default): read-only opens read the backing file through kernel FUSE "
+                   "passthrough where allowed; off: every read goes through localvold")
+      ->check(CLI::IsMember({"auto", "off"}));
   c->create->callback([o] { o->cmd = Cmd::kCreate; });
   volume->add_subcommand("list", "list volumes")->callback([o] { o->cmd = Cmd::kList; });
   auto* inspect = volume->add_subcommand("inspect", "show one volume");
@@ -369,6 +375,7 @@ class Client {
     req.set_capacity_bytes(o_.size_bytes);
     req.set_inode_limit(o_.inode_limit);
     req.set_disk(o_.disk);
+    req.set_read_passthrough(o_.read_passthrough);
     if (o_.create_limits.any()) IoLimitsToProto(o_.create_io_limits, req.mutable_io_limits());
     grpc::ClientContext ctx;
     ctx.set_deadline(deadline_);

@@ -90,6 +90,16 @@ void PrintVolume(const localvol::v1::Volume& v, std::ostream& out) {
     line("FUSE ring", std::to_string(v.fuse_ring_requests()) + " requests; " +
                           FormatSize(v.fuse_ring_resident_bytes()) + " of buffers resident");
   }
+  if (v.read_passthrough_setting() == "off") {
+    line("Read path", "every read through localvold (read passthrough off for this volume)");
+  } else if (!v.read_passthrough()) {
+    line("Read path", "every read through localvold (read passthrough off or not offered)");
+  } else {
+    line("Read path", std::to_string(v.passthrough_open_files()) +
+                          (v.passthrough_open_files() == 1 ? " file" : " files") +
+                          " open with passthrough; " + std::to_string(v.passthrough_opens_total()) +
+                          " such opens since mounted (their reads are not in Reads)");
+  }
   if (v.csi()) {
     line("CSI", "PV " + v.name() + (v.pvc().empty() ? "" : ", for PVC " + v.pvc()));
   } else {

@@ -61,6 +61,8 @@ TEST(CtlTest, BadIoLimitValuesAreUsageErrorsNamingTheFlag) {
       {SetLimits({"--read-iops", "x"}), {"--read-iops", "'x'"}},
       {SetLimits({"--weight", "0"}), {"weight"}},
       {SetLimits({"--write-bps", "1.5Gi"}), {"--write-bps", "1.5Gi"}},
+      {Create({"--read-passthrough", "on"}), {"--read-passthrough", "on"}},
+      {Create({"--read-passthrough", "OFF"}), {"--read-passthrough"}},
   };
   for (const auto& c : cases) {
     Outcome r = Ctl(c.args);
@@ -71,6 +73,14 @@ TEST(CtlTest, BadIoLimitValuesAreUsageErrorsNamingTheFlag) {
       EXPECT_NE(r.err.find(m), std::string::npos) << cmd << ": '" << m << "' not in: " << r.err;
     }
     EXPECT_EQ(r.err.find("cannot reach"), std::string::npos) << cmd << ": it contacted the agent";
+  }
+}
+
+TEST(CtlTest, ReadPassthroughModesPassTheirChecks) {
+  for (const char* mode : {"auto", "off"}) {
+    Outcome r = Ctl(Create({"--read-passthrough", mode}));
+    EXPECT_EQ(r.code, 3) << mode << ": " << r.err;
+    EXPECT_NE(r.err.find("cannot reach"), std::string::npos) << r.err;
   }
 }
 

@@ -294,6 +294,7 @@ int Serve(const Config& config, const std::string& node_name, const sigset_t& si
   vo.engine_options.contended_in_flight_cost = config.io_contended_in_flight;
   vo.fuse_io_uring = config.fuse_io_uring;
   vo.fuse_thread_placement = config.fuse_thread_placement;
+  vo.read_passthrough = config.read_passthrough;
   VolumeManager volumes(vo, &disks);
   Notify("STATUS=mounting volumes");
   const auto fail = [&](const std::string& why) {

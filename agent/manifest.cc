@@ -98,6 +98,7 @@ std::string FormatManifest(const DiskManifest& m) {
       e << YAML::Key << "csi" << YAML::Value << true;
       if (!v.pvc.empty()) e << YAML::Key << "pvc" << YAML::Value << v.pvc;
     }
+    if (!v.read_passthrough) e << YAML::Key << "read_passthrough" << YAML::Value << "off";
     e << YAML::EndMap;
   }
   e << YAML::EndSeq;
@@ -137,6 +138,14 @@ Result<DiskManifest> ParseManifest(const std::string& text, const std::string& s
         v.io_limits = IoLimitsOf(n["io_limits"], where + " (" + v.name + ")");
         if (n["csi"]) v.csi = n["csi"].as<bool>();
         v.pvc = Str(n["pvc"], where + ".pvc", false);
+        if (n["read_passthrough"]) {
+          const std::string mode = Str(n["read_passthrough"], where + ".read_passthrough");
+          if (mode != "auto" && mode != "off") {
+            throw std::runtime_error(where + ".read_passthrough: expected auto or off, not '" +
+                                     mode + "'");
+          }
+          v.read_passthrough = mode == "auto";
+        }
         if (!names.insert(v.name).second)
           throw std::runtime_error(where + ": volume '" + v.name + "' listed twice");
         m.volumes.push_back(std::move(v));

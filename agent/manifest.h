@@ -46,6 +46,10 @@ struct VolumeRecord {
   // `csi: true` and `pvc:` only when set.
   bool csi = false;
   std::string pvc;
+  // Kernel FUSE passthrough for the volume's read-only opens, where the agent
+  // allows it (config read_passthrough) and the kernel offers it. Stored as
+  // `read_passthrough: off` only when false.
+  bool read_passthrough = true;
 };
 
 struct DiskManifest {

@@ -17,8 +17,9 @@ TEST(ManifestTest, RoundTrip) {
   m.filesystem = "xfs";
   m.created = "2024-01-01T00:00:00Z";
   m.volumes.push_back(
-      VolumeRecord{"db-0", 10ull << 30, 655360, true, "2024-01-02T00:00:00Z", {}, false, ""});
-  m.volumes.push_back(VolumeRecord{"logs", 1ull << 20, 5000, false, "", {}, true, "shop/logs"});
+      VolumeRecord{"db-0", 10ull << 30, 655360, true, "2024-01-02T00:00:00Z", {}, false, "", true});
+  m.volumes.push_back(
+      VolumeRecord{"logs", 1ull << 20, 5000, false, "", {}, true, "shop/logs", false});
   auto back = ParseManifest(FormatManifest(m), "m.yaml");
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(back->disk_uuid, m.disk_uuid);
@@ -37,6 +38,11 @@ TEST(ManifestTest, RoundTrip) {
   EXPECT_EQ(back->Find("logs")->pvc, "shop/logs");
   EXPECT_EQ(FormatManifest(m).find("csi:"), FormatManifest(m).rfind("csi:"))
       << "only the CSI volume says so";
+  // Read passthrough is written only when off.
+  EXPECT_TRUE(back->Find("db-0")->read_passthrough);
+  EXPECT_FALSE(back->Find("logs")->read_passthrough);
+  EXPECT_EQ(FormatManifest(m).find("read_passthrough:"),
+            FormatManifest(m).rfind("read_passthrough: off"));
 }
 
 TEST(ManifestTest, RejectsWhatItCannotTrust) {
@@ -54,6 +60,9 @@ TEST(ManifestTest, RejectsWhatItCannotTrust) {
        "1\n",
        "not a number"},
       {"format: 1\ndisk_uuid: x\nvolumes: [\n", "not valid YAML"},
+      {"format: 1\ndisk_uuid: x\nvolumes:\n  - name: a\n    capacity_bytes: 1\n    inode_limit: 1\n"
+       "    read_passthrough: maybe\n",
+       "volumes[0].read_passthrough: expected auto or off, not 'maybe'"},
   };
   for (const auto& c : cases) {
     auto m = ParseManifest(c.text, "m.yaml");
@@ -66,12 +75,12 @@ TEST(ManifestTest, RejectsWhatItCannotTrust) {
 TEST(ManifestTest, IoLimitsRoundTripWithOnlyNonDefaultSettings) {
   DiskManifest m;
   m.disk_uuid = "u";
-  VolumeRecord limited{"db", 1ull << 30, 65536, true, "", {}, false, ""};
+  VolumeRecord limited{"db", 1ull << 30, 65536, true, "", {}, false, "", true};
   limited.io_limits.read_iops = {500, 2000, 10};
   limited.io_limits.write_bps.rate = 100ull << 20;
   limited.io_limits.weight = 300;
   m.volumes.push_back(limited);
-  m.volumes.push_back(VolumeRecord{"plain", 1ull << 20, 1024, true, "", {}, false, ""});
+  m.volumes.push_back(VolumeRecord{"plain", 1ull << 20, 1024, true, "", {}, false, "", true});
   const std::string text = FormatManifest(m);
   // The keys are the CLI's; defaults are not written at all.
   EXPECT_NE(text.find("io_limits:"), std::string::npos) << text;

@@ -147,6 +147,14 @@ const VolumeGauge kVolume[] = {
      "Memory of the volume's FUSE over io_uring buffers resident now; given back after a "
      "period without requests (0 when it serves /dev/fuse only).",
      [](const VolumeInfo& v) { return v.fuse_ring_resident_bytes; }},
+    {"localvol_volume_passthrough_open_files", MetricType::Gauge,
+     "Files of the volume open with kernel FUSE passthrough now: their reads go straight to the "
+     "backing file, past every localvol_volume_io_* metric, the I/O limits and the fair "
+     "sharing (0 with read_passthrough off or where the kernel lacks it).",
+     [](const VolumeInfo& v) { return v.passthrough_open_files; }},
+    {"localvol_volume_passthrough_opens_total", MetricType::Counter,
+     "Opens of the volume's files answered with kernel FUSE passthrough since it was mounted.",
+     [](const VolumeInfo& v) { return v.passthrough_opens_total; }},
     {"localvol_volume_io_weight", MetricType::Gauge,
      "Fair-share weight of the volume among the volumes of its disk (default 100).",
      [](const VolumeInfo& v) -> uint64_t { return v.io_limits.weight; }},
@@ -165,9 +173,12 @@ void AppendVolumeGauges(const std::vector<VolumeInfo>& volumes, std::vector<Metr
 void AppendVolumeIo(const std::vector<VolumeInfo>& volumes, std::vector<MetricFamily>* out) {
   Family ops("localvol_volume_io_ops_total", MetricType::Counter,
              "Data-path requests of the volume completed since it was mounted: reads, writes, and "
-             "other (fsync, fdatasync, fallocate).");
-  Family bytes("localvol_volume_io_bytes_total", MetricType::Counter,
-               "Bytes read and written by the data path of the volume since it was mounted.");
+             "other (fsync, fdatasync, fallocate). Reads of files open with kernel FUSE "
+             "passthrough are not counted (see localvol_volume_passthrough_open_files).");
+  Family bytes(
+      "localvol_volume_io_bytes_total", MetricType::Counter,
+      "Bytes read and written by the data path of the volume since it was mounted. Reads of "
+      "files open with kernel FUSE passthrough are not counted.");
   Family throttled("localvol_volume_throttled_seconds_total", MetricType::Counter,
                    "Time the volume's oldest data-path request was held back by its I/O limits.");
   // Request latency, from submission to completion (queueing and throttling
@@ -175,7 +186,8 @@ void AppendVolumeIo(const std::vector<VolumeInfo>& volumes, std::vector<MetricFa
   Family latency(
       "localvol_volume_io_latency_seconds", MetricType::Histogram,
       "Latency of the volume's data-path requests, from submission to completion, queueing "
-      "and throttling included.");
+      "and throttling included; reads of files open with kernel FUSE passthrough are not "
+      "included.");
   for (const auto& v : volumes) {
     const Labels l = VolumeLabels(v);
     ops.Add(With(l, "direction", "read"), static_cast<double>(v.io.read_ops));

@@ -80,6 +80,9 @@ VolumeInfo BusyVolume() {
   v.io.in_flight = 2;
   v.fuse_ring_requests = 41;
   v.fuse_ring_resident_bytes = 3 << 20;
+  v.read_passthrough = true;
+  v.passthrough_open_files = 3;
+  v.passthrough_opens_total = 17;
   // 2 requests <= 50us, 3 <= 100us, 1 <= 1ms, 1 over 10s.
   v.io.latency_count[0] = 2;
   v.io.latency_count[1] = 3;
@@ -115,6 +118,10 @@ TEST(MetricsTest, DataPathCountersLimitsAndWeight) {
            "localvol_volume_fuse_io_uring_requests_total" + l + "} 41\n",
            "# TYPE localvol_volume_fuse_io_uring_resident_bytes gauge\n",
            "localvol_volume_fuse_io_uring_resident_bytes" + l + "} 3145728\n",
+           "# TYPE localvol_volume_passthrough_open_files gauge\n",
+           "localvol_volume_passthrough_open_files" + l + "} 3\n",
+           "# TYPE localvol_volume_passthrough_opens_total counter\n",
+           "localvol_volume_passthrough_opens_total" + l + "} 17\n",
            "# TYPE localvol_volume_io_limit gauge\n",
            "localvol_volume_io_limit" + l + ",kind=\"read_iops\"} 500\n",
            "localvol_volume_io_limit" + l + ",kind=\"write_bps\"} 104857600\n",
@@ -127,6 +134,15 @@ TEST(MetricsTest, DataPathCountersLimitsAndWeight) {
   EXPECT_EQ(text.find("kind=\"write_iops\""), std::string::npos) << text;
   EXPECT_EQ(text.find("localvol_volume_io_burst_limit" + l + ",kind=\"write_bps\""),
             std::string::npos);
+  // The read metrics say what they do not cover.
+  for (const std::string family : {"localvol_volume_io_ops_total", "localvol_volume_io_bytes_total",
+                                   "localvol_volume_io_latency_seconds"}) {
+    const size_t help = text.find("# HELP " + family + " ");
+    ASSERT_NE(help, std::string::npos) << family;
+    EXPECT_NE(text.substr(help, text.find('\n', help) - help).find("passthrough"),
+              std::string::npos)
+        << family << "'s HELP must say passthrough reads are not in it";
+  }
   // The old per-direction names are gone (one family per quantity).
   EXPECT_EQ(text.find("localvol_volume_read_ops_total"), std::string::npos);
 }

@@ -137,6 +137,7 @@ Result<std::unique_ptr<fuse::Volume>> VolumeManager::MountVolume(const Vol& vol,
   o.max_threads = options_.fuse_threads;
   o.fuse_io_uring = options_.fuse_io_uring;
   o.thread_placement = options_.fuse_thread_placement;
+  o.read_passthrough = options_.read_passthrough && rec.read_passthrough;
   auto mounted = fuse::Volume::Mount(o);
   if (mounted.ok() && (*mounted)->mountpoint() != vol.mount_path) {
     // The directory was moved between the open and the mount.
@@ -324,6 +325,12 @@ Result<VolumeInfo> VolumeManager::Create(const CreateVolumeParams& p) {
                                          iopath::FormatIoLimits(*p.io_limits) +
                                          "; use 'volume set-limits' to change them");
       }
+      if (p.read_passthrough && *p.read_passthrough != rec->read_passthrough) {
+        return Status::Error(EEXIST, std::string("volume ") + p.name +
+                                         " already exists with read passthrough " +
+                                         (rec->read_passthrough ? "auto" : "off") + ", not " +
+                                         (*p.read_passthrough ? "auto" : "off"));
+      }
       return Describe(v, ReadMountTable());
     }
     auto picked = PickDisk(p);
@@ -353,6 +360,7 @@ Result<VolumeInfo> VolumeManager::Create(const CreateVolumeParams& p) {
   record.io_limits = p.io_limits.value_or(iopath::IoLimits{});
   record.csi = p.csi;
   record.pvc = p.pvc;
+  record.read_passthrough = p.read_passthrough.value_or(true);
   manifest.volumes.push_back(record);
   if (Status s = CommitManifest(disk, manifest); !s.ok()) return s;
   // Runs before Create returns, so with ops_mu_ held; the analysis cannot
@@ -607,6 +615,7 @@ VolumeInfo VolumeManager::Describe(const Vol& v, const std::vector<MountInfo>& m
     info.io_limits = rec->io_limits;
     info.csi = rec->csi;
     info.pvc = rec->pvc;
+    info.read_passthrough_setting = rec->read_passthrough;
   }
   const std::string source = "localvol:" + v.name;
   for (const auto& m : mounts) {
@@ -621,6 +630,9 @@ VolumeInfo VolumeManager::Describe(const Vol& v, const std::vector<MountInfo>& m
     info.io = v.fs->IoStats();
     info.fuse_ring_requests = v.fs->KernelRingRequests();
     info.fuse_ring_resident_bytes = v.fs->KernelRingResidentBytes();
+    info.read_passthrough = v.fs->ReadPassthrough();
+    info.passthrough_open_files = v.fs->PassthroughOpenFiles();
+    info.passthrough_opens_total = v.fs->PassthroughOpensTotal();
     info.io_limits = v.fs->IoLimits();  // what is in force (SetIoLimits keeps it = the manifest's)
     bool mounted = false;
     for (const auto& m : mounts) {

@@ -98,6 +98,10 @@ struct VolumeInfo {
   fuse::VolumeIoStats io;                 // zero when not served
   uint64_t fuse_ring_requests = 0;        // taken through FUSE over io_uring since mounted
   uint64_t fuse_ring_resident_bytes = 0;  // of the ring's buffers, now
+  bool read_passthrough_setting = true;   // the volume's own setting (VolumeRecord), auto or off
+  bool read_passthrough = false;          // kernel FUSE passthrough negotiated at mount
+  uint64_t passthrough_open_files = 0;    // files open with passthrough now
+  uint64_t passthrough_opens_total = 0;   // opens answered with passthrough since mounted
   // Created through the CSI driver (then `name` is the PV name), and the
   // claim it was made for ("namespace/name", or "").
   bool csi = false;
@@ -140,6 +144,10 @@ struct CreateVolumeParams {
   // (VolumeRecord::csi and ::pvc); an existing volume is not changed.
   bool csi = false;
   std::string pvc;
+  // Unset: auto for a new volume, and an existing one matches either. Set: a
+  // new volume records it (VolumeRecord::read_passthrough); an existing one
+  // must have it.
+  std::optional<bool> read_passthrough;
 };
 
 // Creates the I/O engine of one attached disk. The default
@@ -153,6 +161,7 @@ struct VolumeManagerOptions {
   unsigned fuse_threads = fuse::DefaultWorkerThreads();  // per volume, at most
   bool fuse_io_uring = false;            // fuse::VolumeOptions::fuse_io_uring, for every volume
   bool fuse_thread_placement = true;     // fuse::VolumeOptions::thread_placement, likewise
+  bool read_passthrough = true;          // fuse::VolumeOptions::read_passthrough, for every volume
   iopath::EngineOptions engine_options;  // for the default factory
   EngineFactory make_engine;             // empty: iopath::Engine::Create(engine_options)
 };

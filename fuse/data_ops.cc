@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 
+#include "base/logging.h"
 #include "fuse/filesystem.h"
 #include "fuse/handles.h"
 #include "fuse/protocol_extensions.h"
@@ -186,23 +187,67 @@ void Filesystem::Open(Request& request, fuse_req_t req, fuse_ino_t ino, fuse_fil
   auto fd = Reopen(request, req, inode, flags);
   if (!fd.ok()) return (void)fuse_reply_err(req, fd.err());
   auto* handle = new FileHandle{std::move(fd).value(), &inode};
-  SetOpenReply(fi, handle, flags);
-  if (fuse_reply_open(req, fi) != 0) DropHandle(handle);
+  SetOpenReply(request, fi, handle, flags);
+  if (fuse_reply_open(req, fi) != 0) DropFileHandle(handle);
 }
 
-void Filesystem::SetOpenReply(fuse_file_info* fi, FileHandle* handle, int flags) {
+void Filesystem::SetOpenReply(Request& request, fuse_file_info* fi, FileHandle* handle, int flags) {
   fi->fh = reinterpret_cast<uint64_t>(handle);
-  // Page cache survives reopen: only this server changes the backing file.
-  fi->keep_cache = 1;
-  fi->direct_io = direct_io_for_o_direct_ && (flags & O_DIRECT);
   fi->noflush = 1;
+  const passthrough::OpenDecision d = DecidePassthrough(*handle, flags);
+  handle->passthrough = d.mode;
+  switch (d.mode) {
+    case passthrough::OpenMode::kServer:
+      // Page cache survives reopen: only this server changes the backing
+      // file, except a writer's shared mapping in passthrough mode, after
+      // which the decision drops it once.
+      fi->keep_cache = d.keep_cache;
+      fi->direct_io = direct_io_for_o_direct_ && (flags & O_DIRECT);
+      break;
+    case passthrough::OpenMode::kPassthrough:
+    case passthrough::OpenMode::kPassthroughServerIo:
+      // The kernel refuses FOPEN_KEEP_CACHE with FOPEN_PASSTHROUGH (the FUSE
+      // page cache is unused); FOPEN_DIRECT_IO keeps reads and writes here.
+      fi->keep_cache = 0;
+      fi->direct_io = d.mode == passthrough::OpenMode::kPassthroughServerIo;
+      request.AddOpenFlags(passthrough::kOpenPassthrough);
+      request.SetBackingId(d.backing_id);
+      break;
+  }
   AddHandle(handle);
+}
+
+passthrough::OpenDecision Filesystem::DecidePassthrough(const FileHandle& handle, int flags) {
+  if (!passthrough_granted_.load(std::memory_order_acquire)) return {};
+  const iopath::IoLimits limits = queue_->limits();
+  // A read limit, or a weight the scheduler must honour: reads through the queue.
+  const passthrough::VolumePolicy policy{.passthrough = true,
+                                         .queued_reads = limits.read_iops.limited() ||
+                                                         limits.read_bps.limited() ||
+                                                         limits.weight != iopath::kDefaultWeight};
+  const passthrough::OpenRequest open{.flags = flags,
+                                      .regular_file = handle.inode->type == S_IFREG};
+  auto registrar = [&]() -> Result<passthrough::BackingFile> {
+    auto backing = passthrough::BackingFile::Register(fuse_session_fd(session_), handle.fd.get());
+    if (!backing.ok() && !passthrough_refusal_logged_.exchange(true)) {
+      GetLogger("fuse")->warn("{}; such opens take the server path", backing.status().ToString());
+    }
+    return backing;
+  };
+  return passthrough_.Open(reinterpret_cast<uint64_t>(handle.inode), open, policy, registrar);
+}
+
+void Filesystem::DropFileHandle(FileHandle* handle) {
+  // Destroyed last, after the handle: closes the id if it was the last open.
+  passthrough::BackingFile last =
+      passthrough_.Release(reinterpret_cast<uint64_t>(handle->inode), handle->passthrough);
+  DropHandle(handle);
 }
 
 void Filesystem::Release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto* handle = HandleOf<FileHandle>(fi);
   Inode* inode = handle->inode;
-  DropHandle(handle);
+  DropFileHandle(handle);
   // Closing may trim preallocation past EOF; charge what is really allocated.
   space_.ChargeAllocation(*inode);
   fuse_reply_err(req, 0);

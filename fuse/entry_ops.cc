@@ -171,10 +171,10 @@ void Filesystem::Create(Request& request, fuse_req_t req, fuse_ino_t parent, con
   }
   if (err != 0) return (void)fuse_reply_err(req, err);
   auto* handle = new FileHandle{std::move(file_fd), reinterpret_cast<Inode*>(e.ino)};
-  SetOpenReply(fi, handle, flags);
+  SetOpenReply(request, fi, handle, flags);
   if (fuse_reply_create(req, &e, fi) != 0) {
     // The kernel gave up on the request (interrupted); nobody will release it.
-    DropHandle(handle);
+    DropFileHandle(handle);
     inodes_.Forget(reinterpret_cast<Inode*>(e.ino), 1);
   }
 }

@@ -65,6 +65,8 @@ void Filesystem::ForgetAll() {
     GetLogger("fuse")->debug("closed {} file(s) the kernel did not release before unmount",
                              unreleased.size());
   }
+  // Their backing ids too (destroyed here, on the still open /dev/fuse fd).
+  (void)passthrough_.Clear();
   inodes_.ForgetAll();
 }
 
@@ -111,6 +113,19 @@ void Filesystem::Init(Request& request, fuse_conn_info* conn) {
           "/dev/fuse. It needs Linux 6.14 or later with the fuse module parameter set: "
           "`echo 1 > /sys/module/fuse/parameters/enable_uring` (or `options fuse "
           "enable_uring=1` in /etc/modprobe.d)");
+    }
+  }
+  if (config_.read_passthrough) {
+    if (request.KernelOffers(Feature::kPassthrough)) {
+      // The reply also says kMaxStackDepth (fuse/protocol_extensions.cc). The
+      // kernel refuses passthrough with a writeback cache, which is off.
+      request.Ask(Feature::kPassthrough);
+      passthrough_granted_.store(true, std::memory_order_release);
+      GetLogger("fuse")->debug("FUSE passthrough on: read-only opens read the backing files");
+    } else {
+      GetLogger("fuse")->info(
+          "the kernel does not offer FUSE passthrough (Linux 6.9 or later with "
+          "CONFIG_FUSE_PASSTHROUGH): every read goes through the server");
     }
   }
   conn->max_write = config_.max_write;

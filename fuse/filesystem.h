@@ -34,6 +34,7 @@
 #include "base/unique_fd.h"
 #include "fuse/buffer_pool.h"
 #include "fuse/inode_table.h"
+#include "fuse/passthrough.h"
 #include "fuse/quota.h"
 #include "fuse/request.h"
 #include "fuse/space.h"
@@ -62,6 +63,9 @@ struct FilesystemConfig {
   std::function<void()> start_kernel_ring;
   // Whether /dev/fuse workers place themselves (PlaceWorker).
   bool thread_placement = true;
+  // Whether Init asks for FUSE_PASSTHROUGH: read-only opens are then served
+  // by the kernel from the backing file (fuse/passthrough.h).
+  bool read_passthrough = false;
 };
 
 class Filesystem {
@@ -135,6 +139,11 @@ class Filesystem {
 
   // Writes admitted as overwrites since construction.
   uint64_t overwrites() const { return space_.overwrites(); }
+  // Whether the kernel granted FUSE_PASSTHROUGH at INIT.
+  bool read_passthrough() const { return passthrough_granted_.load(std::memory_order_acquire); }
+  // Files open with passthrough now; opens answered with it since construction.
+  uint64_t passthrough_open_files() const { return passthrough_.passthrough_opens(); }
+  uint64_t passthrough_opens_total() const { return passthrough_.passthrough_opens_total(); }
 
  private:
   // Every open handle is registered, so that ForgetAll() can close those the
@@ -166,8 +175,15 @@ class Filesystem {
 
   // ---- data_ops.cc
   // The open flags of a file open or create reply (`flags` as the backing
-  // file was opened with), and the handle registered.
-  void SetOpenReply(fuse_file_info* fi, FileHandle* handle, int flags);
+  // file was opened with), passthrough included (on `request`, for the
+  // reply amendment), and the handle registered.
+  void SetOpenReply(Request& request, fuse_file_info* fi, FileHandle* handle, int flags);
+  // How the open of `handle` (with `flags`) is answered: PassthroughTable::Open
+  // with this volume's policy now, registering the backing file when needed.
+  passthrough::OpenDecision DecidePassthrough(const FileHandle& handle, int flags);
+  // DropHandle of a file the kernel released, or never got: gives its part
+  // of the passthrough state back, closing the backing id with the last one.
+  void DropFileHandle(FileHandle* handle);
   // Opens `inode`, a file the kernel resolved and checked, with `flags`
   // through /proc. With O_TRUNC: under a FreeingGuard, drops setuid/setgid
   // when the kernel asks, and settles the space freed.
@@ -230,6 +246,14 @@ class Filesystem {
   // or -1 until a worker decides to (FollowCpu).
   std::atomic<int> follow_cpu_{-1};
   BufferPool buffers_;
+
+  // Set by Init when the kernel granted FUSE_PASSTHROUGH, before any open.
+  std::atomic<bool> passthrough_granted_{false};
+  std::atomic<bool> passthrough_refusal_logged_{false};
+  // Which inodes are open with passthrough and their backing files; its
+  // mutex is a leaf. Its backing ids are closed by ForgetAll, while the
+  // session's /dev/fuse fd is still open.
+  passthrough::PassthroughTable passthrough_;
 
   // Open file and directory handles; a leaf lock.
   Mutex handles_mu_;

@@ -7,6 +7,7 @@
 
 #include "base/unique_fd.h"
 #include "fuse/inode_table.h"
+#include "fuse/passthrough.h"
 
 namespace localvol::fuse {
 
@@ -19,6 +20,9 @@ struct OpenHandle {
 struct FileHandle : OpenHandle {
   FileHandle(UniqueFd f, Inode* i) : OpenHandle(i), fd(std::move(f)) {}
   UniqueFd fd;
+  // How the open was answered (Filesystem::SetOpenReply); what its release
+  // gives back to the volume's PassthroughTable.
+  passthrough::OpenMode passthrough = passthrough::OpenMode::kServer;
 };
 
 struct DirHandle : OpenHandle {

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "fuse/kernel_ring.h"
+#include "fuse/passthrough.h"
 
 namespace localvol::fuse::protocol {
 namespace {
@@ -76,6 +77,13 @@ void AmendInitReply(const Request& request, iovec* iov, int count) {
   flags2 |= static_cast<uint32_t>(granted >> 32);
   std::memcpy(out + offsetof(fuse_init_out, flags), &flags, sizeof flags);
   std::memcpy(out + offsetof(fuse_init_out, flags2), &flags2, sizeof flags2);
+  // Without a max_stack_depth of 1..FILESYSTEM_MAX_STACK_DEPTH the kernel
+  // leaves passthrough off even when the flag is set.
+  if ((granted & passthrough::kInitPassthrough) &&
+      length >= passthrough::kInitOutMaxStackDepthOffset + sizeof(uint32_t)) {
+    const uint32_t depth = passthrough::kMaxStackDepth;
+    std::memcpy(out + passthrough::kInitOutMaxStackDepthOffset, &depth, sizeof depth);
+  }
 }
 
 // OPEN replies carry a fuse_open_out; CREATE replies a fuse_entry_out and then

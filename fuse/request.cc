@@ -5,6 +5,8 @@
 #include <cstring>
 #include <utility>
 
+#include "fuse/passthrough.h"
+
 namespace localvol::fuse {
 namespace {
 
@@ -20,6 +22,8 @@ uint64_t InitFlag(Feature feature) {
       return kInitDirectIoAllowMmap;
     case Feature::kOverIoUring:
       return kInitOverIoUring;
+    case Feature::kPassthrough:
+      return passthrough::kInitPassthrough;
   }
   return 0;
 }

@@ -32,6 +32,10 @@ enum class Feature : uint32_t {
   // FUSE_OVER_IO_URING (kernel 6.14): requests may come through io_uring
   // entries (fuse/kernel_ring.h) instead of read(2) on /dev/fuse.
   kOverIoUring = 1u << 2,
+  // FUSE_PASSTHROUGH (kernel 6.9): open replies may name a backing file the
+  // kernel then reads directly (fuse/passthrough.h). Granted, the INIT reply
+  // also carries passthrough::kMaxStackDepth.
+  kPassthrough = 1u << 3,
 };
 
 enum class Transport : uint8_t { kDevFuse, kRing };

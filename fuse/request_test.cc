@@ -105,6 +105,19 @@ TEST(RequestTest, InitGrantsExactlyWhatIsOfferedAndAsked) {
   EXPECT_EQ(o.init_granted(), 0u);
 }
 
+TEST(RequestTest, PassthroughIsBit37OfTheInitFlags) {
+  fuse_init_in init{};
+  init.flags = FUSE_INIT_EXT;
+  init.flags2 = 1u << (37 - 32);  // FUSE_PASSTHROUGH, protocol 7.40
+  auto raw = Raw(FUSE_INIT, 1, init);
+  Request r;
+  r.Begin(Transport::kDevFuse, raw.data(), raw.size());
+  EXPECT_TRUE(r.KernelOffers(Feature::kPassthrough));
+  EXPECT_FALSE(r.KernelOffers(Feature::kOverIoUring));
+  r.Ask(Feature::kPassthrough);
+  EXPECT_EQ(r.init_granted(), 1ull << 37);
+}
+
 TEST(RequestTest, PayloadsAreHandedOutOnceAndOnlyForTheirOpcode) {
   char entry[8192];
   fuse_write_in write{};

@@ -26,6 +26,7 @@
 #include "base/unique_fd.h"
 #include "fuse/filesystem.h"
 #include "fuse/kernel_ring.h"
+#include "fuse/passthrough.h"
 #include "fuse/protocol_extensions.h"
 #include "fuse/quota.h"
 #include "fuse/usage_store.h"
@@ -260,6 +261,7 @@ FilesystemConfig Volume::Impl::MakeFilesystemConfig(uint64_t block_size) {
   config.attr_timeout_s = options.cache_timeout_s;
   config.cache_listings = options.cache_timeout_s > 0;
   config.thread_placement = options.thread_placement;
+  config.read_passthrough = options.read_passthrough;
   if (options.fuse_io_uring) {
     const size_t payload = std::max<size_t>(config.max_write, 8192);
     config.start_kernel_ring = [this, payload] { StartKernelRing(payload); };
@@ -331,6 +333,11 @@ Result<std::unique_ptr<Volume>> Volume::Mount(const VolumeOptions& options) {
     return s;
   }
   const int dir_fd = impl->root_dir_fd.get();
+  if (opt.read_passthrough) {
+    if (Status s = passthrough::CheckBackingNotStacked(dir_fd, "source " + *source); !s.ok()) {
+      return s;
+    }
+  }
   auto usage = LoadUsage(dir_fd, opt, *source);
   if (!usage.ok()) return usage.status();
   Status prealloc = DisableSpeculativePreallocation(dir_fd);
@@ -475,6 +482,12 @@ uint64_t Volume::KernelRingResidentBytes() const {
   MutexLock lock(impl_->mu);
   return impl_->kernel_ring ? impl_->kernel_ring->resident_bytes() : 0;
 }
+
+bool Volume::ReadPassthrough() const { return impl_->fs->read_passthrough(); }
+
+uint64_t Volume::PassthroughOpenFiles() const { return impl_->fs->passthrough_open_files(); }
+
+uint64_t Volume::PassthroughOpensTotal() const { return impl_->fs->passthrough_opens_total(); }
 
 uint64_t Volume::Overwrites() const {
   return impl_->fs->overwrites();  // the Filesystem lives as long as the Volume

@@ -60,6 +60,13 @@ struct VolumeOptions {
   // leaves the threads to the scheduler.
   bool thread_placement = true;
   std::chrono::milliseconds fuse_io_uring_idle_release{10000};
+  // Kernel FUSE passthrough for opens that cannot change a file's allocation
+  // (O_RDONLY without O_TRUNC) while the volume has no read limit, where the
+  // kernel offers it ("auto"); false ("off"): every read takes the server
+  // path. Passthrough reads bypass the iopath queue: its limits, weight and
+  // counters (docs/volumes.md). Mount fails if the backing directory is on a
+  // stacking filesystem.
+  bool read_passthrough = true;
 };
 
 struct VolumeUsage {
@@ -122,6 +129,13 @@ class Volume {
   uint64_t KernelRingRequests() const;
   // Bytes of FUSE over io_uring buffers resident now; 0 without the ring.
   uint64_t KernelRingResidentBytes() const;
+  // Whether the kernel granted FUSE passthrough at mount (read_passthrough
+  // and Linux 6.9+); the files open with it now, and the opens answered with
+  // it since Mount(). Reads of such files never reach the server: IoStats()
+  // does not count them.
+  bool ReadPassthrough() const;
+  uint64_t PassthroughOpenFiles() const;
+  uint64_t PassthroughOpensTotal() const;
   // Writes admitted as overwrites of allocated blocks (no reservation and no
   // fstat to settle; see fuse/space.h) since Mount().
   uint64_t Overwrites() const;

@@ -33,7 +33,7 @@ esac
 build=build-$mode
 unit_targets=(base_size_test iopath_engine_test iopath_throttle_test iopath_scheduler_test
               iopath_io_limits_test fuse_quota_test fuse_thread_placement_test tools_fsx_test
-              fuse_request_test fuse_inode_table_test fuse_space_test
+              fuse_request_test fuse_inode_table_test fuse_space_test fuse_passthrough_test
               agent_config_unit_test agent_manifest_unit_test)
 mount_targets=(localvol-fuse localvol-fsx quota_test fsx_test fio_verify_test kernel_ring_test
                fd_cache_test)

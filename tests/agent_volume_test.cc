@@ -78,7 +78,8 @@ class AgentVolumeTest : public ::testing::Test {
   Result<VolumeInfo> Create(const std::string& name, uint64_t size, const std::string& disk = "",
                             uint64_t inodes = 0,
                             std::optional<iopath::IoLimits> limits = std::nullopt) {
-    return volumes_->Create(CreateVolumeParams{name, size, inodes, disk, limits, false, ""});
+    return volumes_->Create(
+        CreateVolumeParams{name, size, inodes, disk, limits, false, "", std::nullopt});
   }
 
   agent::DiskInfo DiskOf(const std::string& id) {
@@ -448,7 +449,7 @@ TEST_F(AgentVolumeTest, StartRepairsInterruptedCreateAndDelete) {
   auto manifest = agent::ReadManifest(dirs_->Sub("m"));
   ASSERT_TRUE(manifest.ok());
   manifest->volumes.push_back(
-      agent::VolumeRecord{"half-made", 8 * kMi, 1024, true, "", {}, false, ""});
+      agent::VolumeRecord{"half-made", 8 * kMi, 1024, true, "", {}, false, "", true});
   ASSERT_TRUE(agent::WriteManifest(dirs_->Sub("m"), *manifest).ok());
   ASSERT_EQ(RunCommand({"umount", dirs_->Sub("m")}).exit_code, 0);
   Start();

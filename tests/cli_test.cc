@@ -126,6 +126,20 @@ TEST_F(CliTest, BadIoUringDepth) {
   }
 }
 
+TEST_F(CliTest, BadReadPassthroughMode) {
+  for (const std::vector<std::string>& bad : {std::vector<std::string>{"--read-passthrough=on"},
+                                              {"--read-passthrough="},
+                                              {"--read-passthrough", "yes"},
+                                              {"--read-passthrough=AUTO"}}) {
+    SCOPED_TRACE(bad.front());
+    std::vector<std::string> args = {src_, mnt_, "--capacity", "10Mi"};
+    args.insert(args.end(), bad.begin(), bad.end());
+    ExpectRefused(Run(args), {"--read-passthrough"});
+  }
+  ExpectRefused(Run({src_, mnt_, "--capacity", "10Mi", "--read-passthrough"}, false),
+                {"--read-passthrough"});
+}
+
 TEST_F(CliTest, UnknownFlag) {
   ExpectRefused(Run({src_, mnt_, "--capacity", "10Mi", "--bogus-flag"}), {"--bogus-flag", "bogus"});
 }

@@ -37,13 +37,16 @@ constexpr const char* kUsage =
     "usage: localvol-fuse SOURCE_DIR MOUNTPOINT --capacity SIZE [--inodes N] [--foreground]\n"
     "                     [--name NAME] [--threads N] [--cache-timeout SECONDS]\n"
     "                     [--log-level LEVEL] [--io-uring[=DEPTH]] [--no-thread-placement]\n"
-    "                     [I/O limits]\n"
+    "                     [--read-passthrough=MODE] [I/O limits]\n"
     "  SIZE: bytes, or with a suffix such as 500M or 10Gi\n"
     "  --threads N: FUSE worker threads (default: 2 per CPU, at least 4)\n"
     "  --io-uring[=DEPTH]: take requests through FUSE over io_uring, DEPTH entries per CPU\n"
     "              (default 32), when the kernel offers it (fuse module parameter enable_uring)\n"
     "  --no-thread-placement: leave the serving threads to the scheduler instead of placing\n"
     "              them on CPUs (a heuristic tuned on a 2-CPU machine)\n"
+    "  --read-passthrough=auto|off: auto (default): read-only opens are served by kernel\n"
+    "              FUSE passthrough where the kernel offers it, unless a read limit is set;\n"
+    "              off: every read goes through this server\n"
     "  I/O limits: --{read,write}-{iops,bps} RATE, --{read,write}-{iops,bps}-burst RATE,\n"
     "              --{read,write}-{iops,bps}-burst-seconds S (1..3600), --weight W (1..10000);\n"
     "              *-bps rates are bytes/s and take size suffixes\n";
@@ -58,6 +61,7 @@ struct Args {
   unsigned threads = localvol::fuse::DefaultWorkerThreads();
   unsigned io_uring_depth = 0;  // 0: serve /dev/fuse only
   bool thread_placement = true;
+  bool read_passthrough = true;
   double cache_timeout_s = 3600;
   std::string log_level = "info";
   localvol::iopath::IoLimits io_limits;
@@ -127,6 +131,19 @@ Result<Args> ParseArgs(int argc, char** argv) {
       }
     } else if (arg == "--no-thread-placement") {
       args.thread_placement = false;
+    } else if (arg == "--read-passthrough" || arg.rfind("--read-passthrough=", 0) == 0) {
+      std::string mode;
+      if (arg == "--read-passthrough") {
+        auto v = value();
+        if (!v.ok()) return v.status();
+        mode = *v;
+      } else {
+        mode = arg.substr(std::string("--read-passthrough=").size());
+      }
+      if (mode != "auto" && mode != "off") {
+        return Status::Error(EINVAL, "--read-passthrough takes auto or off, not '" + mode + "'");
+      }
+      args.read_passthrough = mode == "auto";
     } else if (arg == "--cache-timeout") {
       auto v = value();
       if (!v.ok()) return v.status();
@@ -218,6 +235,7 @@ int Serve(const Args& args, int ready_fd) {
   options.fuse_io_uring = args.io_uring_depth > 0;
   options.thread_placement = args.thread_placement;
   if (options.fuse_io_uring) options.fuse_io_uring_depth = args.io_uring_depth;
+  options.read_passthrough = args.read_passthrough;
   auto volume = localvol::fuse::Volume::Mount(options);
   if (!volume.ok()) {
     log->error("{}", volume.status().ToString());

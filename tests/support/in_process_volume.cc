@@ -37,6 +37,7 @@ Status InProcessVolume::DoMount() {
   vo.engine = engine_.get();
   vo.fuse_io_uring = options_.fuse_io_uring;
   vo.thread_placement = options_.thread_placement;
+  vo.read_passthrough = options_.read_passthrough;
   if (options_.fuse_io_uring_idle_release) {
     vo.fuse_io_uring_idle_release = *options_.fuse_io_uring_idle_release;
   }
@@ -88,6 +89,7 @@ InProcessVolumeOptions InProcessVolumeTest::Options() const {
   options.fuse_io_uring = fuse_io_uring_;
   options.thread_placement = thread_placement_;
   options.fuse_io_uring_idle_release = fuse_io_uring_idle_release_;
+  options.read_passthrough = read_passthrough_;
   return options;
 }
 

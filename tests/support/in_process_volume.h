@@ -35,6 +35,7 @@ struct InProcessVolumeOptions {
   // fuse::VolumeOptions::fuse_io_uring_idle_release; unset: the library's default.
   std::optional<std::chrono::milliseconds> fuse_io_uring_idle_release;
   bool thread_placement = true;  // fuse::VolumeOptions::thread_placement
+  bool read_passthrough = true;  // fuse::VolumeOptions::read_passthrough
 };
 
 class InProcessVolume {
@@ -87,6 +88,7 @@ class InProcessVolumeTest : public ::testing::Test {
   bool fuse_io_uring_ = false;
   std::optional<std::chrono::milliseconds> fuse_io_uring_idle_release_;
   bool thread_placement_ = true;
+  bool read_passthrough_ = true;
 
   VolumeDirs dirs_;
   std::unique_ptr<InProcessVolume> volume_;

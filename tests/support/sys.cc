@@ -1,10 +1,12 @@
 #include "tests/support/sys.h"
 
 #include <fcntl.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cctype>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <random>
@@ -127,6 +129,25 @@ Result<struct stat> Stat(const std::string& path) {
 bool Exists(const std::string& path) {
   struct stat st {};
   return ::lstat(path.c_str(), &st) == 0;
+}
+
+bool KernelHasFusePassthrough() {
+  struct utsname u;
+  if (uname(&u) != 0) return false;
+  int major = 0, minor = 0;
+  if (std::sscanf(u.release, "%d.%d", &major, &minor) != 2) return false;
+  if (major < 6 || (major == 6 && minor < 9)) return false;
+  // zcat is there wherever /proc/config.gz is worth reading.
+  FILE* config = ::popen("zcat /proc/config.gz 2>/dev/null", "r");
+  if (config == nullptr) return true;
+  bool told = false, enabled = false;
+  char line[256];
+  while (std::fgets(line, sizeof line, config) != nullptr) {
+    told = true;
+    if (std::strncmp(line, "CONFIG_FUSE_PASSTHROUGH=y", 25) == 0) enabled = true;
+  }
+  ::pclose(config);
+  return !told || enabled;
 }
 
 }  // namespace localvol::testing

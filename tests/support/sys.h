@@ -88,6 +88,12 @@ Result<struct stat> Lstat(const std::string& path);
 Result<struct stat> Stat(const std::string& path);
 bool Exists(const std::string& path);  // lstat succeeds
 
+// Whether this kernel can do FUSE passthrough (FUSE_PASSTHROUGH): Linux 6.9
+// or later, and CONFIG_FUSE_PASSTHROUGH when /proc/config.gz tells. A test
+// that finds passthrough not granted skips only when this is false; on such a
+// kernel a refusal is a failure.
+bool KernelHasFusePassthrough();
+
 // Writes all of `data` at `offset` with pwrite, looping on short writes.
 // Returns bytes written before the first error and that error (0 if none).
 SysResult PwriteAll(int fd, std::string_view data, off_t offset);

@@ -48,6 +48,12 @@ TESTS = [
      dict(rw="randread", bs="4k", direct=1, ioengine="io_uring", iodepth=1), "iops", "time"),
     ("randread_qd32", "4 KiB randread QD32, direct",
      dict(rw="randread", bs="4k", direct=1, ioengine="io_uring", iodepth=32), "iops", "time"),
+    ("randread_buffered_qd1", "4 KiB randread QD1, buffered",
+     dict(rw="randread", bs="4k", direct=0, ioengine="psync"), "iops", "time"),
+    ("randread_buffered_qd32", "4 KiB randread QD32, buffered",
+     dict(rw="randread", bs="4k", direct=0, ioengine="io_uring", iodepth=32), "iops", "time"),
+    ("randread_mmap", "4 KiB randread, mmap",
+     dict(rw="randread", bs="4k", ioengine="mmap"), "iops", "time"),
     ("randwrite_qd1", "4 KiB randwrite QD1, direct",
      dict(rw="randwrite", bs="4k", direct=1, ioengine="io_uring", iodepth=1), "iops", "time"),
     ("randwrite_qd32", "4 KiB randwrite QD32, direct",
@@ -72,12 +78,21 @@ BAR = {
     "create": {"device": 0.50, "fast": 0.35},
     "stat": {"device": 0.50, "fast": 0.35},
 }
+# The bar of issue 21 (kernel FUSE passthrough for reads): every read row at
+# least this ratio to raw XFS on both profiles; write and metadata rows no
+# slower than the same volume with passthrough off, within the noise allowed.
+READ_ROWS = ("seqread_direct", "seqread_buffered_cold", "randread_qd1", "randread_qd32",
+             "randread_buffered_qd1", "randread_buffered_qd32", "randread_mmap")
+PASSTHROUGH_BAR = 0.90
+NO_REGRESSION_BAR = 0.95
 SUT = "localvol"            # the system under test
 LIMITED = "limited"         # the same volume with I/O limits configured, never binding
 RING = "ring"               # the same volume taking requests through FUSE over io_uring (opt-in)
-VARIANTS = (SUT, LIMITED, RING)  # localvol's own targets; the rest are other filesystems
+NOPT = "nopt"               # the same volume with read passthrough off (every read via the server)
+VARIANTS = (SUT, LIMITED, RING, NOPT)  # localvol's own targets; the rest are other filesystems
 DISPLAY = {"raw": "raw XFS (a)", "localvol": "localvol (b)", LIMITED: "localvol + limits (c)",
-           RING: "localvol, io_uring (b')", "bindfs": "bindfs (d)", "mergerfs": "mergerfs (d)"}
+           RING: "localvol, io_uring (b')", NOPT: "localvol, passthrough off (b-)",
+           "bindfs": "bindfs (d)", "mergerfs": "mergerfs (d)"}
 ENFORCEMENT_BAR = 0.03      # (c) may be at most 3% slower than (b)
 
 # Sizes: data file per target, bytes written by the buffered-write test,
@@ -350,7 +365,7 @@ def table(profile, res, summ):
     targets = res["targets"]
     base = targets[0]
     others = [t for t in targets[1:] if t not in VARIANTS]
-    ring = [RING] if RING in targets else []
+    ring = [t for t in (NOPT, RING) if t in targets]
     head = ["fio test", "unit", DISPLAY.get(base, base)]
     if SUT in targets:
         head += [DISPLAY[SUT], DISPLAY[LIMITED]]
@@ -469,6 +484,37 @@ def bar_table(profiles):
     return "\n".join(lines)
 
 
+def passthrough_table(profiles):
+    """The bar of issue 21: read rows of (b) against raw XFS, next to (b-)
+    (passthrough off); write and metadata rows of (b) against (b-)."""
+    head = ["fio test"]
+    for p, _, _ in profiles:
+        head += ["(b) / raw (%s)" % p, "(b-) / raw (%s)" % p, "(b) / (b-) (%s)" % p,
+                 "verdict (%s)" % p]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    verdicts = []
+    for test in profiles[0][1]["tests"]:
+        row = [TEST_BY_NAME[test][1]]
+        for p, res, summ in profiles:
+            s = summ.get(test, {})
+            b = s.get(SUT, {}).get("ratio")
+            nopt = s.get(NOPT, {}).get("ratio")
+            b_vs_nopt = None
+            if NOPT in res["targets"] and s.get(SUT, {}).get("abs") and s.get(NOPT, {}).get("abs"):
+                b_vs_nopt = b / nopt if b and nopt else None
+            if test in READ_ROWS:
+                ok = b is not None and b >= PASSTHROUGH_BAR
+                verdict = ("pass" if ok else "**FAIL**") + " (≥ %.2f of raw)" % PASSTHROUGH_BAR
+            else:
+                ok = b_vs_nopt is not None and b_vs_nopt >= NO_REGRESSION_BAR
+                verdict = ("pass" if ok else "**FAIL**") + " (≥ %.2f of b-)" % NO_REGRESSION_BAR
+            verdicts.append(ok)
+            row += ["-" if b is None else "%.2f" % b, "-" if nopt is None else "%.2f" % nopt,
+                    "-" if b_vs_nopt is None else "%.2f" % b_vs_nopt, verdict]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines), verdicts
+
+
 def cpu_table(profiles):
     """Server CPU per test (percent of one core over the fio run), median."""
     servers = []
@@ -507,7 +553,7 @@ def chart(profiles, png):
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(len(profiles), 1, figsize=(10, 3.6 * len(profiles)), dpi=80,
                              squeeze=False)
-    colors = {"localvol": "#1f77b4", LIMITED: "#9467bd", RING: "#17becf", "bindfs": "#ff7f0e", "mergerfs": "#2ca02c"}
+    colors = {"localvol": "#1f77b4", LIMITED: "#9467bd", RING: "#17becf", NOPT: "#7f7f7f", "bindfs": "#ff7f0e", "mergerfs": "#2ca02c"}
     for ax, (p, res, summ) in zip(axes[:, 0], profiles):
         tests = res["tests"]
         targets = res["targets"][1:]
@@ -587,6 +633,14 @@ def report(args):
               "%d of %d rows pass (localvol against raw XFS, median paired ratio; the "
               "enforcement row: the same volume with limits configured far above what the "
               "tests reach, against (b))." % (passed, len(all_verdicts))]
+    if any(NOPT in res["targets"] for _, res, _ in profiles):
+        pt, pv = passthrough_table(profiles)
+        parts += ["", "### The bar of issue 21: read passthrough", "", pt, "",
+                  "%d of %d cells pass. (b) serves read-only opens with kernel FUSE passthrough "
+                  "(the default, `read_passthrough: auto`); (b-) is the same volume with "
+                  "`--read-passthrough=off`. Read rows: (b) against raw XFS in the same round; "
+                  "write and metadata rows: (b) against (b-), paired by round."
+                  % (sum(pv), len(pv))]
     parts += ["", "### CPU of the FUSE server during each test", "",
               "Percent of one core (user + system time of the server process over the wall time "
               "of the fio run), median over the rounds. 200% is both cores.", "",

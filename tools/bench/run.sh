@@ -2,12 +2,14 @@
 # The fio performance harness (issue 5): localvol against raw XFS, bindfs and
 # mergerfs on one scratch loop disk, for two device profiles.
 #
-#   sudo tools/bench/run.sh [--quick] [--profile fast|device] [--no-doc]
+#   sudo tools/bench/run.sh [--quick] [--profile fast|device] [--no-doc] [--only TESTS]
 #
 #   --quick     1 round and smaller files (about 7 minutes for both profiles);
 #               the default is 3 rounds (about 40 minutes)
 #   --profile   run one device profile only (default: device, then fast)
 #   --no-doc    do not rewrite docs/performance.md and docs/performance.png
+#   --only      comma-separated test names (fio_matrix.py's TESTS), for a smoke
+#               run of a few rows; implies --no-doc
 #
 # Profiles (see tools/bench/lib.sh): "device" is a loop device with
 # --direct-io=on over an image on the real disk (/var/tmp); "fast" is a
@@ -15,8 +17,10 @@
 # only the CPU cost of each path shows.
 #
 # Targets, all on the same XFS, each in its own directory: raw XFS (a), a
-# localvol volume (b: quota on, capacity above what the tests write), the same
-# with I/O limits configured but never binding (c), the same taking requests
+# localvol volume (b: quota on, capacity above what the tests write, read
+# passthrough on as by default), the same with read passthrough off (b-), the
+# same with I/O limits configured but never binding (c: a read limit, so no
+# passthrough either), the same taking requests
 # through FUSE over io_uring (b', opt-in; the fuse module parameter enable_uring
 # is turned on for the run and put back afterwards), bindfs and mergerfs (d).
 # Each test runs on every target before the next test starts, in a
@@ -34,8 +38,10 @@ root=$(cd "$here/../.." && pwd)
 quick=""
 profiles="device fast"
 write_doc=1
+only=()
 while [ $# -gt 0 ]; do
   case $1 in
+    --only) shift; only=(--only "${1:?--only needs test names}"); write_doc="" ;;
     --quick) quick=1 ;;
     --profile) shift; profiles=${1:?--profile needs fast or device} ;;
     --no-doc) write_doc="" ;;
@@ -116,15 +122,20 @@ for profile in $profiles; do
   out=$results/$profile
   loopdev=$(basename "$dev")
   disk_note="$disk_size image in $(dirname "$bench_img"), $dev with direct-io=$(losetup -n -O DIO "$dev" | tr -d ' '), read_ahead_kb=$(cat /sys/block/$loopdev/queue/read_ahead_kb) (as losetup left it)"
-  mkdir -p "$out" "$work/disk/raw" "$work/disk/localvol" "$work/disk/limited" "$work/disk/ring" \
-    "$work/disk/bindfs" "$work/disk/mergerfs" "$work/mnt/localvol" "$work/mnt/limited" \
-    "$work/mnt/ring" "$work/mnt/bindfs" "$work/mnt/mergerfs"
+  mkdir -p "$out" "$work/disk/raw" "$work/disk/localvol" "$work/disk/nopt" "$work/disk/limited" \
+    "$work/disk/ring" "$work/disk/bindfs" "$work/disk/mergerfs" "$work/mnt/localvol" \
+    "$work/mnt/nopt" "$work/mnt/limited" "$work/mnt/ring" "$work/mnt/bindfs" "$work/mnt/mergerfs"
 
   # (b) a localvol volume, quota on (capacity well above what the tests write).
   "$bench_fuse" "$work/disk/localvol" "$work/mnt/localvol" --capacity "$capacity" --foreground \
     >"$out/localvol-fuse.log" 2>&1 &
   vol_pid=$!; bench_track_pid "$vol_pid"
   wait_mounted "$work/mnt/localvol" "$vol_pid" localvol-fuse
+  # (b-) the same with read passthrough off: every read through the server.
+  "$bench_fuse" "$work/disk/nopt" "$work/mnt/nopt" --capacity "$capacity" --foreground \
+    --read-passthrough=off >"$out/localvol-fuse-nopt.log" 2>&1 &
+  nopt_pid=$!; bench_track_pid "$nopt_pid"
+  wait_mounted "$work/mnt/nopt" "$nopt_pid" localvol-fuse
   # (c) the same kind of volume with every I/O limit configured, far above
   # anything the tests reach: what checking and charging the buckets costs.
   "$bench_fuse" "$work/disk/limited" "$work/mnt/limited" --capacity "$capacity" --foreground \
@@ -157,9 +168,10 @@ for profile in $profiles; do
   findmnt -l -o TARGET,FSTYPE,OPTIONS | grep -E "^TARGET|^$work/" | tee "$out/mounts.txt"
 
   "$py" "$here/fio_matrix.py" run --profile "$profile" --out "$out" --reps "$reps" $mode \
-    --disk-note "$disk_note" \
+    --disk-note "$disk_note" "${only[@]}" \
     --target "raw=$work/disk/raw" \
     --target "localvol=$work/mnt/localvol,backing=$work/disk/localvol,pid=$vol_pid" \
+    --target "nopt=$work/mnt/nopt,backing=$work/disk/nopt,pid=$nopt_pid" \
     --target "limited=$work/mnt/limited,backing=$work/disk/limited,pid=$lim_pid" \
     "${ring_target[@]}" \
     --target "bindfs=$work/mnt/bindfs,backing=$work/disk/bindfs,pid=$bind_pid" \

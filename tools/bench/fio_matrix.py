@@ -15,6 +15,8 @@
 
 The first target is the baseline (raw XFS): every ratio is a target's figure
 divided by the baseline's figure of the same round, median over the rounds.
+A target "b0" (run.sh --baseline: localvol from another build) adds the
+column b/b0, localvol's figure over b0's of the same round, median.
 """
 import argparse
 import datetime
@@ -89,9 +91,11 @@ SUT = "localvol"            # the system under test
 LIMITED = "limited"         # the same volume with I/O limits configured, never binding
 RING = "ring"               # the same volume taking requests through FUSE over io_uring (opt-in)
 NOPT = "nopt"               # the same volume with read passthrough off (every read via the server)
-VARIANTS = (SUT, LIMITED, RING, NOPT)  # localvol's own targets; the rest are other filesystems
+PREVIOUS = "b0"             # the same volume served by another build (run.sh --baseline)
+VARIANTS = (SUT, LIMITED, RING, NOPT, PREVIOUS)  # localvol's own targets; the rest are other filesystems
 DISPLAY = {"raw": "raw XFS (a)", "localvol": "localvol (b)", LIMITED: "localvol + limits (c)",
            RING: "localvol, io_uring (b')", NOPT: "localvol, passthrough off (b-)",
+           PREVIOUS: "localvol, baseline build (b0)",
            "bindfs": "bindfs (d)", "mergerfs": "mergerfs (d)"}
 ENFORCEMENT_BAR = 0.03      # (c) may be at most 3% slower than (b)
 
@@ -300,8 +304,16 @@ def run(args):
 
 # ---------------------------------------------------------------- reporting
 
+def paired_median(reps, other):
+    """Median over the rounds of reps' figure over other's of the same round."""
+    ratios = [r["value"] / other[rep]["value"] for rep, r in reps.items()
+              if r["value"] is not None and rep in other and other[rep]["value"]]
+    return statistics.median(ratios) if ratios else None
+
+
 def summarize(res):
-    """{test: {target: {"abs": median, "ratio": median paired ratio, "err": str}}}"""
+    """{test: {target: {"abs": median, "ratio": median paired ratio, "err": str,
+    "vs_sut": against localvol (b), "vs_b0": against b0}}}"""
     base = res["targets"][0]
     by = {}
     for r in res["runs"]:
@@ -314,23 +326,14 @@ def summarize(res):
             reps = runs.get(target, {})
             vals = [r["value"] for r in reps.values() if r["value"] is not None]
             errs = [r["error"] for r in reps.values() if r["error"]]
-            ratios = []
-            for rep, r in reps.items():
-                b = runs.get(base, {}).get(rep)
-                if r["value"] is not None and b and b["value"]:
-                    ratios.append(r["value"] / b["value"])
             cpus = [r["server_cpu_pct"] for r in reps.values() if "server_cpu_pct" in r]
             cached = [max(v or 0 for v in r["cached_after"].values())
                       for r in reps.values() if "cached_after" in r]
-            vs_sut = []
-            for rep, r in reps.items():
-                s = runs.get(SUT, {}).get(rep)
-                if r["value"] is not None and s and s["value"]:
-                    vs_sut.append(r["value"] / s["value"])
             out[test][target] = {
-                "vs_sut": statistics.median(vs_sut) if vs_sut else None,
+                "vs_sut": paired_median(reps, runs.get(SUT, {})),
+                "vs_b0": paired_median(reps, runs.get(PREVIOUS, {})),
                 "abs": statistics.median(vals) if vals else None,
-                "ratio": statistics.median(ratios) if ratios else None,
+                "ratio": paired_median(reps, runs.get(base, {})),
                 "n": len(vals),
                 "err": errs[0] if errs and not vals else None,
                 "cpu": statistics.median(cpus) if cpus else None,
@@ -366,9 +369,10 @@ def table(profile, res, summ):
     base = targets[0]
     others = [t for t in targets[1:] if t not in VARIANTS]
     ring = [t for t in (NOPT, RING) if t in targets]
+    previous = SUT in targets and PREVIOUS in targets
     head = ["fio test", "unit", DISPLAY.get(base, base)]
     if SUT in targets:
-        head += [DISPLAY[SUT], DISPLAY[LIMITED]]
+        head += [DISPLAY[SUT]] + ([DISPLAY[PREVIOUS], "b/b0"] if previous else []) + [DISPLAY[LIMITED]]
     head += [DISPLAY[t] for t in ring]
     head += [DISPLAY.get(t, t) for t in others] + ["bar (%s)" % profile, "%s vs bar" % SUT, "%s beats %s" % (SUT, "/".join(others) or "others")]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -388,6 +392,9 @@ def table(profile, res, summ):
                 else fmt_abs(c["abs"], metric)
         if SUT in targets:
             row.append(cell(SUT))
+            if previous:
+                vs_b0 = s[SUT]["vs_b0"]
+                row += [cell(PREVIOUS), "-" if vs_b0 is None else "%.3f" % vs_b0]
             if LIMITED in targets and s[LIMITED]["vs_sut"] is not None:
                 row.append("%s (c/b %.3f)" % (cell(LIMITED), s[LIMITED]["vs_sut"]))
             else:
@@ -414,7 +421,7 @@ def table(profile, res, summ):
     cost = enforcement_cost(res, summ)
     cells = ["cost of enforcement (c) vs (b)", "%", "-"]
     if SUT in targets:
-        cells += ["-", cost["text"]]
+        cells += ["-"] * (3 if previous else 1) + [cost["text"]]
     cells += ["-"] * len(ring + others) + ["≤ %d%%" % (ENFORCEMENT_BAR * 100), cost["verdict"], "-"]
     lines.append("| " + " | ".join(cells) + " |")
     if cost["ok"] is not None:
@@ -513,6 +520,21 @@ def passthrough_table(profiles):
                     "-" if b_vs_nopt is None else "%.2f" % b_vs_nopt, verdict]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines), verdicts
+
+
+def previous_table(profiles):
+    """b/b0 per test and profile: this build against the baseline build, paired
+    by round, median; None when no profile ran b0."""
+    ran = [(p, summ) for p, res, summ in profiles if PREVIOUS in res["targets"] and SUT in res["targets"]]
+    if not ran:
+        return None
+    head = ["fio test"] + ["b/b0 (%s)" % p for p, _ in ran]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for test in profiles[0][1]["tests"]:
+        cells = [summ[test][SUT]["vs_b0"] if test in summ else None for _, summ in ran]
+        lines.append("| " + " | ".join([TEST_BY_NAME[test][1]] + ["-" if c is None else "%.3f" % c
+                                                                  for c in cells]) + " |")
+    return "\n".join(lines)
 
 
 def cpu_table(profiles):
@@ -628,6 +650,12 @@ def report(args):
                                      plan["write"] // MiB, plan["meta_jobs"], plan["meta_files"],
                                      res.get("elapsed_s", "?"), res.get("disk") or "?"),
                   "", t]
+    prev = previous_table(profiles)
+    if prev:
+        parts += ["", "### This build against the baseline build", "",
+                  "localvol (b) over the same volume served by the baseline build (b0, %s), "
+                  "paired by round, median: below 1 is slower than the baseline." % m.get("baseline", "?"),
+                  "", prev]
     passed = sum(1 for _, (_, ok) in all_verdicts if ok)
     parts += ["", "### The bar of issue 5", "", bar_table(profiles), "",
               "%d of %d rows pass (localvol against raw XFS, median paired ratio; the "
@@ -682,6 +710,7 @@ def machine_info(args):
             "fio": fio, "os": osname,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "commit": args.commit, "command": args.command,
+            **({"baseline": args.baseline_commit} if args.baseline_commit else {}),
             "load_before": open("/proc/loadavg").read().split()[0]}
     path = os.path.join(args.results, "machine.json")
     if os.path.exists(path) and args.finish:
@@ -714,6 +743,7 @@ def main():
     mi.add_argument("--results", required=True)
     mi.add_argument("--commit", default="?")
     mi.add_argument("--command", default="")
+    mi.add_argument("--baseline-commit", help="the build of target b0, for the report")
     mi.add_argument("--finish", action="store_true")
     args = ap.parse_args()
     {"run": run, "report": report, "machine": machine_info}[args.cmd](args)

@@ -3,6 +3,7 @@
 # mergerfs on one scratch loop disk, for two device profiles.
 #
 #   sudo tools/bench/run.sh [--quick] [--profile fast|device] [--no-doc] [--only TESTS]
+#                           [--baseline BUILD_DIR]
 #
 #   --quick     1 round and smaller files (about 7 minutes for both profiles);
 #               the default is 3 rounds (about 40 minutes)
@@ -10,6 +11,11 @@
 #   --no-doc    do not rewrite docs/performance.md and docs/performance.png
 #   --only      comma-separated test names (fio_matrix.py's TESTS), for a smoke
 #               run of a few rows; implies --no-doc
+#   --baseline  BUILD_DIR is the build directory of another localvol build
+#               (BUILD_DIR/tools/localvol-fuse): adds target (b0), that build's
+#               volume with the options of (b), and the column b/b0 (this
+#               build against that one, paired by round, median): the check
+#               that a change regressed no row
 #
 # Profiles (see tools/bench/lib.sh): "device" is a loop device with
 # --direct-io=on over an image on the real disk (/var/tmp); "fast" is a
@@ -22,7 +28,8 @@
 # same with I/O limits configured but never binding (c: a read limit, so no
 # passthrough either), the same taking requests
 # through FUSE over io_uring (b', opt-in; the fuse module parameter enable_uring
-# is turned on for the run and put back afterwards), bindfs and mergerfs (d).
+# is turned on for the run and put back afterwards), with --baseline the (b)
+# volume served by the other build (b0), bindfs and mergerfs (d).
 # Each test runs on every target before the next test starts, in a
 # rotating order; caches are dropped before every run; the figures are medians
 # over the rounds. The results go to tools/bench/results/<timestamp>/ (fio JSON
@@ -39,13 +46,15 @@ quick=""
 profiles="device fast"
 write_doc=1
 only=()
+baseline=""
 while [ $# -gt 0 ]; do
   case $1 in
     --only) shift; only=(--only "${1:?--only needs test names}"); write_doc="" ;;
     --quick) quick=1 ;;
     --profile) shift; profiles=${1:?--profile needs fast or device} ;;
     --no-doc) write_doc="" ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    --baseline) shift; baseline=${1:?--baseline needs the build directory of another localvol build} ;;
+    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
     *) echo "unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -53,6 +62,10 @@ done
 for p in $profiles; do
   case $p in fast|device) ;; *) echo "unknown profile '$p' (fast or device)" >&2; exit 2 ;; esac
 done
+if [ -n "$baseline" ]; then
+  [ -x "$baseline/tools/localvol-fuse" ] || { echo "--baseline $baseline: no tools/localvol-fuse there; give the build directory of another localvol build (cmake --build DIR --target localvol-fuse)" >&2; exit 2; }
+  baseline=$(cd "$baseline" && pwd)
+fi
 [ "$(id -u)" -eq 0 ] || { echo "run as root: sudo $0 $*" >&2; exit 1; }
 
 # --- dependencies (Debian packages), installed only when missing
@@ -87,15 +100,26 @@ fi
 stamp=$(date -u +%Y%m%d-%H%M%S)
 results=$here/results/$stamp
 mkdir -p "$results"
-if [ -n "$quick" ]; then reps=1; disk_size=10G; capacity=4Gi; mode=--quick
-else reps=3; disk_size=16G; capacity=8Gi; mode=""; fi
+if [ -n "$quick" ]; then reps=1; disk_size=10G; capacity=4Gi; mode=--quick; data_gib=1
+else reps=3; disk_size=16G; capacity=8Gi; mode=""; data_gib=2; fi
+# (b0) writes one more data file (fio_matrix.py's PLAN).
+if [ -n "$baseline" ]; then disk_size=$(( ${disk_size%G} + data_gib ))G; fi
 commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ -n "$(git -C "$root" status --porcelain -- base iopath fuse tools/localvol_fuse_main.cc 2>/dev/null)" ]; then
   commit="$commit + uncommitted changes"
 fi
 command_line="sudo tools/bench/run.sh${quick:+ --quick}"
 [ "$profiles" = "device fast" ] || command_line="$command_line --profile $profiles"
-"$py" "$here/fio_matrix.py" machine --results "$results" --commit "$commit" --command "$command_line"
+machine_args=()
+if [ -n "$baseline" ]; then
+  command_line="$command_line --baseline $baseline"
+  # The source tree the baseline was configured from, as CMake recorded it.
+  baseline_src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$baseline/CMakeCache.txt" 2>/dev/null || true)
+  baseline_commit=$(git -C "${baseline_src:-/nonexistent}" rev-parse --short HEAD 2>/dev/null || echo unknown)
+  machine_args=(--baseline-commit "$baseline_commit ($baseline)")
+fi
+"$py" "$here/fio_matrix.py" machine --results "$results" --commit "$commit" --command "$command_line" \
+  "${machine_args[@]}"
 
 wait_mounted() {  # MOUNTPOINT PID NAME
   for _ in $(seq 100); do
@@ -124,7 +148,8 @@ for profile in $profiles; do
   disk_note="$disk_size image in $(dirname "$bench_img"), $dev with direct-io=$(losetup -n -O DIO "$dev" | tr -d ' '), read_ahead_kb=$(cat /sys/block/$loopdev/queue/read_ahead_kb) (as losetup left it)"
   mkdir -p "$out" "$work/disk/raw" "$work/disk/localvol" "$work/disk/nopt" "$work/disk/limited" \
     "$work/disk/ring" "$work/disk/bindfs" "$work/disk/mergerfs" "$work/mnt/localvol" \
-    "$work/mnt/nopt" "$work/mnt/limited" "$work/mnt/ring" "$work/mnt/bindfs" "$work/mnt/mergerfs"
+    "$work/mnt/nopt" "$work/mnt/limited" "$work/mnt/ring" "$work/mnt/bindfs" "$work/mnt/mergerfs" \
+    "$work/disk/b0" "$work/mnt/b0"
 
   # (b) a localvol volume, quota on (capacity well above what the tests write).
   "$bench_fuse" "$work/disk/localvol" "$work/mnt/localvol" --capacity "$capacity" --foreground \
@@ -152,6 +177,16 @@ for profile in $profiles; do
     wait_mounted "$work/mnt/ring" "$ring_pid" localvol-fuse
     ring_target=(--target "ring=$work/mnt/ring,backing=$work/disk/ring,pid=$ring_pid")
   fi
+  # (b0) the (b) volume served by the baseline build. Its command line starts
+  # "localvol-fuse $work/" too, so bench_stop_servers stops it by name as well.
+  base_target=()
+  if [ -n "$baseline" ]; then
+    "$baseline/tools/localvol-fuse" "$work/disk/b0" "$work/mnt/b0" --capacity "$capacity" --foreground \
+      >"$out/localvol-fuse-b0.log" 2>&1 &
+    b0_pid=$!; bench_track_pid "$b0_pid"
+    wait_mounted "$work/mnt/b0" "$b0_pid" "baseline localvol-fuse"
+    base_target=(--target "b0=$work/mnt/b0,backing=$work/disk/b0,pid=$b0_pid")
+  fi
   # (d) bindfs: multithreaded (its default is one thread), and O_DIRECT
   # forwarded to the backing file (its default drops O_DIRECT, so a direct read
   # would be served from the backing file's page cache).
@@ -173,7 +208,7 @@ for profile in $profiles; do
     --target "localvol=$work/mnt/localvol,backing=$work/disk/localvol,pid=$vol_pid" \
     --target "nopt=$work/mnt/nopt,backing=$work/disk/nopt,pid=$nopt_pid" \
     --target "limited=$work/mnt/limited,backing=$work/disk/limited,pid=$lim_pid" \
-    "${ring_target[@]}" \
+    "${ring_target[@]}" "${base_target[@]}" \
     --target "bindfs=$work/mnt/bindfs,backing=$work/disk/bindfs,pid=$bind_pid" \
     --target "mergerfs=$work/mnt/mergerfs,backing=$work/disk/mergerfs,pid=$merge_pid"
   bench_drop_disk

@@ -126,8 +126,16 @@ Result<PathFd> InodeTable::Pin(Inode& inode) {
 }
 
 void InodeTable::Unpin(Inode& inode) {
-  MutexLock lock(fd_mu_);
-  --inode.pins_;
+  {
+    MutexLock lock(fd_mu_);
+    if (--inode.pins_ > 0 || !inode.forgotten_) return;
+    // Finalize pins the inode once more; that Unpin must not come here again.
+    inode.forgotten_ = false;
+  }
+  // The last pin of an inode the kernel forgot meanwhile (Forget): it is
+  // this pin's to finish.
+  std::unique_ptr<Inode> owned(&inode);
+  Finalize(*owned);
 }
 
 void InodeTable::CountOpenHandle(Inode& inode, int delta) {
@@ -180,7 +188,19 @@ void InodeTable::Forget(Inode* inode, uint64_t n) {
       inode->nlookup_ -= n;
     }
   }
-  if (dropped) Finalize(*dropped);
+  if (!dropped) return;
+  {
+    MutexLock lock(fd_mu_);
+    if (dropped->pins_ > 0) {
+      // Still pinned by a handler that has already replied: the last Unpin
+      // finalizes and deletes it.
+      dropped->forgotten_ = true;
+      Inode* owned_by_pins = dropped.release();
+      (void)owned_by_pins;
+      return;
+    }
+  }
+  Finalize(*dropped);
 }
 
 void InodeTable::ForgetAll() {

@@ -82,6 +82,10 @@ struct Inode {
   uint64_t nlookup_ = 0;  // InodeTable::mu_
   UniqueFd path_fd_;      // InodeTable::fd_mu_, as is everything below
   uint32_t pins_ = 0;
+  // The kernel forgot the inode while it was pinned: a handler replied (and
+  // the kernel then sent FORGET) before its PathFd went out of scope. The
+  // inode has left the table; the last Unpin finalizes and deletes it.
+  bool forgotten_ = false;
   uint32_t open_handles_ = 0;  // open files and directories of this inode
   bool evictable_;
   // Unlinked with nothing holding it: its space and inode were returned to

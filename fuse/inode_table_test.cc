@@ -95,6 +95,33 @@ TEST_F(InodeTableTest, PinnedFdReachesTheInode) {
   table_->Forget(f, 1);
 }
 
+// A handler may still hold a pin when the kernel forgets the inode: it
+// replied first, and the kernel sent FORGET at once. The inode then lives
+// until that pin goes, and is finalized exactly once.
+TEST_F(InodeTableTest, ForgetWhilePinnedFinalizesAtTheLastUnpin) {
+  ASSERT_NO_FATAL_FAILURE(MakeFile("f", 10));
+  struct stat want;
+  Inode* f = Lookup("f", &want);
+  ASSERT_NE(f, nullptr);
+  const size_t fds_before = InodeTable::OpenPathFds();
+  {
+    auto pinned = table_->Pin(*f);
+    ASSERT_TRUE(pinned.ok()) << pinned.status().ToString();
+    table_->Forget(f, 1);
+    // Still usable: the pin keeps the inode and its fd.
+    struct stat st;
+    ASSERT_EQ(fstatat(pinned->get(), "", &st, AT_EMPTY_PATH), 0);
+    EXPECT_EQ(st.st_ino, want.st_ino);
+    EXPECT_EQ(InodeTable::OpenPathFds(), fds_before);
+  }
+  // The last pin finalized it: its fd is closed.
+  EXPECT_EQ(InodeTable::OpenPathFds(), fds_before - 1);
+  // A new lookup makes a new inode.
+  Inode* again = Lookup("f", &want);
+  ASSERT_NE(again, nullptr);
+  table_->Forget(again, 1);
+}
+
 TEST_F(InodeTableTest, UnlinkedInodeReturnsItsChargeOnceWhenReleased) {
   struct stat victim;
   Inode* f = MakeChargedFile("f", &victim);

@@ -252,10 +252,10 @@ TEST(EngineCreate, RejectsZeroSizes) {
 
 TEST(EngineCreate, ShutdownDoesNotWaitForTheIdleTimeout) {
   // ~Engine wakes the completion thread with a NOP; without it each
-  // destruction would wait for what is left of the thread's 100 ms idle
-  // timeout, at least 90 ms here. Only the destructions are timed, and the
-  // fastest of five counts, so a loaded machine (a sanitizer build, other
-  // jobs) does not make the test fail.
+  // destruction would wait for what is left of the thread's idle timeout
+  // (kIdleWakeupNs), far above the bound below. Only the destructions are
+  // timed, and the fastest of five counts, so a loaded machine (a sanitizer
+  // build, other jobs) does not make the test fail.
   auto fastest = std::chrono::steady_clock::duration::max();
   for (int i = 0; i < 5; ++i) {
     ENGINE_OR_SKIP(engine, Engine::Create(EngineOptions{.ring_entries = 8, .max_in_flight = 8}));

@@ -8,12 +8,23 @@
 #include <cstring>
 #include <optional>
 
+#include "base/scope_guard.h"
 #include "fuse/caller_credentials.h"
 #include "fuse/filesystem.h"
 #include "fuse/handles.h"
 #include "fuse/protocol_extensions.h"
 
 namespace localvol::fuse {
+
+// The size change is counted (Inode::size_changes) before the mode is read.
+int Filesystem::KeepDenseForTruncate(Inode& inode, fuse_file_info* fi, int path_fd, off_t size) {
+  if (fi != nullptr) return KeepDense(*HandleOf<FileHandle>(fi), static_cast<uint64_t>(size));
+  if (!passthrough_.InPassthroughMode(reinterpret_cast<uint64_t>(&inode))) return 0;
+  // truncate(2) by path: the gap is allocated through an fd of our own.
+  auto fd = OpenAt(proc_self_fd_.get(), std::to_string(path_fd), O_WRONLY);
+  if (!fd.ok()) return fd.err();
+  return space_.AllocateGapTo(inode, fd->get(), static_cast<uint64_t>(size));
+}
 
 void Filesystem::GetAttr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   struct stat st;
@@ -77,6 +88,11 @@ void Filesystem::SetAttr(const Request& request, fuse_req_t req, fuse_ino_t ino,
   if (to_set & FUSE_SET_ATTR_SIZE) {
     if (inode.type != S_IFREG) return fail(inode.type == S_IFDIR ? EISDIR : EINVAL);
     FreeingGuard truncating(inode);
+    inode.size_changes.fetch_add(1);
+    ScopeGuard size_changed([&inode] { inode.size_changes.fetch_sub(1); });
+    if (const int err = KeepDenseForTruncate(inode, fi, path_fd, attr->st_size); err != 0) {
+      return fail(err);
+    }
     // The way the caller asked: ftruncate with a file handle, truncate(2) by
     // path without, so that the backing filesystem treats it alike (XFS
     // changes nothing, not even setuid/setgid, when an empty file is

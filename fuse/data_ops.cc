@@ -2,6 +2,7 @@
 // release, read, write, fsync, fallocate, copy_file_range and lseek.
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -228,6 +229,12 @@ passthrough::OpenDecision Filesystem::DecidePassthrough(const FileHandle& handle
   const passthrough::OpenRequest open{.flags = flags,
                                       .regular_file = handle.inode->type == S_IFREG};
   auto registrar = [&]() -> Result<passthrough::BackingFile> {
+    // Only a dense file may enter passthrough mode (fuse/space.h); a sparse
+    // one, or one whose size is changing now, is read through the server.
+    if (handle.inode->size_changes.load() != 0) return Status::Error(EBUSY, "size changing");
+    auto dense = space_.IsDense(handle.fd.get());
+    if (!dense.ok()) return dense.status();
+    if (!*dense) return Status::Error(ENODATA, "sparse file");
     auto backing = passthrough::BackingFile::Register(fuse_session_fd(session_), handle.fd.get());
     if (!backing.ok() && !passthrough_refusal_logged_.exchange(true)) {
       GetLogger("fuse")->warn("{}; such opens take the server path", backing.status().ToString());
@@ -273,6 +280,10 @@ void Filesystem::Write(Request& request, fuse_req_t req, fuse_ino_t ino, const c
   const size_t admitted =
       overwrite ? size : space_.AdmitWrite(handle->fd.get(), offset, size, &reservation);
   if (admitted == 0 && size != 0) return (void)fuse_reply_err(req, ENOSPC);
+  if (!overwrite) {
+    const int err = KeepDense(*handle, offset);
+    if (err != 0) return (void)fuse_reply_err(req, err);
+  }
   // Before the data changes, as the kernel orders it for its own filesystems.
   KillSuidSgidIfAsked(request, req, *handle->inode, handle->fd.get());
   // The data must outlive this call and be aligned for O_DIRECT: normally it
@@ -293,6 +304,11 @@ void Filesystem::Write(Request& request, fuse_req_t req, fuse_ino_t ino, const c
   SubmitData(request, req, std::move(io));
 }
 
+int Filesystem::KeepDense(FileHandle& handle, uint64_t offset) {
+  if (handle.passthrough == passthrough::OpenMode::kServer) return 0;
+  return space_.AllocateGapTo(*handle.inode, handle.fd.get(), offset);
+}
+
 void Filesystem::Fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
   SubmitSync(req, HandleOf<FileHandle>(fi)->fd.get(), datasync);
 }
@@ -308,6 +324,22 @@ void Filesystem::Fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offse
                            fuse_file_info* fi) {
   if (offset < 0 || length <= 0) return (void)fuse_reply_err(req, EINVAL);
   FileHandle* handle = HandleOf<FileHandle>(fi);
+  if (handle->passthrough != passthrough::OpenMode::kServer) {
+    // Keep the file dense (fuse/space.h): no inserted hole, and a punched
+    // range stays allocated, zeroed (to the end of file; past it is no hole).
+    if (mode & FALLOC_FL_INSERT_RANGE) return (void)fuse_reply_err(req, EOPNOTSUPP);
+    if (mode & FALLOC_FL_PUNCH_HOLE) {
+      struct stat st;
+      if (fstat(handle->fd.get(), &st) != 0) return (void)fuse_reply_err(req, errno);
+      if (offset >= st.st_size) return (void)fuse_reply_err(req, 0);
+      length = std::min<off_t>(length, st.st_size - offset);
+      mode = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
+    }
+    if (!(mode & FALLOC_FL_KEEP_SIZE)) {
+      const int err = KeepDense(*handle, static_cast<uint64_t>(offset));
+      if (err != 0) return (void)fuse_reply_err(req, err);
+    }
+  }
   // Punching, zeroing (XFS frees and reallocates) and collapsing free blocks;
   // plain allocation and insertion take the same guard, for one rule.
   FreeingGuard freeing(*handle->inode);
@@ -340,6 +372,9 @@ void Filesystem::CopyFileRange(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
       space_.AdmitWrite(out->fd.get(), static_cast<uint64_t>(off_out), len, &job->reservation);
   if (admitted == 0 && len != 0) return (void)fuse_reply_err(req, ENOSPC);
   if (admitted == 0) return (void)fuse_reply_write(req, 0);
+  if (const int err = KeepDense(*out, static_cast<uint64_t>(off_out)); err != 0) {
+    return (void)fuse_reply_err(req, err);
+  }
   job->req = req;
   job->space = &space_;
   job->engine = engine_;

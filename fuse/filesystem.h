@@ -181,6 +181,12 @@ class Filesystem {
   // How the open of `handle` (with `flags`) is answered: PassthroughTable::Open
   // with this volume's policy now, registering the backing file when needed.
   passthrough::OpenDecision DecidePassthrough(const FileHandle& handle, int flags);
+  // For an operation through `handle` that reaches `offset`: while the inode
+  // is in passthrough mode, allocates the gap from its end of file to
+  // `offset` (fuse/space.h). 0 or the errno to answer.
+  int KeepDense(FileHandle& handle, uint64_t offset);
+  // KeepDense for a SETATTR to `size`, with the handle `fi` or by path.
+  int KeepDenseForTruncate(Inode& inode, fuse_file_info* fi, int path_fd, off_t size);
   // DropHandle of a file the kernel released, or never got: gives its part
   // of the passthrough state back, closing the backing id with the last one.
   void DropFileHandle(FileHandle* handle);

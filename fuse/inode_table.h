@@ -74,6 +74,12 @@ struct Inode {
   std::atomic<uint32_t> overwrites_in_flight{0};
   uint32_t freeing GUARDED_BY(alloc_mu) = 0;  // FreeingGuards alive; no probe meanwhile
   std::atomic<uint32_t> settled_writes{0};    // the first, then every kProbeEvery-th probes
+  // SETATTR size changes in progress. Counted before the handler asks whether
+  // the inode is in passthrough mode, and read by the first passthrough open
+  // (under the PassthroughTable's lock) before it checks the file is dense:
+  // either the size change sees the mode and keeps the file dense, or the
+  // open sees the count and takes the server path (fuse/space.h).
+  std::atomic<uint32_t> size_changes{0};
 
  private:
   // The table's state of this inode, touched only by InodeTable and under

@@ -173,6 +173,12 @@ void PassthroughTable::MaybeErase(std::unordered_map<uint64_t, Entry>::iterator 
   if (e.passthrough_opens == 0 && e.server_opens == 0 && !e.cache_stale) inodes_.erase(it);
 }
 
+bool PassthroughTable::InPassthroughMode(uint64_t inode) const {
+  MutexLock lock(mu_);
+  auto it = inodes_.find(inode);
+  return it != inodes_.end() && it->second.passthrough_opens > 0;
+}
+
 uint64_t PassthroughTable::passthrough_opens() const {
   MutexLock lock(mu_);
   return open_now_;

@@ -160,7 +160,8 @@ struct OpenDecision {
 // Release() hands back. Thread-safe; mu_ is a leaf.
 class PassthroughTable {
  public:
-  // Registers the inode's backing file, for the first passthrough open.
+  // Registers the inode's backing file, for the first passthrough open, or
+  // fails to keep it on the server path. Called under the table's lock.
   using Registrar = std::function<Result<BackingFile>()>;
 
   // Decides how to answer an open of `inode` and counts it as open:
@@ -171,9 +172,9 @@ class PassthroughTable {
   //  - otherwise an open of a regular file that cannot change its
   //    allocation (O_RDONLY without O_TRUNC), in a volume that allows
   //    passthrough and does not queue its reads, of an inode with no other open:
-  //    kPassthrough with a newly registered backing file. If registering
-  //    fails, the open takes the server path (the failure is the caller's
-  //    to log).
+  //    kPassthrough with a newly registered backing file. If the registrar
+  //    fails (it also refuses files that may not enter passthrough mode), the
+  //    open takes the server path (the failure is the caller's to log).
   //  - every other open: kServer.
   // Never an answer the kernel refuses, given that every decision is
   // released (Release) only after the kernel is done with that open.
@@ -188,6 +189,10 @@ class PassthroughTable {
   // The connection ended: forgets every open and hands back every backing
   // file, to destroy while the connection's /dev/fuse fd is still open.
   std::vector<BackingFile> Clear() EXCLUDES(mu_);
+
+  // Whether `inode` has passthrough opens not yet released: every open of it
+  // is then in one of the passthrough modes.
+  bool InPassthroughMode(uint64_t inode) const EXCLUDES(mu_);
 
   // Opens answered with passthrough and not yet released.
   uint64_t passthrough_opens() const EXCLUDES(mu_);

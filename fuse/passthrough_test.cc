@@ -63,6 +63,26 @@ TEST(PassthroughTable, ReadersShareOneBackingFileClosedWithTheLast) {
   EXPECT_EQ(t.passthrough_opens_total(), 2u);
 }
 
+TEST(PassthroughTable, TheModeLastsFromTheFirstPassthroughOpenToItsLastRelease) {
+  PassthroughTable t;
+  Device dev;
+  EXPECT_FALSE(t.InPassthroughMode(kInode));
+  OpenDecision r = t.Open(kInode, File(O_RDONLY), kOn, dev.Registrar());
+  OpenDecision w = t.Open(kInode, File(O_RDWR), kOn, dev.Registrar());
+  EXPECT_TRUE(t.InPassthroughMode(kInode));
+  EXPECT_FALSE(t.InPassthroughMode(kInode + 1));
+  t.Release(kInode, r.mode);
+  EXPECT_TRUE(t.InPassthroughMode(kInode)) << "the writer still holds the mode";
+  t.Release(kInode, w.mode);
+  EXPECT_FALSE(t.InPassthroughMode(kInode));
+  // A registrar that refuses (a sparse file) leaves the inode on the server path.
+  dev.Fail(true);
+  OpenDecision s = t.Open(kInode, File(O_RDONLY), kOn, dev.Registrar());
+  EXPECT_EQ(s.mode, OpenMode::kServer);
+  EXPECT_FALSE(t.InPassthroughMode(kInode));
+  t.Release(kInode, s.mode);
+}
+
 TEST(PassthroughTable, OpensThatCanAllocateTakeTheServerPath) {
   PassthroughTable t;
   Device dev;

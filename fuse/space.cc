@@ -102,6 +102,34 @@ bool Space::AdmitAllocation(int fd, uint64_t offset, uint64_t len, Reservation* 
   return exact.ok() && quota_->TryReserve(*exact, 0, reservation);
 }
 
+Result<bool> Space::IsDense(int fd) const {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return Status::FromErrno("fstat");
+  if (st.st_size == 0) return true;
+  auto holes = UnallocatedBytesInRange(fd, 0, static_cast<uint64_t>(st.st_size), block_size_);
+  if (!holes.ok()) return holes.status();
+  return *holes == 0;
+}
+
+int Space::AllocateRange(Inode& inode, int fd, uint64_t from, uint64_t to) {
+  if (to <= from) return 0;
+  Reservation reservation;
+  if (!AdmitAllocation(fd, from, to - from, &reservation)) return ENOSPC;
+  const int rc = RetryEintr([&] {
+    return fallocate(fd, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(from),
+                     static_cast<off_t>(to - from));
+  });
+  const int err = rc != 0 ? errno : 0;
+  SettleAllocation(inode, fd, reservation);
+  return err;
+}
+
+int Space::AllocateGapTo(Inode& inode, int fd, uint64_t offset) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return errno;
+  return AllocateRange(inode, fd, static_cast<uint64_t>(st.st_size), offset);
+}
+
 // Counting first and reading dense_end second (both sequentially consistent)
 // pairs with FreeingGuard, which clears dense_end first and reads the count
 // second: either this write sees the cleared prefix, or the guard waits for it.

@@ -16,6 +16,14 @@
 // which forgets the prefix and waits for overwrites in flight first, so no
 // write is admitted without a reservation into blocks being freed.
 //
+// Files in passthrough mode (fuse/passthrough.h) have no hole below their end
+// of file. A writer of such a file reaches the backing file through its
+// shared mappings, whose stores into a hole would allocate blocks that no
+// admission saw. So an inode enters passthrough mode only when it is dense
+// (IsDense), and while it is in that mode every server operation that would
+// leave a hole below the end of file allocates it first, with admission
+// (AllocateRange), or fails with ENOSPC.
+//
 // Thread-safe; takes Inode::alloc_mu and the quota's mutex, in that order.
 #pragma once
 
@@ -81,6 +89,17 @@ class Space {
   // Reserves space for allocating [offset, offset+len) of `fd`, all or
   // nothing as fallocate(2) is. False for ENOSPC.
   bool AdmitAllocation(int fd, uint64_t offset, uint64_t len, Reservation* reservation);
+
+  // Whether [0, end of file) of `fd` is allocated throughout (unwritten and
+  // delayed-allocation extents count, as in UnallocatedBytesInRange).
+  Result<bool> IsDense(int fd) const;
+  // Allocates the holes of [from, to) of `inode` through `fd`, an fd of it
+  // open for writing, without changing its size: admitted all or nothing,
+  // as fallocate(2) is. 0, ENOSPC, or fallocate's errno.
+  int AllocateRange(Inode& inode, int fd, uint64_t from, uint64_t to);
+  // AllocateRange from the end of file to `offset`: the gap a write,
+  // fallocate or truncate reaching `offset` would leave. 0 when there is none.
+  int AllocateGapTo(Inode& inode, int fd, uint64_t offset);
 
   // A write of [.., end) of `inode` that lies in its allocated prefix is an
   // overwrite: it needs no reservation and no settling. Returns whether it

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "base/unique_fd.h"
+#include "fuse/space.h"
 #include "tests/support/fuse_uring_switch.h"
 #include "tests/support/in_process_volume.h"
 #include "tests/support/loop_disk.h"
@@ -300,19 +301,15 @@ TEST_P(PassthroughTest, PassthroughOpenCannotChangeAllocation) {
     }
     loff_t in = 0, out_off = 0;
     record(copy_file_range(target.get(), &in, fd.get(), &out_off, 4096, 0) >= 0);
-    // Reading every hole of the sparse file allocates nothing.
+    // Reading allocates nothing.
     std::string buf(1 << 20, '\0');
     for (off_t off = 0; off < (4 << 20); off += 1 << 20)
       record(pread(fd.get(), buf.data(), buf.size(), off) >= 0);
     return out;
   };
-  auto sparse = [&](const std::string& path) {
-    UniqueFd fd = Open(path, O_WRONLY | O_CREAT | O_TRUNC);
-    ASSERT_EQ(pwrite(fd.get(), "head", 4, 0), 4);
-    ASSERT_EQ(ftruncate(fd.get(), 4 << 20), 0);
-  };
-  ASSERT_NO_FATAL_FAILURE(sparse(Raw("s")));
-  ASSERT_NO_FATAL_FAILURE(sparse(Mounted("s")));
+  // Dense: a sparse file takes the server path (SparseFilesAreReadThroughTheServer).
+  ASSERT_NO_FATAL_FAILURE(WriteFile(Raw("s"), Pattern(6, 4 << 20)));
+  ASSERT_NO_FATAL_FAILURE(WriteFile(Mounted("s"), Pattern(6, 4 << 20)));
   WaitForOpenFiles(0);
   struct stat before {};
   ASSERT_EQ(stat((dirs_.backing + "/s").c_str(), &before), 0);
@@ -328,6 +325,87 @@ TEST_P(PassthroughTest, PassthroughOpenCannotChangeAllocation) {
   WaitForOpenFiles(0);
   // The ".copy" target was created empty; nothing else may have grown.
   EXPECT_LE(Vol().Usage().used_bytes, used_before + 4096);
+}
+
+// A writer joining passthrough readers reaches the backing file through its
+// shared mapping, past the server's admission. So a file in passthrough mode
+// never has a hole below its end of file: a sparse file is read through the
+// server, and what would leave a hole allocates it first, or fails.
+TEST_P(PassthroughTest, SparseFilesAreReadThroughTheServer) {
+  {
+    UniqueFd fd = Open(Mounted("s"), O_WRONLY | O_CREAT | O_TRUNC);
+    ASSERT_EQ(pwrite(fd.get(), "head", 4, 0), 4);
+    ASSERT_EQ(ftruncate(fd.get(), 4 << 20), 0);
+  }
+  WaitForOpenFiles(0);
+  const uint64_t reads_before = ServerReads();
+  {
+    UniqueFd fd = Open(Mounted("s"), O_RDONLY);
+    EXPECT_EQ(Vol().PassthroughOpenFiles(), 0u) << "a sparse file must not enter passthrough mode";
+    EXPECT_EQ(ReadAt(fd.get(), 4, 0), "head");
+    EXPECT_EQ(ReadAt(fd.get(), 4, 1 << 20), std::string(4, '\0'));
+  }
+  EXPECT_GT(ServerReads(), reads_before);
+  {
+    UniqueFd fd = Open(Mounted("s"), O_WRONLY);
+    ASSERT_EQ(fallocate(fd.get(), 0, 0, 4 << 20), 0) << strerror(errno);
+  }
+  WaitForOpenFiles(0);
+  UniqueFd dense = OpenPassthrough(Mounted("s"));
+  EXPECT_EQ(ReadAt(dense.get(), 4, 0), "head");
+}
+
+TEST_P(PassthroughTest, AFileInPassthroughModeStaysDenseWithinTheQuota) {
+  constexpr off_t kSize = 1 << 20;
+  const std::string data = Pattern(5, kSize);
+  ASSERT_NO_FATAL_FAILURE(WriteFile(Mounted("f"), data));
+  WaitForOpenFiles(0);
+  UniqueFd reader = OpenPassthrough(Mounted("f"));
+  UniqueFd writer = Open(Mounted("f"), O_RDWR);
+  ASSERT_TRUE(reader.valid() && writer.valid());
+  ASSERT_EQ(Vol().PassthroughOpenFiles(), 2u);
+  // Each would leave a hole past the volume's free space: refused, unchanged.
+  const off_t beyond = kSize + static_cast<off_t>(capacity_bytes_);
+  EXPECT_EQ(ftruncate(writer.get(), beyond), -1);
+  EXPECT_EQ(errno, ENOSPC) << "ftruncate";
+  EXPECT_EQ(truncate(Mounted("f").c_str(), beyond), -1);
+  EXPECT_EQ(errno, ENOSPC) << "truncate by path";
+  EXPECT_EQ(pwrite(writer.get(), "x", 1, beyond), -1);
+  EXPECT_EQ(errno, ENOSPC) << "a write past the end of file";
+  EXPECT_EQ(fallocate(writer.get(), 0, beyond, 4096), -1);
+  EXPECT_EQ(errno, ENOSPC) << "fallocate past the end of file";
+  EXPECT_EQ(fallocate(writer.get(), FALLOC_FL_INSERT_RANGE, 0, 65536), -1);
+  EXPECT_EQ(errno, EOPNOTSUPP) << "inserting a hole";
+  struct stat st {};
+  ASSERT_EQ(fstat(reader.get(), &st), 0);
+  EXPECT_EQ(st.st_size, kSize);
+  // What fits is allocated as it is reached; a punched range stays allocated.
+  ASSERT_EQ(ftruncate(writer.get(), 4 * kSize), 0) << strerror(errno);
+  ASSERT_EQ(pwrite(writer.get(), "y", 1, 6 * kSize), 1) << strerror(errno);
+  ASSERT_EQ(truncate(Mounted("f").c_str(), 8 * kSize), 0) << strerror(errno);
+  ASSERT_EQ(fallocate(writer.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 65536), 0)
+      << strerror(errno);
+  EXPECT_EQ(ReadAt(reader.get(), 65536, 0), std::string(65536, '\0'));
+  EXPECT_EQ(ReadAt(reader.get(), 4, 65536), data.substr(65536, 4));
+  {
+    UniqueFd backing = Open(dirs_.backing + "/f", O_RDONLY);
+    auto holes = fuse::UnallocatedBytesInRange(backing.get(), 0, 8 * kSize, 4096);
+    ASSERT_TRUE(holes.ok()) << holes.status().ToString();
+    EXPECT_EQ(*holes, 0u) << "a hole the writer's mapping could allocate into";
+  }
+  // The writer's mapping now stores into allocated blocks only.
+  const uint64_t used = Vol().Usage().used_bytes;
+  void* map = mmap(nullptr, 8 * kSize, PROT_READ | PROT_WRITE, MAP_SHARED, writer.get(), 0);
+  ASSERT_NE(map, MAP_FAILED) << strerror(errno);
+  std::memset(map, 'm', 8 * kSize);
+  EXPECT_EQ(msync(map, 8 * kSize, MS_SYNC), 0);
+  munmap(map, 8 * kSize);
+  EXPECT_EQ(ReadAt(reader.get(), 4, 7 * kSize), "mmmm");
+  reader.Reset();
+  writer.Reset();
+  WaitForOpenFiles(0);
+  // Converting unwritten extents may split one: a block of metadata at most.
+  EXPECT_LE(Vol().Usage().used_bytes, used + 65536) << "the stores allocated past the admission";
 }
 
 // The backing file is the opened inode itself: renaming another file over

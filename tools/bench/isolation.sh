@@ -6,10 +6,14 @@
 # rewrites the measured section of docs/isolation.md.
 #
 #   sudo tools/bench/isolation.sh [--quick] [--profile device|fast] [--doc]
+#                                 [--read-passthrough auto|off]
 #
 #   --quick     shorter runs (about 3 minutes instead of 9)
 #   --profile   device (default): loop device with direct I/O over a file on
 #               the real disk; fast: over a file in RAM
+#   --read-passthrough  what every volume is created with (default auto, the
+#               agent's default: read-only opens of volumes with no read
+#               limit and the default weight skip the I/O queue)
 #
 # Scenarios
 #   1 limit accuracy   4K randread QD32 under read-iops; 4K randwrite QD32
@@ -28,17 +32,20 @@ here=$(cd "$(dirname "$0")" && pwd)
 quick=0
 profile=device
 doc=0
+passthrough=auto
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) quick=1 ;;
     --profile) profile=${2:?--profile needs device or fast}; shift ;;
     --doc) doc=1 ;;
+    --read-passthrough) passthrough=${2:?--read-passthrough needs auto or off}; shift ;;
     -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "isolation.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
 case $profile in device|fast) ;; *) echo "isolation.sh: --profile must be device or fast" >&2; exit 2 ;; esac
+case $passthrough in auto|off) ;; *) echo "isolation.sh: --read-passthrough must be auto or off" >&2; exit 2 ;; esac
 
 "$here/../../scripts/install-deps.sh" >/dev/null
 # shellcheck source=lib.sh
@@ -104,14 +111,14 @@ job() {
     --write_iops_log="$out/${run}_$1" 
 }
 
-echo "isolation: profile $profile, results in $out"
+echo "isolation: profile $profile, read passthrough $passthrough, results in $out"
 bench_attach_profile "$profile" 24G
 agent_start fair
-ctl volume create lim --size 4Gi >/dev/null
-ctl volume create victim --size 4Gi >/dev/null
-ctl volume create aggr --size 4Gi >/dev/null
-ctl volume create heavy --size 4Gi --weight 200 >/dev/null
-ctl volume create light --size 4Gi --weight 100 >/dev/null
+ctl volume create lim --size 4Gi --read-passthrough $passthrough >/dev/null
+ctl volume create victim --size 4Gi --read-passthrough $passthrough >/dev/null
+ctl volume create aggr --size 4Gi --read-passthrough $passthrough >/dev/null
+ctl volume create heavy --size 4Gi --weight 200 --read-passthrough $passthrough >/dev/null
+ctl volume create light --size 4Gi --weight 100 --read-passthrough $passthrough >/dev/null
 # Lay the files out once, unthrottled, so no run measures file creation.
 for v in lim victim aggr heavy light; do
   fio --name=layout --directory="$work/pub/$v" --rw=write --bs=1m --size=1g --ioengine=psync \
@@ -164,9 +171,9 @@ run=s4-pair-fifo; fio_run $run $t_wc $(job heavy heavy randread 4k 32) $(job lig
 agent_stop
 
 cat >"$out/meta.json" <<META
-{"profile": "$profile", "quick": $quick, "iops_limit": $iops_limit, "bps_limit": "$bps_limit",
+{"profile": "$profile", "read_passthrough": "$passthrough", "quick": $quick, "iops_limit": $iops_limit, "bps_limit": "$bps_limit",
  "burst_rate": $burst_rate, "burst_base": $burst_base, "burst_seconds": $t_burst_len,
- "aggr_cap": "200Mi", "command": "sudo tools/bench/isolation.sh$([ $quick -eq 1 ] && echo ' --quick') --profile $profile",
+ "aggr_cap": "200Mi", "command": "sudo tools/bench/isolation.sh$([ $quick -eq 1 ] && echo ' --quick') --profile $profile --read-passthrough $passthrough",
  "kernel": "$(uname -r)", "cpus": $(nproc), "date": "$(date -u +%Y-%m-%dT%H:%MZ)"}
 META
 python3 "$here/isolation_report.py" "$out" $([ $doc -eq 1 ] && echo --doc "$bench_root/docs/isolation.md")

@@ -3,7 +3,7 @@
 # mergerfs on one scratch loop disk, for two device profiles.
 #
 #   sudo tools/bench/run.sh [--quick] [--profile fast|device] [--no-doc] [--only TESTS]
-#                           [--baseline BUILD_DIR]
+#                           [--baseline BUILD_DIR] [--targets NAMES]
 #
 #   --quick     1 round and smaller files (about 7 minutes for both profiles);
 #               the default is 3 rounds (about 40 minutes)
@@ -11,6 +11,9 @@
 #   --no-doc    do not rewrite docs/performance.md and docs/performance.png
 #   --only      comma-separated test names (fio_matrix.py's TESTS), for a smoke
 #               run of a few rows; implies --no-doc
+#   --targets   comma-separated target names to measure (raw first; of raw,
+#               localvol, nopt, limited, ring, b0, bindfs, mergerfs), for a
+#               shorter side-by-side run of a few targets; implies --no-doc
 #   --baseline  BUILD_DIR is the build directory of another localvol build
 #               (BUILD_DIR/tools/localvol-fuse): adds target (b0), that build's
 #               volume with the options of (b), and the column b/b0 (this
@@ -47,14 +50,16 @@ profiles="device fast"
 write_doc=1
 only=()
 baseline=""
+wanted=""
 while [ $# -gt 0 ]; do
   case $1 in
     --only) shift; only=(--only "${1:?--only needs test names}"); write_doc="" ;;
     --quick) quick=1 ;;
     --profile) shift; profiles=${1:?--profile needs fast or device} ;;
     --no-doc) write_doc="" ;;
+    --targets) shift; wanted=${1:?--targets needs target names}; write_doc="" ;;
     --baseline) shift; baseline=${1:?--baseline needs the build directory of another localvol build} ;;
-    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
     *) echo "unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -202,15 +207,23 @@ for profile in $profiles; do
   wait_mounted "$work/mnt/mergerfs" "$merge_pid" mergerfs
   findmnt -l -o TARGET,FSTYPE,OPTIONS | grep -E "^TARGET|^$work/" | tee "$out/mounts.txt"
 
+  all_targets=(--target "raw=$work/disk/raw"
+    --target "localvol=$work/mnt/localvol,backing=$work/disk/localvol,pid=$vol_pid"
+    --target "nopt=$work/mnt/nopt,backing=$work/disk/nopt,pid=$nopt_pid"
+    --target "limited=$work/mnt/limited,backing=$work/disk/limited,pid=$lim_pid"
+    "${ring_target[@]}" "${base_target[@]}"
+    --target "bindfs=$work/mnt/bindfs,backing=$work/disk/bindfs,pid=$bind_pid"
+    --target "mergerfs=$work/mnt/mergerfs,backing=$work/disk/mergerfs,pid=$merge_pid")
+  targets=()
+  for ((i = 1; i < ${#all_targets[@]}; i += 2)); do
+    name=${all_targets[i]%%=*}
+    if [ -z "$wanted" ] || [[ ",$wanted," == *",$name,"* ]]; then
+      targets+=(--target "${all_targets[i]}")
+    fi
+  done
+  [ "${targets[1]%%=*}" = raw ] || { echo "--targets must include raw (the baseline of every ratio)" >&2; exit 2; }
   "$py" "$here/fio_matrix.py" run --profile "$profile" --out "$out" --reps "$reps" $mode \
-    --disk-note "$disk_note" "${only[@]}" \
-    --target "raw=$work/disk/raw" \
-    --target "localvol=$work/mnt/localvol,backing=$work/disk/localvol,pid=$vol_pid" \
-    --target "nopt=$work/mnt/nopt,backing=$work/disk/nopt,pid=$nopt_pid" \
-    --target "limited=$work/mnt/limited,backing=$work/disk/limited,pid=$lim_pid" \
-    "${ring_target[@]}" "${base_target[@]}" \
-    --target "bindfs=$work/mnt/bindfs,backing=$work/disk/bindfs,pid=$bind_pid" \
-    --target "mergerfs=$work/mnt/mergerfs,backing=$work/disk/mergerfs,pid=$merge_pid"
+    --disk-note "$disk_note" "${only[@]}" "${targets[@]}"
   bench_drop_disk
 done
 

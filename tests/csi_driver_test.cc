@@ -299,6 +299,21 @@ TEST_F(CsiDriverTest, GetCapacityPerNodeAndLargestDisk) {
                    "weight");
 }
 
+// readPassthrough is the volume's own setting, fixed at creation: a retry
+// with another value is ALREADY_EXISTS, and a VolumeAttributesClass cannot set it.
+TEST_F(CsiDriverTest, ReadPassthroughParameterIsTheVolumesOwnSetting) {
+  auto req = CreateRequest("pvc-nopt", 64 * kMi);
+  (*req.mutable_parameters())["readPassthrough"] = "off";
+  ASSERT_GRPC_OK(Create(req));
+  const std::string text = Inspect("pvc-nopt");
+  EXPECT_NE(text.find("read passthrough off for this volume"), std::string::npos) << text;
+  (*req.mutable_parameters())["readPassthrough"] = "auto";
+  EXPECT_GRPC_CODE(Create(req), Code::ALREADY_EXISTS, "read passthrough off");
+  auto again = CreateRequest("pvc-nopt2", 64 * kMi);
+  (*again.mutable_mutable_parameters())["readPassthrough"] = "off";
+  EXPECT_GRPC_CODE(Create(again), Code::INVALID_ARGUMENT, "readPassthrough");
+}
+
 TEST_F(CsiDriverTest, ParametersSetLimitsAndModifyVolumeChangesThemLive) {
   auto req = CreateRequest("pvc-lim", 64 * kMi);
   (*req.mutable_parameters())["readIOPS"] = "500";

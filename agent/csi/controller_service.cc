@@ -131,6 +131,7 @@ grpc::Status ControllerService::CreateVolume(grpc::ServerContext*,
   p.io_limits = params->io_limits;
   p.csi = true;
   p.pvc = params->pvc;
+  p.read_passthrough = params->read_passthrough;
   if (auto existing = ctx_->volumes->Get(name); existing.ok()) {
     // Idempotent: the existing volume answers if its size is in the range;
     // the VolumeManager then checks the other parameters against it.

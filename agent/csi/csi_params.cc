@@ -64,9 +64,14 @@ std::string InCsiNames(std::string msg) {
 }
 
 std::string KnownKeys() {
-  std::string s = "inodes, disk";
+  std::string s = "inodes, disk, readPassthrough";
   for (const char* k : {"readIOPS", "writeIOPS", "readBPS", "writeBPS"}) s += std::string(", ") + k;
   return s + ", their ...Burst and ...BurstSeconds, and weight";
+}
+
+// Keys a VolumeAttributesClass may not change: the volume was made with them.
+bool FixedAtCreation(const std::string& key) {
+  return key == "inodes" || key == "disk" || key == "readPassthrough";
 }
 
 Status Bad(const std::string& key, const std::string& value, const std::string& why) {
@@ -111,6 +116,9 @@ Result<VolumeParameters> ParseVolumeParameters(const ParameterMap& parameters,
     } else if (key == "disk") {
       if (value.empty()) return Bad(key, value, "expected a disk id (see 'localvolctl disk list')");
       out.disk = value;
+    } else if (key == "readPassthrough") {
+      if (value != "auto" && value != "off") return Bad(key, value, "expected auto or off");
+      out.read_passthrough = value == "auto";
     } else if (IoKey(key) != nullptr) {
       if (mutable_parameters.count(key) != 0) continue;  // the mutable value wins
       if (Status st = SetIo(key, value, &limits); !st.ok()) return st;
@@ -120,7 +128,7 @@ Result<VolumeParameters> ParseVolumeParameters(const ParameterMap& parameters,
     }
   }
   for (const auto& [key, value] : mutable_parameters) {
-    if (key == "inodes" || key == "disk") {
+    if (FixedAtCreation(key)) {
       return Status::Error(EINVAL, "mutable parameter '" + key +
                                        "' cannot change on a live volume; set "
                                        "it in the StorageClass parameters instead");
@@ -142,7 +150,7 @@ Result<VolumeParameters> ParseVolumeParameters(const ParameterMap& parameters,
 Status ApplyMutableParameters(const ParameterMap& mutable_parameters, iopath::IoLimits* limits) {
   iopath::IoLimits next = *limits;
   for (const auto& [key, value] : mutable_parameters) {
-    if (key == "inodes" || key == "disk") {
+    if (FixedAtCreation(key)) {
       return Status::Error(EINVAL,
                            "mutable parameter '" + key + "' cannot change on a live volume");
     }

@@ -10,6 +10,9 @@
 //   <limit>Burst                    the burst rate above that limit (e.g. readIOPSBurst)
 //   <limit>BurstSeconds             how long the burst lasts, 1..3600 (e.g. writeBPSBurstSeconds)
 //   weight                          share of the disk under contention, 1..10000
+//   readPassthrough                 auto (default) or off: whether read-only opens may be
+//                                   served by kernel FUSE passthrough (parameters only;
+//                                   docs/volumes.md, "Read passthrough")
 //   csi.storage.k8s.io/*            the external-provisioner's own keys: accepted and
 //                                   ignored, except pvc/namespace and pvc/name, which
 //                                   name the claim
@@ -38,12 +41,14 @@ struct VolumeParameters {
   // Set when any I/O key was given: the limits on top of unlimited, weight 100.
   std::optional<iopath::IoLimits> io_limits;
   std::string pvc;  // "namespace/name" when the provisioner passed both
+  // readPassthrough when given: true for auto, false for off.
+  std::optional<bool> read_passthrough;
 };
 
 // Parses CreateVolume's (or GetCapacity's) maps. Fails with EINVAL naming the
 // key and saying what it takes: an unknown key, a malformed or out-of-range
-// value, limits that contradict each other, or `inodes`/`disk` among the
-// mutable parameters.
+// value, limits that contradict each other, or `inodes`/`disk`/
+// `readPassthrough` among the mutable parameters.
 Result<VolumeParameters> ParseVolumeParameters(const ParameterMap& parameters,
                                                const ParameterMap& mutable_parameters);
 

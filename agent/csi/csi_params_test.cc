@@ -34,6 +34,30 @@ TEST(CsiParamsTest, ReadsEveryKeyAndIgnoresTheProvisionersOwn) {
   EXPECT_EQ(p->io_limits->weight, 300u);
 }
 
+TEST(CsiParamsTest, ReadPassthroughIsAutoOrOffAndFixedAtCreation) {
+  auto none = ParseVolumeParameters({}, {});
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->read_passthrough.has_value()) << "not given: the agent's default";
+  auto off = ParseVolumeParameters({{"readPassthrough", "off"}}, {});
+  ASSERT_TRUE(off.ok()) << off.status().ToString();
+  EXPECT_EQ(off->read_passthrough, std::optional<bool>(false));
+  auto on = ParseVolumeParameters({{"readPassthrough", "auto"}}, {});
+  ASSERT_TRUE(on.ok()) << on.status().ToString();
+  EXPECT_EQ(on->read_passthrough, std::optional<bool>(true));
+  for (const char* bad : {"", "on", "true", "Off"}) {
+    auto p = ParseVolumeParameters({{"readPassthrough", bad}}, {});
+    ASSERT_FALSE(p.ok()) << bad;
+    EXPECT_EQ(p.err(), EINVAL);
+    EXPECT_NE(p.status().context().find("readPassthrough='" + std::string(bad) + "'"),
+              std::string::npos)
+        << p.status().context();
+  }
+  auto mut = ParseVolumeParameters({}, {{"readPassthrough", "off"}});
+  ASSERT_FALSE(mut.ok());
+  EXPECT_NE(mut.status().context().find("cannot change on a live volume"), std::string::npos)
+      << mut.status().context();
+}
+
 TEST(CsiParamsTest, NoIoKeyMeansNoLimitsGiven) {
   auto p = ParseVolumeParameters({{"csi.storage.k8s.io/pvc/name", "x"}}, {});
   ASSERT_TRUE(p.ok());

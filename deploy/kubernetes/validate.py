@@ -63,7 +63,7 @@ for _dir in ("read", "write"):
         IO_KEYS[f"{_dir}{_kind}Burst"] = _form
         IO_KEYS[f"{_dir}{_kind}BurstSeconds"] = _INT
 MUTABLE_KEYS = set(IO_KEYS) | {"weight"}
-CLASS_KEYS = MUTABLE_KEYS | {"inodes", "disk"}
+CLASS_KEYS = MUTABLE_KEYS | {"inodes", "disk", "readPassthrough"}
 
 CLUSTER_SCOPED = {"Namespace", "CSIDriver", "StorageClass", "VolumeAttributesClass",
                   "ClusterRole", "ClusterRoleBinding"}
@@ -258,6 +258,8 @@ class Validator:
                 self.error(where, f"{what} inodes: {value!r} is not a positive whole number")
             elif key == "disk" and not value.strip():
                 self.error(where, f"{what} disk: empty")
+            elif key == "readPassthrough" and value not in ("auto", "off"):
+                self.error(where, f"{what} readPassthrough: {value!r} is not auto or off")
 
     def check_storageclasses(self):
         classes = self.of_kind("StorageClass")

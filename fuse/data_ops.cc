@@ -221,11 +221,13 @@ void Filesystem::SetOpenReply(Request& request, fuse_file_info* fi, FileHandle* 
 passthrough::OpenDecision Filesystem::DecidePassthrough(const FileHandle& handle, int flags) {
   if (!passthrough_granted_.load(std::memory_order_acquire)) return {};
   const iopath::IoLimits limits = queue_->limits();
-  // A read limit, or a weight the scheduler must honour: reads through the queue.
-  const passthrough::VolumePolicy policy{.passthrough = true,
-                                         .queued_reads = limits.read_iops.limited() ||
-                                                         limits.read_bps.limited() ||
-                                                         limits.weight != iopath::kDefaultWeight};
+  // Reads go through the queue when it must see them: a read limit, or a disk
+  // shared fairly with other volumes, whose shares (weights or equal) only
+  // the engine's scheduler can keep (docs/isolation.md, "Read passthrough").
+  const passthrough::VolumePolicy policy{
+      .passthrough = true,
+      .queued_reads = limits.read_iops.limited() || limits.read_bps.limited() ||
+                      engine_->SharedFairly()};
   const passthrough::OpenRequest open{.flags = flags,
                                       .regular_file = handle.inode->type == S_IFREG};
   auto registrar = [&]() -> Result<passthrough::BackingFile> {

@@ -287,7 +287,8 @@ struct Engine::Impl {
                                : kMaxBytesPerSqe),
         hooks_(std::move(hooks)),
         log_(GetLogger("iopath")),
-        scheduler_(SchedulerOptions{options.op_cost_bytes, options.policy}) {}
+        scheduler_(SchedulerOptions{options.op_cost_bytes, options.policy}),
+        fair_(options.policy == IoPolicy::kFair) {}
 
   // Sets up the ring, checks what iopath relies on, starts the completion thread.
   static Result<std::unique_ptr<Impl>> Create(const EngineOptions& options, EngineTestHooks hooks);
@@ -410,6 +411,9 @@ struct Engine::Impl {
   uint64_t contended_until_ns_ GUARDED_BY(mu_) = 0;
   uint64_t outstanding_ GUARDED_BY(mu_) = 0;  // sum of every queue's outstanding_
   size_t num_queues_ GUARDED_BY(mu_) = 0;
+  // num_queues_, readable without mu_ (Engine::SharedFairly).
+  std::atomic<size_t> queues_now_{0};
+  const bool fair_;
   bool sq_unflushed_ GUARDED_BY(mu_) = false;  // published SQEs the kernel has not taken
   bool stopping_ GUARDED_BY(mu_) = false;
 
@@ -474,7 +478,7 @@ Result<std::unique_ptr<Engine::Impl>> Engine::Impl::Create(const EngineOptions& 
 void Engine::Impl::RegisterQueue(IoQueue& queue) {
   MutexLock lock(mu_);
   queue.registered_ = true;
-  ++num_queues_;
+  queues_now_.store(++num_queues_, std::memory_order_relaxed);
 }
 
 void Engine::Impl::Unregister(IoQueue& queue) {
@@ -502,7 +506,7 @@ void Engine::Impl::Unregister(IoQueue& queue) {
   while (queue.outstanding_ > 0) idle_cv_.wait(mu_);
   scheduler_.Remove(*queue.flow_);
   queue.registered_ = false;
-  --num_queues_;
+  queues_now_.store(--num_queues_, std::memory_order_relaxed);
 }
 
 void Engine::Impl::SetLimits(IoQueue& queue, const IoLimits& limits) {
@@ -981,5 +985,9 @@ bool Engine::SubmitOrRun(IoQueue& queue, std::unique_ptr<IoRequest> request) {
 }
 
 void Engine::Unregister(IoQueue& queue) { impl_->Unregister(queue); }
+
+bool Engine::SharedFairly() const {
+  return impl_->fair_ && impl_->queues_now_.load(std::memory_order_relaxed) >= 2;
+}
 
 }  // namespace localvol::iopath

@@ -147,6 +147,12 @@ class Engine {
   // (docs/performance.md, section 2).
   static constexpr uint64_t kRunHereMaxBytes = 64 << 10;
 
+  // Whether the engine shares the disk fairly between volumes now: the fair
+  // policy, with two or more queues. I/O that bypasses the engine (kernel
+  // FUSE passthrough reads) escapes that sharing: the scheduler cannot see
+  // it, so the volumes it protects lose their share (docs/isolation.md).
+  bool SharedFairly() const;
+
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 

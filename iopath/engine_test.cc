@@ -236,6 +236,26 @@ class EngineTest : public ::testing::Test {
 // ---------------------------------------------------------------------------
 // Setup
 
+// I/O past the engine (read passthrough) is allowed only while nothing is
+// shared fairly: one queue, or the fifo policy.
+TEST(EngineCreate, SharedFairlyWithTwoQueuesUnderTheFairPolicyOnly) {
+  ENGINE_OR_SKIP(fair, Engine::Create(EngineOptions{.ring_entries = 8, .max_in_flight = 8}));
+  EXPECT_FALSE(fair->SharedFairly());
+  auto a = fair->CreateQueue("a");
+  EXPECT_FALSE(fair->SharedFairly()) << "a volume alone shares nothing";
+  {
+    auto b = fair->CreateQueue("b");
+    EXPECT_TRUE(fair->SharedFairly());
+  }
+  EXPECT_FALSE(fair->SharedFairly()) << "the second volume is gone";
+  a.reset();
+  ENGINE_OR_SKIP(fifo, Engine::Create(EngineOptions{
+                            .ring_entries = 8, .max_in_flight = 8, .policy = IoPolicy::kFifo}));
+  auto c = fifo->CreateQueue("c");
+  auto d = fifo->CreateQueue("d");
+  EXPECT_FALSE(fifo->SharedFairly()) << "fifo shares nothing fairly";
+}
+
 TEST(EngineCreate, RejectsZeroSizes) {
   auto no_ring = Engine::Create(EngineOptions{.ring_entries = 0, .max_in_flight = 8});
   ASSERT_FALSE(no_ring.ok());

@@ -58,6 +58,7 @@ class InProcessVolume {
 
 #if LOCALVOL_HAVE_VOLUME_LIB
   fuse::Volume& volume() { return *volume_; }
+  iopath::Engine& engine() { return *engine_; }
 #endif
 
  private:

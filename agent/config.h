@@ -30,7 +30,8 @@
 //                                 # CPUs (fuse/thread_placement.h, a heuristic
 //                                 # tuned on a 2-CPU machine)
 //   read_passthrough: auto        # auto (default): read-only opens of a volume with no
-//                                 # read limit are served by kernel FUSE passthrough
+//                                 # read limit, on a disk it does not share fairly with
+//                                 # other volumes, are served by kernel FUSE passthrough
 //                                 # where the kernel offers it (Linux 6.9+); off: every
 //                                 # read goes through localvold. See docs/volumes.md.
 //   node_name: node-1             # the Kubernetes node name (CSI node id and the

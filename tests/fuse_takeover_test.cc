@@ -5,11 +5,13 @@
 //    wait, and whoever holds the fd can answer them;
 //  * the kernel sends FUSE_INIT once per connection, never to a new reader;
 //  * FUSE_NOTIFY_RESEND puts back in the queue a request the dead server had
-//    read but not answered, its unique marked with FUSE_UNIQUE_RESEND.
+//    read but not answered, its unique marked with FUSE_UNIQUE_RESEND;
+//  * a held /dev/fuse fd reports POLLERR once the mount is gone.
 // Each test kills the server and plays the next one itself. Needs root and
 // /dev/fuse; skips otherwise.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -207,6 +209,20 @@ TEST_F(FuseTakeoverTest, ResendRequeuesARequestTheDeadServerHadRead) {
   // brings back nothing.
   ASSERT_TRUE(NotifyResend(held_.get()).ok());
   ExpectNoRequest("after a second RESEND");
+}
+
+// The fd store drops a stored fd that reports POLLERR/POLLHUP (unless stored
+// with FDPOLL=0). A held /dev/fuse fd reports POLLERR once its mount is gone,
+// so the store forgets an unmounted volume's fd by itself.
+TEST_F(FuseTakeoverTest, HeldFdReportsPollErrOnceUnmounted) {
+  TakeOverAndKill();
+  pollfd p{held_.get(), 0, 0};
+  ASSERT_EQ(::poll(&p, 1, 0), 0) << "revents 0x" << std::hex << p.revents << " while mounted";
+  ASSERT_TRUE(LazyUnmountAll(mnt_).ok());
+  mounted_ = false;
+  p.revents = 0;
+  ASSERT_EQ(::poll(&p, 1, 5000), 1);
+  EXPECT_NE(p.revents & POLLERR, 0) << "revents 0x" << std::hex << p.revents;
 }
 
 }  // namespace

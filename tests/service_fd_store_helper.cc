@@ -1,8 +1,10 @@
 // A tiny service for service_fd_store_test: stores fds through the agent's
 // fd store library and takes them back at the next start.
 //
-//   store NAME=TEXT... [--dup NAME] [--remove NAME]
+//   store NAME=TEXT... [--dup NAME] [--remove NAME] [--pipe[-nopoll] NAME]
 //       stores, for each NAME=TEXT, a memfd holding TEXT under NAME (FDPOLL=0);
+//       --pipe stores a pipe's read end under NAME (polled; --pipe-nopoll with
+//       FDPOLL=0) and keeps the write end until exit, so it then hangs up;
 //       --dup stores another fd of the first memfd's open file under NAME;
 //       --remove sends FDSTOREREMOVE=1 for NAME; then READY=1, exit 0.
 //   receive
@@ -36,9 +38,20 @@ int Fail(const Status& st) {
 }
 
 int Store(int argc, char** argv) {
-  std::vector<UniqueFd> kept;
+  std::vector<UniqueFd> kept;     // memfds, in order
+  std::vector<UniqueFd> writers;  // pipe write ends
   for (int i = 2; i < argc; ++i) {
     const std::string arg = argv[i];
+    if ((arg == "--pipe" || arg == "--pipe-nopoll") && i + 1 < argc) {
+      int p[2];
+      if (::pipe2(p, O_CLOEXEC) != 0) return Fail(Status::FromErrno("pipe2"));
+      UniqueFd r(p[0]), w(p[1]);
+      const int fds[] = {r.get()};
+      Status st = localvol::service::StoreFds(argv[++i], fds, arg == "--pipe");
+      if (!st.ok()) return Fail(st);
+      writers.push_back(std::move(w));  // closes at exit: the stored end then hangs up
+      continue;
+    }
     if ((arg == "--dup" || arg == "--remove") && i + 1 < argc) {
       const std::string name = argv[++i];
       if (arg == "--remove") {

@@ -95,6 +95,14 @@ TEST_F(ServiceFdStoreTest, TheSameOpenFileIsStoredOnce) {
   EXPECT_EQ(manager_.StoreNames(), "orig") << "systemd keeps one entry per open file";
 }
 
+TEST_F(ServiceFdStoreTest, AHungUpFdIsDroppedUnlessFdpollIsOff) {
+  MakeManager(8);
+  Run({"store", "--pipe", "polled", "--pipe-nopoll", "kept"});
+  // The helper has exited, so both stored pipe ends report POLLHUP.
+  ASSERT_TRUE(manager_.Drain().ok());
+  EXPECT_EQ(manager_.StoreNames(), "kept");
+}
+
 TEST_F(ServiceFdStoreTest, OnlyTheMainProcessIsHeard) {
   MakeManager(8);
   // This test process is not the service's main process (NotifyAccess=main).

@@ -69,7 +69,8 @@ class FakeServiceManager {
   // Processes datagrams until one from the main process contains the line
   // `line` (e.g. "READY=1"), or fails with ETIMEDOUT after `timeout`.
   Status WaitFor(const std::string& line, std::chrono::milliseconds timeout);
-  // Processes every datagram already queued.
+  // Processes every datagram already queued, then drops stored fds that hang
+  // up (those stored without FDPOLL=0).
   Status Drain();
 
   const std::vector<StoredFd>& store() const { return store_; }

@@ -21,6 +21,7 @@ namespace {
 // Large enough for any request this filesystem receives; the kernel refuses
 // reads into buffers smaller than its minimum (FUSE_MIN_READ_BUFFER).
 constexpr size_t kReadBuffer = 128 * 1024;
+constexpr size_t kTakeoverReadBuffer = 4 * 1024 * 1024;
 constexpr uint32_t kMaxWrite = 4096;
 constexpr uint64_t kAttrValidSeconds = 3600;
 
@@ -189,7 +190,10 @@ void RawFuseServer::Kill() {
 }
 
 Result<RawRequest> ReadRequest(int fuse_fd, std::chrono::milliseconds timeout) {
-  std::vector<char> buf(kReadBuffer);
+  // The kernel refuses (EINVAL) a read into a buffer smaller than a WRITE of
+  // the negotiated max_write; another server's connection may have negotiated
+  // up to FUSE_MAX_MAX_PAGES pages.
+  std::vector<char> buf(kTakeoverReadBuffer);
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(

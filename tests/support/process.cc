@@ -140,7 +140,8 @@ CommandResult RunCommand(const std::vector<std::string>& argv, std::chrono::mill
 }
 
 Result<Subprocess> Subprocess::Spawn(const std::vector<std::string>& argv,
-                                     const std::string& log_path) {
+                                     const std::string& log_path,
+                                     const std::function<void()>& arrange_fds) {
   auto log = OpenAt(AT_FDCWD, log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
   if (!log.ok()) return log.status();
   const pid_t parent = ::getpid();
@@ -153,7 +154,11 @@ Result<Subprocess> Subprocess::Spawn(const std::vector<std::string>& argv,
     ::dup2(devnull, 0);
     ::dup2(log->get(), 1);
     ::dup2(log->get(), 2);
-    CloseExtraFds();
+    if (arrange_fds) {
+      arrange_fds();
+    } else {
+      CloseExtraFds();
+    }
     ExecOrDie(argv);
   }
   Subprocess p;

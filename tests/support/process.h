@@ -60,8 +60,12 @@ class Subprocess {
   // `log_path`. Fails if fork fails; exec failures show up as exit 127.
   // The child gets SIGKILL if the spawning thread dies (PR_SET_PDEATHSIG), so
   // a test killed by a timeout does not leave its server running.
-  static Result<Subprocess> Spawn(const std::vector<std::string>& argv,
-                                  const std::string& log_path);
+  // `arrange_fds`, if given, runs in the child after stdin/stdout/stderr are
+  // set up, instead of closing every other fd: it decides what the program
+  // inherits (and may point `environ` at a prepared environment). It runs
+  // between fork and exec, so it must be async-signal-safe: no allocation.
+  static Result<Subprocess> Spawn(const std::vector<std::string>& argv, const std::string& log_path,
+                                  const std::function<void()>& arrange_fds = {});
 
   Subprocess() = default;
   Subprocess(Subprocess&& other) noexcept;

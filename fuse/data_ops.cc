@@ -224,10 +224,10 @@ passthrough::OpenDecision Filesystem::DecidePassthrough(const FileHandle& handle
   // Reads go through the queue when it must see them: a read limit, or a disk
   // shared fairly with other volumes, whose shares (weights or equal) only
   // the engine's scheduler can keep (docs/isolation.md, "Read passthrough").
-  const passthrough::VolumePolicy policy{
-      .passthrough = true,
-      .queued_reads = limits.read_iops.limited() || limits.read_bps.limited() ||
-                      engine_->SharedFairly()};
+  const passthrough::VolumePolicy policy{.passthrough = true,
+                                         .queued_reads = limits.read_iops.limited() ||
+                                                         limits.read_bps.limited() ||
+                                                         engine_->SharedFairly()};
   const passthrough::OpenRequest open{.flags = flags,
                                       .regular_file = handle.inode->type == S_IFREG};
   auto registrar = [&]() -> Result<passthrough::BackingFile> {

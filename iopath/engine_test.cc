@@ -250,7 +250,7 @@ TEST(EngineCreate, SharedFairlyWithTwoQueuesUnderTheFairPolicyOnly) {
   EXPECT_FALSE(fair->SharedFairly()) << "the second volume is gone";
   a.reset();
   ENGINE_OR_SKIP(fifo, Engine::Create(EngineOptions{
-                            .ring_entries = 8, .max_in_flight = 8, .policy = IoPolicy::kFifo}));
+                           .ring_entries = 8, .max_in_flight = 8, .policy = IoPolicy::kFifo}));
   auto c = fifo->CreateQueue("c");
   auto d = fifo->CreateQueue("d");
   EXPECT_FALSE(fifo->SharedFairly()) << "fifo shares nothing fairly";

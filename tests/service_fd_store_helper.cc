@@ -33,7 +33,7 @@ using localvol::Status;
 using localvol::UniqueFd;
 
 int Fail(const Status& st) {
-  std::fprintf(stderr, "%s\n", st.ToString().c_str());
+  (void)std::fprintf(stderr, "%s\n", st.ToString().c_str());  // exiting 1 says it anyway
   return 1;
 }
 
@@ -96,7 +96,8 @@ int Receive() {
   if (!std::getenv("LISTEN_PID") && !std::getenv("LISTEN_FDS") && !std::getenv("LISTEN_FDNAMES")) {
     std::printf("listen_env=unset\n");
   }
-  std::fflush(stdout);
+  // The test reads what was received from stdout: a lost line must fail it.
+  if (std::fflush(stdout) != 0) return Fail(Status::FromErrno("flush stdout"));
   sd_notify(0, "READY=1\nSTATUS=received");
   return 0;
 }
@@ -106,7 +107,7 @@ int Receive() {
 int main(int argc, char** argv) {
   if (argc >= 2 && std::strcmp(argv[1], "store") == 0) return Store(argc, argv);
   if (argc == 2 && std::strcmp(argv[1], "receive") == 0) return Receive();
-  std::fprintf(stderr, "usage: %s store NAME=TEXT... [--dup NAME] [--remove NAME] | receive\n",
-               argv[0]);
+  (void)std::fprintf(
+      stderr, "usage: %s store NAME=TEXT... [--dup NAME] [--remove NAME] | receive\n", argv[0]);
   return 2;
 }

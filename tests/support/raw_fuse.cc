@@ -115,7 +115,11 @@ Result<RawFuseServer> RawFuseServer::Start(const std::string& mountpoint) {
   auto dev = OpenAt(AT_FDCWD, "/dev/fuse", O_RDWR);
   if (!dev.ok()) return dev.status();
   char options[128];
-  std::snprintf(options, sizeof options, "fd=%d,rootmode=40000,user_id=0,group_id=0", dev->get());
+  const int n = std::snprintf(options, sizeof options, "fd=%d,rootmode=40000,user_id=0,group_id=0",
+                              dev->get());
+  if (n < 0 || static_cast<size_t>(n) >= sizeof options) {
+    return Status::Error(EOVERFLOW, "fuse mount options do not fit");
+  }
   if (::mount("lvrawfuse", mountpoint.c_str(), "fuse.lvrawfuse", MS_NOSUID | MS_NODEV, options) !=
       0) {
     return Status::FromErrno("mount fuse at " + mountpoint);

@@ -410,9 +410,8 @@ struct Engine::Impl {
   size_t busy_queues_ GUARDED_BY(mu_) = 0;       // queues with outstanding_ > 0
   uint64_t contended_until_ns_ GUARDED_BY(mu_) = 0;
   uint64_t outstanding_ GUARDED_BY(mu_) = 0;  // sum of every queue's outstanding_
-  size_t num_queues_ GUARDED_BY(mu_) = 0;
-  // num_queues_, readable without mu_ (Engine::SharedFairly).
-  std::atomic<size_t> queues_now_{0};
+  // Registered queues: changed under mu_, read without it by SharedFairly.
+  std::atomic<size_t> num_queues_{0};
   const bool fair_;
   bool sq_unflushed_ GUARDED_BY(mu_) = false;  // published SQEs the kernel has not taken
   bool stopping_ GUARDED_BY(mu_) = false;
@@ -478,7 +477,7 @@ Result<std::unique_ptr<Engine::Impl>> Engine::Impl::Create(const EngineOptions& 
 void Engine::Impl::RegisterQueue(IoQueue& queue) {
   MutexLock lock(mu_);
   queue.registered_ = true;
-  queues_now_.store(++num_queues_, std::memory_order_relaxed);
+  num_queues_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void Engine::Impl::Unregister(IoQueue& queue) {
@@ -506,7 +505,7 @@ void Engine::Impl::Unregister(IoQueue& queue) {
   while (queue.outstanding_ > 0) idle_cv_.wait(mu_);
   scheduler_.Remove(*queue.flow_);
   queue.registered_ = false;
-  queues_now_.store(--num_queues_, std::memory_order_relaxed);
+  num_queues_.fetch_sub(1, std::memory_order_relaxed);
 }
 
 void Engine::Impl::SetLimits(IoQueue& queue, const IoLimits& limits) {
@@ -920,11 +919,11 @@ void Engine::Impl::CompleteAll(Finished* finished, unsigned count) {
 void Engine::Impl::Shutdown() {
   {
     MutexLock lock(mu_);
-    if (num_queues_ > 0) {
+    if (const size_t queues = num_queues_.load(std::memory_order_relaxed); queues > 0) {
       log_->error(
           "iopath engine destroyed while {} IoQueue(s) still exist; waiting for their "
           "requests to complete",
-          num_queues_);
+          queues);
     }
     stopping_ = true;
     io_uring* ring = ring_.get();
@@ -987,7 +986,7 @@ bool Engine::SubmitOrRun(IoQueue& queue, std::unique_ptr<IoRequest> request) {
 void Engine::Unregister(IoQueue& queue) { impl_->Unregister(queue); }
 
 bool Engine::SharedFairly() const {
-  return impl_->fair_ && impl_->queues_now_.load(std::memory_order_relaxed) >= 2;
+  return impl_->fair_ && impl_->num_queues_.load(std::memory_order_relaxed) >= 2;
 }
 
 }  // namespace localvol::iopath
